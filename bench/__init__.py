@@ -1,0 +1,1 @@
+"""Load generation, statistics, cost model and reporting for deployed models."""

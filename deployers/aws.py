@@ -1,0 +1,42 @@
+"""The one place boto3 clients are built.
+
+Every AWS call in the project goes through ``client(service)``. boto3 itself honours
+``AWS_ENDPOINT_URL`` and ``AWS_ENDPOINT_URL_<SERVICE>`` (so tests point everything at a moto
+server by environment alone); nothing here hard-codes an endpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+DEFAULT_REGION = "us-east-1"
+
+
+def region() -> str:
+    """The region from ``AWS_REGION`` / ``AWS_DEFAULT_REGION``, else us-east-1."""
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
+
+
+@lru_cache(maxsize=8)
+def _session(region_name: str, profile: str | None) -> boto3.session.Session:
+    return boto3.session.Session(region_name=region_name, profile_name=profile)
+
+
+def session() -> boto3.session.Session:
+    """The shared boto3 session (region and ``AWS_PROFILE`` from the environment)."""
+    return _session(region(), os.environ.get("AWS_PROFILE"))
+
+
+def client(service: str, **config: Any) -> Any:
+    """A boto3 client for ``service`` from the shared session. ``config`` goes to botocore Config."""
+    return session().client(service, config=Config(**config) if config else None)
+
+
+def reset() -> None:
+    """Forget cached sessions (tests that change AWS_* variables call this)."""
+    _session.cache_clear()

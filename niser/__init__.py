@@ -1,0 +1,1 @@
+"""The NISER session-based recommender: data, model, training, evaluation, serving."""
