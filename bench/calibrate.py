@@ -1,0 +1,255 @@
+"""Honesty check: measure a stub server whose answer takes a known, fixed time.
+
+``StubServer`` runs in its own process (``python -m bench.calibrate --serve``) so that it does not
+share a GIL with the load generator: a threaded HTTP/1.1 server on 127.0.0.1 (port 0, keep-alive,
+Nagle off) that sleeps ``delay_ms`` and answers in the MLflow scoring-server format. ``calibrate``
+sweeps the closed-loop generator over 1..32 users against it with ``HttpInvoker`` and tabulates
+p50 - delay, the overhead the measuring chain adds. The acceptance bound is
+``0 <= p50 - delay <= 1 ms`` at every level.
+
+``HttpInvoker`` speaks the pyfunc serving contract (``dataframe_records`` with a ``session`` column
+and ``params.k``; ``{"predictions": [...]}`` back) over one keep-alive ``http.client`` connection
+per thread, so it also drives ``mlflow models serve`` directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import pandas as pd
+
+from bench.load import LoadSettings, SweepResult, sweep
+from bench.payloads import Payloads
+from deployers.base import InvocationError, Prediction
+
+DEFAULT_USERS = [1, 2, 4, 8, 16, 24, 32]
+BOUND_MS = 1.0
+
+
+class HttpInvoker:
+    """POSTs sessions to ``url`` (an ``/invocations`` endpoint); one keep-alive connection per
+    thread. Any transport failure or non-2xx answer raises ``InvocationError`` and drops that
+    thread's connection; there are no retries (a retry would hide a failure inside a latency)."""
+
+    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"url must look like http://HOST:PORT/PATH, got {url!r}")
+        self.url = url
+        self.host = parts.hostname
+        self.port = parts.port or 80
+        self.path = parts.path or "/"
+        self.timeout_s = timeout_s
+        self._local = threading.local()
+
+    def _conn(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+            self._local.conn = conn  # http.client sets TCP_NODELAY on connect
+        return conn
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+        self._local.conn = None
+
+    def __call__(self, sessions: list[list[int]], k: int = 20) -> Prediction:
+        body = json.dumps(
+            {"dataframe_records": [{"session": s} for s in sessions], "params": {"k": k}}
+        ).encode()
+        conn = self._conn()
+        try:
+            conn.request("POST", self.path, body, {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            data = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self._drop()
+            raise InvocationError(f"POST {self.url} failed: {type(exc).__name__}: {exc}") from exc
+        if not 200 <= resp.status < 300:
+            text = data[:500].decode(errors="replace")
+            raise InvocationError(f"POST {self.url} answered {resp.status}: {text}",
+                                  status=resp.status, body=text)
+        try:
+            preds = json.loads(data)["predictions"]
+            return Prediction([p["items"] for p in preds], [p["scores"] for p in preds], preds)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvocationError(
+                f"POST {self.url}: answer is not {{'predictions': [{{'items', 'scores'}}]}}: "
+                f"{data[:200]!r}"
+            ) from exc
+
+
+def _handler(delay_s: float) -> type[BaseHTTPRequestHandler]:
+    answer = json.dumps({"predictions": [
+        {"items": list(range(1, 21)), "scores": [1.0] * 20, "unknown_items": [], "fallback": False}
+    ]}).encode()
+
+    class Stub(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive
+        disable_nagle_algorithm = True
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            time.sleep(delay_s)
+            head = (
+                f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(answer)}\r\n\r\n"
+            ).encode()
+            self.wfile.write(head + answer)  # one write: no Nagle/delayed-ACK stall
+
+        def do_GET(self) -> None:  # /ping
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Stub
+
+
+def serve(delay_ms: float) -> None:
+    """Run the stub server in this process until SIGTERM; prints ``PORT <n>`` once listening."""
+    ThreadingHTTPServer.request_queue_size = 256
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(delay_ms / 1e3))
+    server.daemon_threads = True
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    print(f"PORT {server.server_address[1]}", flush=True)
+    server.serve_forever(poll_interval=0.1)
+
+
+class StubServer:
+    """The stub server as a child process (own session); ``url`` is its ``/invocations``."""
+
+    def __init__(self, delay_ms: float = 16.0, start_timeout_s: float = 20.0) -> None:
+        self.delay_ms = delay_ms
+        self.start_timeout_s = start_timeout_s
+        self.proc: subprocess.Popen[str] | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/invocations"
+
+    def start(self) -> StubServer:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.calibrate", "--serve", "--delay-ms", str(self.delay_ms)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+            env=env,
+        )
+        assert self.proc.stdout is not None
+        line = ""
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline and not line.startswith("PORT "):
+            line = self.proc.stdout.readline()
+            if not line and self.proc.poll() is not None:
+                break
+        if not line.startswith("PORT "):
+            self.stop()
+            err = self.proc.stderr.read()[-2000:] if self.proc.stderr else ""
+            raise RuntimeError(f"stub server did not start within {self.start_timeout_s} s: {err}")
+        self.port = int(line.split()[1])
+        return self
+
+    def kill(self) -> None:
+        """Kill the server abruptly (SIGKILL), as a crashing target would die."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def __enter__(self) -> StubServer:
+        return self.start()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The calibration table (one row per user count) and whether every row met the bound."""
+
+    table: pd.DataFrame
+    sweep: SweepResult
+    delay_ms: float
+    passed: bool
+
+
+def calibrate(
+    delay_ms: float = 16.0, users: list[int] | None = None, warmup_s: float = 1.0,
+    duration_s: float = 3.0, bound_ms: float = BOUND_MS,
+) -> Calibration:
+    """Closed-loop sweep against a fresh stub server; ``passed`` when every level has
+    ``0 <= p50 - delay <= bound_ms`` and no failed request."""
+    levels = users or DEFAULT_USERS
+    payloads = Payloads([[i, i + 1, i + 2] for i in range(1, 2001)], seed=0)
+    settings = LoadSettings(warmup_s=warmup_s, duration_s=duration_s, timeout_s=5.0)
+    with StubServer(delay_ms) as server:
+        result = sweep(HttpInvoker(server.url, timeout_s=5.0), payloads, levels, settings)
+    rows = []
+    for lv, st in zip(result.levels, result.stats(), strict=True):
+        over = st.p50_ms - delay_ms
+        rows.append({
+            "users": int(lv.level), "requests": st.count, "failed": st.errors + st.timeouts,
+            "p50_ms": st.p50_ms, "p95_ms": st.p95_ms, "p99_ms": st.p99_ms,
+            "p50_minus_delay_ms": over, "throughput_rps": st.throughput_rps,
+            "generator_cpu_pct": 100 * lv.cpu_fraction,
+            "ok": bool(0 <= over <= bound_ms and st.errors + st.timeouts == 0),
+        })
+    table = pd.DataFrame(rows)
+    passed = len(rows) == len(levels) and bool(table["ok"].all())
+    return Calibration(table, result, delay_ms, passed)
+
+
+def format_table(cal: Calibration) -> str:
+    """The table as fixed-width text, with the verdict."""
+    t = cal.table.copy()
+    for c in ("p50_ms", "p95_ms", "p99_ms", "p50_minus_delay_ms"):
+        t[c] = t[c].map(lambda v: f"{v:.3f}")
+    t["throughput_rps"] = t["throughput_rps"].map(lambda v: f"{v:.0f}")
+    t["generator_cpu_pct"] = t["generator_cpu_pct"].map(lambda v: f"{v:.0f}")
+    verdict = "PASS" if cal.passed else "FAIL"
+    return (
+        f"stub delay {cal.delay_ms:g} ms, bound 0 <= p50 - delay <= {BOUND_MS:g} ms\n"
+        f"{t.to_string(index=False)}\n{verdict}"
+    )
+
+
+def _main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Stub server for the calibration check.")
+    ap.add_argument("--serve", action="store_true", help="run the stub server")
+    ap.add_argument("--delay-ms", type=float, default=16.0, help="fixed answer delay")
+    args = ap.parse_args(argv)
+    if not args.serve:
+        ap.error("--serve is required (use `python -m bench.cli calibrate` for the check)")
+    serve(args.delay_ms)
+
+
+if __name__ == "__main__":
+    _main()
