@@ -56,7 +56,8 @@ class Samples:
         lens = np.fromiter((len(p) for p in prefixes), dtype=np.int64, count=len(prefixes))
         offsets = np.zeros(len(prefixes) + 1, dtype=np.int64)
         np.cumsum(lens, out=offsets[1:])
-        items = np.fromiter((i for p in prefixes for i in p), dtype=np.int64, count=int(offsets[-1]))
+        flat = (i for p in prefixes for i in p)
+        items = np.fromiter(flat, dtype=np.int64, count=int(offsets[-1]))
         return cls(items, offsets, np.asarray(targets, dtype=np.int64))
 
     def fingerprint(self) -> str:
@@ -113,7 +114,7 @@ class SessionData:
 def _parse_ids(text: str, path: Path, lineno: int) -> list[int]:
     out = []
     for tok in text.split():
-        if not tok.isdigit() or int(tok) < 1:
+        if not (tok.isascii() and tok.isdigit()) or int(tok) < 1:
             raise DataError(f"{path}:{lineno}: item id {tok!r} is not a positive integer")
         out.append(int(tok))
     return out
@@ -145,14 +146,19 @@ def load_preprocessed(folder: str | Path, name: str | None = None) -> SessionDat
                 raise DataError(
                     f"{test_path}:{lineno}: expected 'prefix<TAB>target', got {len(parts)} fields"
                 )
-            prefix, target = _parse_ids(parts[0], test_path, lineno), _parse_ids(parts[1], test_path, lineno)
+            prefix = _parse_ids(parts[0], test_path, lineno)
+            target = _parse_ids(parts[1], test_path, lineno)
             if not prefix or len(target) != 1:
                 raise DataError(f"{test_path}:{lineno}: empty prefix or not exactly one target")
             prefixes.append(prefix)
             targets.append(target[0])
     if not sessions:
         raise DataError(f"{train_path}: no sessions")
+    if not prefixes:
+        raise DataError(f"{test_path}: no test samples")
     train = augment_prefixes(sessions)
+    if len(train) == 0:
+        raise DataError(f"{train_path}: no training samples (every session has fewer than 2 items)")
     test = Samples.from_pairs(prefixes, targets)
     n = int(max(train.items.max(), train.targets.max(), test.items.max(), test.targets.max()))
     return SessionData(name or folder.name, train, test, Vocabulary.identity(n))
