@@ -15,10 +15,12 @@ Each batch is padded to its own longest session, not the dataset's.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported only by ``GraphBatch.tensors``: this module runs without it
+    import torch
 
 LongSessions = Literal["truncate", "clamp"]
 
@@ -36,6 +38,8 @@ class GraphBatch:
 
     def tensors(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, ...]:
         """The arrays as tensors in ``NISER.forward`` order."""
+        import torch
+
         arrays = (self.nodes, self.adj, self.alias, self.positions, self.mask, self.last)
         return tuple(torch.from_numpy(a).to(device, non_blocking=True) for a in arrays)
 
