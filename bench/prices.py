@@ -218,4 +218,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main so every class comes from ``bench.prices``, not ``__main__``.
+    from bench.prices import main as _main
+
+    sys.exit(_main())

@@ -52,12 +52,16 @@ class Workload(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     base_rps: float = Field(ge=0, description="Steady request rate, requests/s.")
-    burst_rps: float = Field(0.0, ge=0, description="Extra requests/s on top of base in a burst.")
-    burst_fraction: float = Field(0.0, ge=0, le=1, description="Fraction of time in bursts.")
-    bursts_per_hour: float = Field(1.0, ge=0, description="Burst starts per hour (cold starts).")
+    burst_rps: float = Field(
+        default=0.0, ge=0, description="Extra requests/s on top of base in a burst.")
+    burst_fraction: float = Field(
+        default=0.0, ge=0, le=1, description="Fraction of time in bursts.")
+    bursts_per_hour: float = Field(
+        default=1.0, ge=0, description="Burst starts per hour (cold starts).")
     p95_slo_ms: float = Field(gt=0, description="p95 latency objective, milliseconds.")
     allow_cold_starts: bool = Field(
-        True, description="False: serverless options must keep the peak warm (provisioned).")
+        default=True,
+        description="False: serverless options must keep the peak warm (provisioned).")
 
     @property
     def peak_rps(self) -> float:
@@ -80,11 +84,14 @@ class Profile(BaseModel):
     slo_ms: float = Field(gt=0, description="p95 SLO under which saturation_rps was measured.")
     p95_ms: float = Field(gt=0, description="Measured p95 at saturation (warm p95 for serverless).")
     saturation_rps: float | None = Field(
-        None, gt=0, description="Highest rate ONE instance holds with p95 <= slo_ms (instances).")
+        default=None, gt=0,
+        description="Highest rate ONE instance holds with p95 <= slo_ms (instances).")
     duration_ms: float | None = Field(
-        None, gt=0, description="Billed duration per request (Lambda / serverless).")
-    init_ms: float = Field(0.0, ge=0, description="INIT duration of a cold start (Lambda).")
-    bytes_per_request: float = Field(0.0, ge=0, description="Payload in + out (serverless).")
+        default=None, gt=0, description="Billed duration per request (Lambda / serverless).")
+    init_ms: float = Field(
+        default=0.0, ge=0, description="INIT duration of a cold start (Lambda).")
+    bytes_per_request: float = Field(
+        default=0.0, ge=0, description="Payload in + out (serverless).")
     provenance: Provenance = Field(description="'measured' on the real target or 'extrapolated'.")
 
 

@@ -105,7 +105,7 @@ def test_steady_rate_cost_per_hour_matches_the_bill_over_one_hour(lam):
 
 
 def test_lambda_memory_out_of_range_is_refused(lam):
-    with pytest.raises(ValueError, match="memory_mb must be within 128..10240, got 64"):
+    with pytest.raises(ValueError, match=r"memory_mb must be within 128..10240, got 64"):
         cost.lambda_bill(requests=1, duration_ms=1, memory_mb=64, prices=lam)
 
 
@@ -140,7 +140,7 @@ def test_hourly_cost_of_instances_and_user_priced_local_machines(table):
     assert cost.hourly_cost(local, table.with_local(per_machine_hour=0.3)) == pytest.approx(0.6)
     with pytest.raises(ValueError, match="billed per request"):
         cost.hourly_cost(CostDrivers(kind="lambda", memory_mb=1024), table)
-    with pytest.raises(prices.PriceError, match="ml.p5.48xlarge"):
+    with pytest.raises(prices.PriceError, match=r"ml.p5.48xlarge"):
         cost.hourly_cost(CostDrivers(kind="instance", instance_type="ml.p5.48xlarge"), table)
 
 
