@@ -267,3 +267,38 @@ def serverless_bill(
         provisioned_usd=pc_usd,
         provisioned_duration_usd=pc_dur_usd,
     )
+
+
+def cost_per_million_at_load(
+    drivers: CostDrivers, table: PriceTable, *, served_rps: float,
+    duration_ms: float | None = None, region: str | None = None,
+) -> float:
+    """USD per 1M requests for any deployment kind at the load it actually served.
+
+    Always-on capacity: price per hour / requests served per hour. Lambda: requests + duration
+    at ``served_rps`` (with ``drivers.provisioned_concurrency`` reserved for the hour).
+    SageMaker serverless: duration only (payload sizes are not known here, so no data-processing
+    charge). ``duration_ms`` (billed duration per request) is required for Lambda and serverless.
+    """
+    _positive("served_rps", served_rps, allow_zero=False)
+    if drivers.kind in ("instance", "local", "inprocess"):
+        return cost_per_inference_at_load(hourly_cost(drivers, table, region), served_rps) * 1e6
+    if duration_ms is None or drivers.memory_mb is None:
+        raise ValueError(f"a {drivers.kind!r} deployment needs duration_ms and "
+                         "CostDrivers.memory_mb to be priced")
+    prices = table.region(region)
+    if drivers.kind == "lambda":
+        hourly = lambda_cost_per_hour(
+            served_rps, duration_ms=duration_ms, memory_mb=drivers.memory_mb,
+            prices=prices.lambda_, architecture=drivers.architecture,
+            provisioned_concurrency=drivers.provisioned_concurrency or 0)
+        return hourly / (served_rps * SECONDS_PER_HOUR) * 1e6
+    if prices.sagemaker_serverless is None:
+        raise PriceError(f"no sagemaker_serverless prices for region {region!r}")
+    requests = round(served_rps * SECONDS_PER_HOUR)
+    bill = serverless_bill(
+        requests=requests, duration_ms=duration_ms, memory_mb=drivers.memory_mb,
+        prices=prices.sagemaker_serverless,
+        provisioned_concurrency=drivers.provisioned_concurrency or 0,
+        period_s=SECONDS_PER_HOUR if drivers.provisioned_concurrency else 0.0)
+    return bill.per_million_usd

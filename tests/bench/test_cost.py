@@ -166,3 +166,17 @@ def _all_prices(table: prices.PriceTable) -> list[prices.Price]:
         if sls is not None:
             out.extend(p for p in (sls.duration_gb_second, sls.data_processed_per_gb) if p)
     return out
+
+
+def test_cost_per_million_at_load_dispatches_on_the_deployment_kind(table):
+    c5 = CostDrivers(kind="instance", instance_type="ml.c5.xlarge", instance_count=1)
+    assert cost.cost_per_million_at_load(c5, table, served_rps=10.8) == pytest.approx(5.2469,
+                                                                                      rel=1e-4)
+    lam3 = CostDrivers(kind="lambda", memory_mb=3072, architecture="x86_64")
+    assert cost.cost_per_million_at_load(lam3, table, served_rps=5, duration_ms=100
+                                         ) == pytest.approx(5.20, abs=1e-4)
+    sls = CostDrivers(kind="serverless", memory_mb=2048, max_concurrency=10)
+    assert cost.cost_per_million_at_load(sls, table, served_rps=5, duration_ms=100
+                                         ) == pytest.approx(4.00)
+    with pytest.raises(ValueError, match="needs duration_ms"):
+        cost.cost_per_million_at_load(lam3, table, served_rps=5)
