@@ -3,7 +3,15 @@ import math
 import numpy as np
 import pytest
 
-from bench.stats import ERROR, OK, TIMEOUT, LevelStats, saturation_throughput, stats_frame, summarize
+from bench.stats import (
+    ERROR,
+    OK,
+    TIMEOUT,
+    LevelStats,
+    saturation_throughput,
+    stats_frame,
+    summarize,
+)
 
 MS = 1_000_000
 

@@ -1,0 +1,145 @@
+import json
+import time
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from bench.cli import main
+from bench.load import LoadSettings, sweep
+from bench.payloads import Payloads
+from bench.report import HookOutput, TargetRun, compare_table, log_benchmark
+from deployers.base import CostDrivers, Description, Prediction
+
+LEVELS = [1, 2, 4]
+
+
+def sleeper(delay):
+    def invoke(sessions, k=20):
+        time.sleep(delay)
+        return Prediction([[1]], [[1.0]])
+    return invoke
+
+
+@pytest.fixture(scope="module")
+def targets():
+    settings = LoadSettings(warmup_s=0.02, duration_s=0.15, timeout_s=1.0)
+    payloads = Payloads([[i, i + 1] for i in range(1, 100)])
+    fast = TargetRun(
+        "fast", sweep(sleeper(0.002), payloads, LEVELS, settings),
+        Description("local", "niser-local-1", "running",
+                    CostDrivers(kind="local", cpus=2.0), {"workers": 1}),
+        cold_start_s=1.25, settings=settings,
+    )
+    slow = TargetRun(
+        "slow", sweep(sleeper(0.006), payloads, LEVELS, settings),
+        Description("lambda", "niser-fn", "Active",
+                    CostDrivers(kind="lambda", memory_mb=3008, architecture="x86_64")),
+        provenance="extrapolated", settings=settings,
+    )
+    return [fast, slow]
+
+
+@pytest.fixture
+def tracking(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    old = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient()
+    client.create_experiment("bench-test", artifact_location=(tmp_path / "artifacts").as_uri())
+    yield uri, client
+    mlflow.set_tracking_uri(old)
+
+
+def cost_hook(summaries, slo_ms):
+    """Stands in for the cost model: a made-up per-level metric and one extra figure."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [1, 2])
+    return HookOutput(
+        figures={"plots/cost_per_1m.png": fig},
+        tables={"cost.json": pd.DataFrame({"target": [s.name for s in summaries]})},
+        step_metrics={s.name: {"cost_per_1m_usd": [(st.level, 2.0 * st.level) for st in s.stats]}
+                      for s in summaries},
+        summary_metrics={"fast": {"breakeven_rps": 12.5}},
+    )
+
+
+def test_log_benchmark_writes_parent_children_metrics_and_artifacts(targets, tracking, tmp_path):
+    _uri, client = tracking
+    run = log_benchmark(targets, slo_ms=50, experiment_name="bench-test", hooks=[cost_hook])
+    parent = client.get_run(run.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.params["slo_ms"] == "50"
+    assert set(run.child_run_ids) == {"fast", "slow"}
+
+    for name, rid in run.child_run_ids.items():
+        child = client.get_run(rid)
+        assert child.data.tags["mlflow.parentRunId"] == run.parent_run_id
+        assert child.data.tags["benchmark.target"] == name
+        for metric in ("latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms",
+                       "latency_mean_ms", "latency_max_ms", "throughput_rps", "error_rate",
+                       "timeouts", "cost_per_1m_usd"):
+            hist = client.get_metric_history(rid, metric)
+            assert sorted(h.step for h in hist) == LEVELS, metric
+        assert "saturation_throughput_rps" in child.data.metrics
+        arts = {a.path for a in client.list_artifacts(rid)} | {
+            a.path for a in client.list_artifacts(rid, "raw")}
+        assert {"summary.json", "raw/latencies.parquet"} <= arts
+
+    fast = client.get_run(run.child_run_ids["fast"])
+    assert fast.data.params["target"] == "local"
+    assert fast.data.params["cost.kind"] == "local"
+    assert fast.data.params["detail.workers"] == "1"
+    assert fast.data.params["provenance"] == "measured-local"
+    assert fast.data.params["load.duration_s"] == "0.15"
+    assert fast.data.metrics["cold_start_s"] == 1.25
+    assert fast.data.metrics["breakeven_rps"] == 12.5
+    p50 = {h.step: h.value for h in client.get_metric_history(fast.info.run_id, "latency_p50_ms")}
+    assert all(v >= 2.0 for v in p50.values())  # at least the 2 ms service time
+    slow = client.get_run(run.child_run_ids["slow"])
+    assert "cold_start_s" not in slow.data.metrics
+    assert slow.data.params["cost.memory_mb"] == "3008"
+    assert slow.data.tags["benchmark.provenance"] == "extrapolated"
+
+    # raw latencies: every request of every level, read back from the artifact
+    local = Path(client.download_artifacts(run.child_run_ids["fast"], "raw/latencies.parquet",
+                                           str(tmp_path)))
+    raw = pd.read_parquet(local)
+    assert len(raw) == sum(len(lv.status) for lv in targets[0].sweep.levels)
+    assert {"latency_ms", "status", "intended_ns", "warmup", "error"} <= set(raw.columns)
+
+    parent_arts = {a.path for a in client.list_artifacts(run.parent_run_id, "plots")}
+    assert {"plots/latency_vs_concurrency.png", "plots/throughput_vs_concurrency.png",
+            "plots/cost_per_1m.png"} <= parent_arts
+    summary = Path(client.download_artifacts(run.parent_run_id, "summary.json", str(tmp_path)))
+    table = json.loads(summary.read_text())
+    assert len(table["data"]) == 2 * len(LEVELS)
+
+
+def test_compare_reads_the_table_back(targets, tracking, capsys):
+    uri, _client = tracking
+    run = log_benchmark(targets, slo_ms=50, experiment_name="bench-test", hooks=[])
+    t = compare_table(parent_run_id=run.parent_run_id)
+    assert len(t) == 2 * len(LEVELS)
+    assert set(t["target"]) == {"fast", "slow"} and sorted(set(t["level"])) == LEVELS
+    fast = t[t["target"] == "fast"]
+    slow = t[t["target"] == "slow"]
+    assert (fast["latency_p50_ms"].to_numpy() < slow["latency_p50_ms"].to_numpy()).all()
+    by_exp = compare_table(experiment_name="bench-test")
+    assert len(by_exp) == len(t)
+
+    assert main(["compare", "--parent-run-id", run.parent_run_id, "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert "fast" in out and "slow" in out and "latency_p95_ms" in out
+
+
+def test_log_benchmark_refuses_empty_or_duplicate_targets(targets, tracking):
+    with pytest.raises(ValueError, match="empty"):
+        log_benchmark([], slo_ms=50, experiment_name="bench-test")
+    with pytest.raises(ValueError, match="unique"):
+        log_benchmark([targets[0], targets[0]], slo_ms=50, experiment_name="bench-test")
+    with pytest.raises(ValueError, match="exactly one"):
+        compare_table()
