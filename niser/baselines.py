@@ -24,6 +24,7 @@ every other sample, with its target appended, is one whole session.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Self
 
 import numpy as np
 import scipy.sparse as sp
@@ -85,7 +86,7 @@ class _Baseline:
         self.popular = np.zeros(0, dtype=np.int64)  # item indices 1..N, most clicked first
         self.pop_rank = np.zeros(1, dtype=np.int64)  # rank of each index in ``popular``
 
-    def fit(self, train: SessionsLike, n_items: int) -> _Baseline:
+    def fit(self, train: SessionsLike, n_items: int) -> Self:
         """Learn from training sessions (or prefix-augmented samples) over items 1..n_items."""
         items, offsets = _flat_sessions(train)
         if items.size == 0:

@@ -43,7 +43,7 @@ def test_self_loop_from_a_repeated_click() -> None:
     g = _batch([[4, 4, 5]])
     np.testing.assert_array_equal(g.nodes, [[4, 5]])
     # edges 4->4 and 4->5: out-degree of 4 is 2; in-degree of 4 and of 5 is 1
-    np.testing.assert_allclose(g.adj[0, :, 2:], [[0.5, 0.5], [0, 0]])
+    np.testing.assert_allclose(g.adj[0, :, 2:], np.array([[0.5, 0.5], [0.0, 0.0]]))
     np.testing.assert_allclose(g.adj[0, :, :2], [[1, 0], [1, 0]])
 
 
