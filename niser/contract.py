@@ -1,0 +1,107 @@
+"""The serving contract's request rules, in the standard library only (no torch, numpy or pandas).
+
+A scoring request is MLflow's JSON body: ``dataframe_records`` (a list of ``{"session": [...]}``)
+or ``dataframe_split`` (``{"columns": [..., "session", ...], "data": [[...], ...]}``), and an
+optional ``params`` object with ``k`` (default 20). ``parse_request`` returns the sessions and
+``k`` or raises ``RequestError`` whose message names the row and the field at fault:
+
+- a session is a list of raw item ids; each id is a non-negative integer (``true``/``false``
+  and ``3.0`` are refused: JSON has no integer type of its own, a float id is a client bug);
+- ``k`` is an integer in ``1..MAX_K``;
+- at most ``MAX_SESSIONS`` sessions per request.
+
+Unknown ids are not an error here: the model drops and reports them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+MAX_K = 1000
+MAX_SESSIONS = 10_000
+DEFAULT_K = 20
+
+
+class RequestError(ValueError):
+    """A request broke the serving contract; the message names row and field."""
+
+
+def _session(row: int, value: Any) -> list[int]:
+    if not isinstance(value, list | tuple):
+        raise RequestError(
+            f"row {row}, field 'session': expected a list of item ids, got "
+            f"{type(value).__name__} {value!r:.60}")
+    out: list[int] = []
+    for pos, item in enumerate(value):
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise RequestError(
+                f"row {row}, field 'session', position {pos}: item id must be an integer, "
+                f"got {type(item).__name__} {item!r:.40}")
+        if item < 0:
+            raise RequestError(
+                f"row {row}, field 'session', position {pos}: item id must be >= 0, got {item}")
+        out.append(item)
+    return out
+
+
+def parse_k(params: Any) -> int:
+    """``k`` from the request's ``params`` (absent -> ``DEFAULT_K``)."""
+    if params is None:
+        return DEFAULT_K
+    if not isinstance(params, Mapping):
+        raise RequestError(f"field 'params': expected an object, got {type(params).__name__}")
+    k = params.get("k", DEFAULT_K)
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise RequestError(f"field 'params.k': expected an integer in 1..{MAX_K}, got {k!r:.40}")
+    if not 1 <= k <= MAX_K:
+        raise RequestError(f"field 'params.k': {k} is outside 1..{MAX_K}")
+    return k
+
+
+def parse_sessions(body: Mapping[str, Any]) -> list[list[int]]:
+    """The sessions of a ``dataframe_records`` or ``dataframe_split`` body."""
+    if "dataframe_records" in body:
+        records = body["dataframe_records"]
+        if not isinstance(records, list):
+            raise RequestError("field 'dataframe_records': expected a list of "
+                               '{"session": [...]} objects')
+        rows: list[Any] = []
+        for row, rec in enumerate(records):
+            if not isinstance(rec, Mapping) or "session" not in rec:
+                raise RequestError(f"row {row}: expected an object with a 'session' field, "
+                                   f"got {rec!r:.60}")
+            rows.append(rec["session"])
+    elif "dataframe_split" in body:
+        split = body["dataframe_split"]
+        if not isinstance(split, Mapping) or not isinstance(split.get("columns"), list) \
+                or "session" not in split["columns"] or not isinstance(split.get("data"), list):
+            raise RequestError("field 'dataframe_split': expected {\"columns\": [\"session\"], "
+                               "\"data\": [[[...]], ...]} with a 'session' column")
+        col = split["columns"].index("session")
+        rows = []
+        for row, values in enumerate(split["data"]):
+            if not isinstance(values, list) or len(values) != len(split["columns"]):
+                raise RequestError(f"row {row}: expected {len(split['columns'])} values "
+                                   f"(columns {split['columns']}), got {values!r:.60}")
+            rows.append(values[col])
+    else:
+        raise RequestError("the body needs 'dataframe_records' or 'dataframe_split' with a "
+                           f"'session' column; got keys {sorted(body)}")
+    if len(rows) > MAX_SESSIONS:
+        raise RequestError(f"{len(rows)} sessions in one request; the limit is {MAX_SESSIONS}: "
+                           "split the request")
+    return [_session(row, value) for row, value in enumerate(rows)]
+
+
+def parse_request(body: str | bytes | Mapping[str, Any]) -> tuple[list[list[int]], int]:
+    """Sessions and ``k`` of a scoring request (JSON text or already-decoded object)."""
+    if isinstance(body, str | bytes):
+        try:
+            body = json.loads(body)
+        except ValueError as exc:
+            raise RequestError(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, Mapping):
+        raise RequestError(f"the body must be a JSON object, got {type(body).__name__}")
+    return parse_sessions(body), parse_k(body.get("params"))
