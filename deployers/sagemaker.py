@@ -80,14 +80,13 @@ class SageMakerDeployer(Deployer):
                         invoke=self.invoker(name), settings=s)
 
     def _deploy(self, model_uri: str, s: SageMakerSettings, name: str, undo: res.Undo) -> None:
-        sm, s3 = aws.client("sagemaker"), aws.client("s3")
+        sm = aws.client("sagemaker")
         acct = res.identity()
         image = s.image_url or res.default_image(acct)
         res.check_image(image)
         bucket = s.bucket or res.default_bucket(acct)
         tags = {**s.tags, res.TAG_DEPLOYMENT: name, res.TAG_BUCKET: bucket}
-        if res.ensure_bucket(bucket, acct.region):
-            undo.push(f"bucket {bucket}", lambda: s3.delete_bucket(Bucket=bucket))
+        res.ensure_bucket(bucket, acct.region, undo)
         role = s.execution_role_arn
         if role is None:
             role_res = iam.RoleResources(acct.account, acct.region, acct.partition, name, bucket,

@@ -109,19 +109,19 @@ def check_image(image: str) -> None:
             "image_url to an existing mlflow-pyfunc image") from None
 
 
-def ensure_bucket(bucket: str, region: str) -> bool:
-    """Create ``bucket`` when absent; True when this call created it."""
+def ensure_bucket(bucket: str, region: str, undo: Undo) -> None:
+    """Create ``bucket`` when absent, registering its deletion with ``undo``."""
     s3 = aws.client("s3")
     try:
         s3.head_bucket(Bucket=bucket)
-        return False
+        return
     except ClientError as exc:
         if code(exc) not in {"404", "NoSuchBucket"}:
             raise
     extra = {} if region == "us-east-1" else {
         "CreateBucketConfiguration": {"LocationConstraint": region}}
+    undo.push(f"bucket {bucket}", lambda: s3.delete_bucket(Bucket=bucket))
     s3.create_bucket(Bucket=bucket, **extra)
-    return True
 
 
 def tag_list(tags: Mapping[str, str], name: str) -> list[dict[str, str]]:
@@ -156,6 +156,8 @@ def create_model(model_uri: str, name: str, image: str, role: str, bucket: str,
                              "Environment": env},
         "Tags": tag_list({**tags, TAG_MODEL_URI: model_uri}, name),
     }
+    # Registered before the call: the model may exist even when the call raises (e.g. a timeout).
+    undo.push(f"model {model_name}", lambda: delete_model(model_name))
     started, attempt = time.monotonic(), 0
     while True:
         try:
@@ -166,7 +168,6 @@ def create_model(model_uri: str, name: str, image: str, role: str, bucket: str,
                     and iam.wait_before_retry(started, attempt)):
                 raise
             attempt += 1
-    undo.push(f"model {model_name}", lambda: delete_model(model_name))
     return model_name
 
 
