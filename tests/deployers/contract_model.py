@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 import mlflow
-import mlflow.pyfunc
 import pandas as pd
+from mlflow.pyfunc.model import PythonModel
 
 CATALOGUE = 200
 
 
-class ContractModel(mlflow.pyfunc.PythonModel):
+class ContractModel(PythonModel):
     salt = 0
 
     def load_context(self, context: Any) -> None:
