@@ -100,6 +100,16 @@ class NISER(nn.Module):
         w = self.embedding.weight
         w.div_(torch.linalg.vector_norm(w, dim=1, keepdim=True).clamp_min_(1e-12))
 
+    def train(self, mode: bool = True) -> NISER:
+        """Switch mode; entering training drops the cached item table.
+
+        Fused optimizers (``Adam(fused=True)``) update weights in place without bumping the
+        tensor version that keys the cache, so the cache cannot outlive a training phase.
+        """
+        if mode:
+            self._cache = None
+        return super().train(mode)
+
     def item_table(self) -> Tensor:
         """L2-normalised item embeddings (N + 1, d).
 
