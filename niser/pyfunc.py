@@ -1,0 +1,186 @@
+"""The MLflow serving artifact: a models-from-code pyfunc around ``niser.inference.Recommender``.
+
+Logged with ``mlflow.pyfunc.log_model(python_model=<this file>,
+artifacts={"recommender": <a directory written by Recommender.save>})`` (see
+``niser.registry.log_recommender``). The serving contract:
+
+Request (JSON, ``dataframe_records`` or ``dataframe_split``), one row per session::
+
+    {"dataframe_records": [{"session": [100000, 100007, 100014]}], "params": {"k": 20}}
+
+``session`` is the list of raw item ids clicked so far, oldest first; ``params.k`` (1..1000,
+default 20) is the number of recommendations. Response, one row per session, in request order::
+
+    {"predictions": [{"items": [...], "scores": [...], "unknown_items": [...],
+                      "fallback": false}]}
+
+``items`` are the top-k raw item ids, best first (fewer than k only when the catalogue holds
+fewer than k items), ``scores`` their scores, ``unknown_items`` the raw ids of the session that the
+model does not know (they are dropped), and ``fallback`` is true when no known item remained (an
+empty session included): ``items`` are then the most popular items.
+
+Every malformed request raises ``MlflowException`` with ``INVALID_PARAMETER_VALUE``, which the
+scoring server answers with HTTP 400 and the message; each message names the row and field and
+the offending value. Nothing here keeps state between requests, so the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from numbers import Integral, Real
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc.model import PythonModel, PythonModelContext
+from mlflow.types.schema import AnyType, Array, ColSpec, ParamSchema, ParamSpec, Schema
+
+from niser.inference import Recommendation, Recommender
+
+SESSION_COLUMN = "session"
+ARTIFACT_KEY = "recommender"
+DEFAULT_K = 20
+MAX_K = 1000
+MAX_SESSIONS = 10_000
+MAX_ITEM_ID = 2**63 - 1
+OUTPUT_COLUMNS = ("items", "scores", "unknown_items", "fallback")
+# A request in the contract's shape; the ids are raw ids of the default synthetic catalogue.
+EXAMPLE_REQUEST: dict[str, Any] = {
+    "dataframe_records": [{SESSION_COLUMN: [100000, 100007, 100014]}],
+    "params": {"k": DEFAULT_K},
+}
+
+
+def serving_signature() -> ModelSignature:
+    """The logged signature: a ``session`` column, output columns, and ``k`` (long, default 20).
+
+    ``session`` is declared ``Any`` and optional on purpose: a typed ``Array(long)`` column makes
+    the scoring server reject floats, strings, nulls and missing columns itself, before
+    ``predict`` runs, with messages that name neither the row nor the offending value. Declared
+    this way every check happens in ``parse_sessions``, whose messages do.
+    """
+    return ModelSignature(
+        inputs=Schema([ColSpec(AnyType(), SESSION_COLUMN, required=False)]),
+        outputs=Schema([ColSpec(Array("long"), "items"), ColSpec(Array("double"), "scores"),
+                        ColSpec(Array("long"), "unknown_items"), ColSpec("boolean", "fallback")]),
+        params=ParamSchema([ParamSpec("k", "long", DEFAULT_K)]),
+    )
+
+
+def input_example() -> tuple[pd.DataFrame, dict[str, Any]]:
+    """An input example (frame, params) for ``log_model``: one session of ``EXAMPLE_REQUEST``."""
+    return pd.DataFrame(EXAMPLE_REQUEST["dataframe_records"]), dict(EXAMPLE_REQUEST["params"])
+
+
+def _invalid(message: str) -> MlflowException:
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def parse_k(params: dict[str, Any] | None) -> int:
+    """``params["k"]`` as an int in 1..MAX_K (``DEFAULT_K`` when absent or None)."""
+    value = (params or {}).get("k")
+    if value is None:
+        return DEFAULT_K
+    if isinstance(value, bool | np.bool_) or not isinstance(value, Integral):
+        raise _invalid(f"param 'k': {value!r} of type {type(value).__name__} is not an integer; "
+                       f"pass an integer k between 1 and {MAX_K}, e.g. "
+                       f"\"params\": {{\"k\": {DEFAULT_K}}}")
+    k = int(value)
+    if not 1 <= k <= MAX_K:
+        raise _invalid(f"param 'k': {k} is outside 1..{MAX_K}; pass an integer k between 1 and "
+                       f"{MAX_K}")
+    return k
+
+
+def _item_id(value: object, row: int, pos: int) -> int:
+    """One raw item id, or an error naming row, field, position and value.
+
+    Only integers are ids: booleans and every float (``3.5`` and ``3.0`` alike: JSON has no
+    integer type of its own, so a float id is a client bug) are refused, as ``niser.contract``
+    does for the Lambda handler.
+    """
+    where = f"row {row}, field '{SESSION_COLUMN}'"
+    if isinstance(value, bool | np.bool_):
+        raise _invalid(f"{where}: item {pos} is the boolean {value!r}, not an item id; "
+                       "item ids are positive integers")
+    if not isinstance(value, Integral):
+        kind = ("a number with a fraction" if isinstance(value, Real)
+                and math.isfinite(float(value)) and not float(value).is_integer()
+                else f"of type {type(value).__name__}")
+        raise _invalid(f"{where}: item {pos} is {value!r}, {kind}; item ids are positive "
+                       "integers written as JSON integers (no quotes, no decimal point)")
+    item = int(value)
+    if not 1 <= item <= MAX_ITEM_ID:
+        raise _invalid(f"{where}: item id {item} is not a positive integer (1..{MAX_ITEM_ID})")
+    return item
+
+
+def _session(value: object, row: int) -> list[int]:
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise _invalid(f"row {row}, field '{SESSION_COLUMN}': {value!r} of type "
+                       f"{type(value).__name__} is not a list of item ids; send e.g. "
+                       f"{{\"{SESSION_COLUMN}\": [1234, 5678]}}")
+    return [_item_id(v, row, pos) for pos, v in enumerate(value)]
+
+
+def parse_sessions(model_input: pd.DataFrame | dict[str, Any] | list[Any]) -> list[list[int]]:
+    """The ``session`` column as lists of ints, after checking every row."""
+    if isinstance(model_input, list | dict):  # records, or columns of equal length
+        model_input = pd.DataFrame(model_input)
+    if not isinstance(model_input, pd.DataFrame):
+        raise _invalid(f"input of type {type(model_input).__name__} is not a table; send "
+                       "'dataframe_records' or 'dataframe_split' with a 'session' column")
+    n = len(model_input)
+    if SESSION_COLUMN not in model_input.columns:
+        raise _invalid(f"row 0, field '{SESSION_COLUMN}': missing (the request has {n} rows and "
+                       f"columns {[str(c) for c in model_input.columns]}); send 1..{MAX_SESSIONS} "
+                       f"rows, each with a '{SESSION_COLUMN}' list of raw item ids, e.g. "
+                       f"{{\"dataframe_records\": [{{\"{SESSION_COLUMN}\": [1234]}}]}}")
+    if n == 0:
+        raise _invalid(f"row 0, field '{SESSION_COLUMN}': the request holds no sessions (0 rows); "
+                       f"send at least one row with a '{SESSION_COLUMN}' list of raw item ids")
+    if n > MAX_SESSIONS:
+        raise _invalid(f"row {MAX_SESSIONS}, field '{SESSION_COLUMN}': the request holds {n} "
+                       f"sessions, more than the {MAX_SESSIONS} allowed; split it into requests "
+                       f"of at most {MAX_SESSIONS} rows")
+    return [_session(v, row) for row, v in enumerate(model_input[SESSION_COLUMN].tolist())]
+
+
+def to_frame(recommendations: Sequence[Recommendation]) -> pd.DataFrame:
+    """One row per recommendation with the contract's four columns, in plain Python types."""
+    return pd.DataFrame({
+        "items": [[int(x) for x in r.items] for r in recommendations],
+        "scores": [[float(x) for x in r.scores] for r in recommendations],
+        "unknown_items": [[int(x) for x in r.unknown_items] for r in recommendations],
+        "fallback": [bool(r.fallback) for r in recommendations],
+    }, columns=list(OUTPUT_COLUMNS))
+
+
+class NiserModel(PythonModel):
+    """Loads the Recommender from the ``recommender`` artifact and answers the serving contract."""
+
+    recommender: Recommender
+
+    def load_context(self, context: PythonModelContext) -> None:
+        if ARTIFACT_KEY not in context.artifacts:
+            raise MlflowException(f"the model has no '{ARTIFACT_KEY}' artifact (has "
+                                  f"{sorted(context.artifacts)}); log it with "
+                                  f"artifacts={{'{ARTIFACT_KEY}': <Recommender.save directory>}}")
+        self.recommender = Recommender.load(context.artifacts[ARTIFACT_KEY])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+                ) -> pd.DataFrame:
+        k = parse_k(params)
+        sessions = parse_sessions(model_input)
+        k = min(k, self.recommender.model.n_items)
+        return to_frame(self.recommender.recommend(sessions, k))
+
+
+mlflow.models.set_model(NiserModel())
