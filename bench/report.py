@@ -13,9 +13,9 @@ Promises:
   request, warm-up and errors included) and ``summary.json`` (``mlflow.log_table``).
 - The parent run gets the combined summary table and PNG plots: latency (p50 and p95) and
   throughput against concurrency for all targets.
-- Hooks (``BenchmarkHook``) add figures, tables and metrics computed from the summaries: this is
-  where the cost model plugs in (cost per 1M inferences, break-even). ``default_hooks()`` returns
-  the hooks that ``bench.cost`` / ``bench.breakeven`` provide, if any.
+- Hooks (``BenchmarkHook``) add figures, tables, files and metrics computed from the summaries:
+  this is where the cost model plugs in. ``default_hooks()`` is ``bench.report_cost.cost_hook``
+  over the packaged price table (cost per 1M inferences per level, break-even plots).
 - Every figure is labelled with its provenance: ``measured-real`` (a real cloud deployment),
   ``measured-local`` (a local stand-in for a platform) or ``extrapolated``.
 - NaN figures (e.g. latency at a level where nothing succeeded) are not logged as metrics; they
@@ -24,7 +24,6 @@ Promises:
 
 from __future__ import annotations
 
-import importlib
 import math
 import tempfile
 from collections.abc import Callable, Sequence
@@ -87,16 +86,20 @@ class TargetSummary:
 @dataclass
 class HookOutput:
     """What a hook adds. ``step_metrics``: target -> metric -> [(level, value)];
-    ``summary_metrics``: target -> metric -> value; figures and tables go to the parent run."""
+    ``summary_metrics``: target -> metric -> value; ``figures`` (artifact path -> figure),
+    ``tables`` (artifact path -> frame) and ``files`` ((artifact dir, local file) pairs, written
+    under the hook's ``workdir``) go to the parent run."""
 
     figures: dict[str, Figure] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    files: list[tuple[str, Path]] = field(default_factory=list)
     step_metrics: dict[str, dict[str, list[tuple[float, float]]]] = field(default_factory=dict)
     summary_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-BenchmarkHook = Callable[[list[TargetSummary], float], HookOutput]
-"""``hook(summaries, slo_ms) -> HookOutput``; e.g. cost per 1M inferences and break-even plots."""
+BenchmarkHook = Callable[[list[TargetSummary], float, Path], HookOutput]
+"""``hook(summaries, slo_ms, workdir) -> HookOutput``: cost per 1M inferences, break-even plots.
+``workdir`` is a scratch directory that lives until the outputs are logged."""
 
 
 @dataclass(frozen=True)
@@ -106,15 +109,10 @@ class BenchmarkRun:
 
 
 def default_hooks() -> list[BenchmarkHook]:
-    """Hooks published by the cost modules as ``BENCHMARK_HOOKS`` (a list), where they exist."""
-    hooks: list[BenchmarkHook] = []
-    for module in ("bench.cost", "bench.breakeven", "bench.recommend"):
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        hooks.extend(getattr(mod, "BENCHMARK_HOOKS", []))
-    return hooks
+    """The cost hook over the packaged price table (``bench.report_cost``)."""
+    from bench.report_cost import cost_hook
+
+    return [cost_hook()]
 
 
 def _step(level: float) -> int:
@@ -261,10 +259,11 @@ def log_benchmark(
         parent_tags["mlflow.parentRunId"] = nest_under
     parent = client.create_run(exp_id, run_name=run_name, tags=parent_tags)
     pid = parent.info.run_id
+    workdir = tempfile.TemporaryDirectory(prefix="niser-bench-")
     try:
         summaries = [summarize_target(t, slo_ms) for t in targets]
         chosen = default_hooks() if hooks is None else hooks
-        outputs = [hook(summaries, slo_ms) for hook in chosen]
+        outputs = [hook(summaries, slo_ms, Path(workdir.name)) for hook in chosen]
         children = {t.name: _log_child(client, exp_id, pid, t, s, slo_ms, outputs)
                     for t, s in zip(targets, summaries, strict=True)}
         client.log_param(pid, "slo_ms", f"{slo_ms:g}")
@@ -275,6 +274,8 @@ def log_benchmark(
             figures.update(out.figures)
             for path, table in out.tables.items():
                 client.log_table(pid, table, path)
+            for folder, local in out.files:
+                client.log_artifact(pid, str(local), folder)
         for path, fig in figures.items():
             client.log_figure(pid, fig, path)
             plt.close(fig)
@@ -284,6 +285,8 @@ def log_benchmark(
     except Exception:
         client.set_terminated(pid, "FAILED")
         raise
+    finally:
+        workdir.cleanup()
     client.set_terminated(pid, "FINISHED")
     return BenchmarkRun(pid, children)
 

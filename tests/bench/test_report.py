@@ -53,7 +53,7 @@ def tracking(tmp_path):
     mlflow.set_tracking_uri(old)
 
 
-def cost_hook(summaries, slo_ms):
+def cost_hook(summaries, slo_ms, workdir):
     """Stands in for the cost model: a made-up per-level metric and one extra figure."""
     import matplotlib.pyplot as plt
 
