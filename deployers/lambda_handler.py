@@ -94,11 +94,9 @@ class Model:
     def recommend(self, sessions: list[list[int]], k: int) -> list[dict[str, Any]]:
         """Per session: top-k raw ids and scores, unknown ids, fallback flag.
 
-        ``RequestError`` when ``k`` exceeds the number of items (or the exported maximum).
+        A ``k`` above the number of items gives every item (as the scoring server does).
         """
-        if k > min(len(self.vocab), self.max_k):
-            raise RequestError(f"field 'params.k': {k} exceeds the {len(self.vocab)} items this "
-                               f"model knows (and the package's maximum {self.max_k})")
+        k = min(k, len(self.vocab), self.max_k)
         encoded = [self.vocab.encode(s) for s in sessions]
         known_rows = [i for i, (known, _) in enumerate(encoded) if known]
         out: list[dict[str, Any] | None] = [None] * len(sessions)

@@ -5,12 +5,15 @@ or ``dataframe_split`` (``{"columns": [..., "session", ...], "data": [[...], ...
 optional ``params`` object with ``k`` (default 20). ``parse_request`` returns the sessions and
 ``k`` or raises ``RequestError`` whose message names the row and the field at fault:
 
-- a session is a list of raw item ids; each id is a non-negative integer (``true``/``false``
-  and ``3.0`` are refused: JSON has no integer type of its own, a float id is a client bug);
+- a session is a list of raw item ids (an empty list is a session with no known item); each id
+  is an integer in ``1..MAX_ITEM_ID`` (``true``/``false`` and ``3.0`` are refused: JSON has no
+  integer type of its own, a float id is a client bug);
 - ``k`` is an integer in ``1..MAX_K``;
-- at most ``MAX_SESSIONS`` sessions per request.
+- 1..``MAX_SESSIONS`` sessions per request.
 
-Unknown ids are not an error here: the model drops and reports them.
+These are the rules of ``niser.pyfunc`` (the MLflow scoring server), kept here without pandas,
+mlflow or torch for the Lambda handler. Unknown ids are not an error: the model drops and
+reports them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 MAX_K = 1000
 MAX_SESSIONS = 10_000
+MAX_ITEM_ID = 2**63 - 1
 DEFAULT_K = 20
 
 
@@ -29,7 +33,7 @@ class RequestError(ValueError):
 
 
 def _session(row: int, value: Any) -> list[int]:
-    if not isinstance(value, list | tuple):
+    if not isinstance(value, list):
         raise RequestError(
             f"row {row}, field 'session': expected a list of item ids, got "
             f"{type(value).__name__} {value!r:.60}")
@@ -39,9 +43,10 @@ def _session(row: int, value: Any) -> list[int]:
             raise RequestError(
                 f"row {row}, field 'session', position {pos}: item id must be an integer, "
                 f"got {type(item).__name__} {item!r:.40}")
-        if item < 0:
+        if not 1 <= item <= MAX_ITEM_ID:
             raise RequestError(
-                f"row {row}, field 'session', position {pos}: item id must be >= 0, got {item}")
+                f"row {row}, field 'session', position {pos}: item id {item} is not a positive "
+                f"integer (1..{MAX_ITEM_ID})")
         out.append(item)
     return out
 
@@ -52,7 +57,9 @@ def parse_k(params: Any) -> int:
         return DEFAULT_K
     if not isinstance(params, Mapping):
         raise RequestError(f"field 'params': expected an object, got {type(params).__name__}")
-    k = params.get("k", DEFAULT_K)
+    k = params.get("k")
+    if k is None:
+        return DEFAULT_K
     if isinstance(k, bool) or not isinstance(k, int):
         raise RequestError(f"field 'params.k': expected an integer in 1..{MAX_K}, got {k!r:.40}")
     if not 1 <= k <= MAX_K:
@@ -89,6 +96,9 @@ def parse_sessions(body: Mapping[str, Any]) -> list[list[int]]:
     else:
         raise RequestError("the body needs 'dataframe_records' or 'dataframe_split' with a "
                            f"'session' column; got keys {sorted(body)}")
+    if not rows:
+        raise RequestError("row 0, field 'session': the request holds no sessions; send at "
+                           "least one row with a 'session' list of raw item ids")
     if len(rows) > MAX_SESSIONS:
         raise RequestError(f"{len(rows)} sessions in one request; the limit is {MAX_SESSIONS}: "
                            "split the request")

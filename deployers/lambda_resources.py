@@ -1,0 +1,154 @@
+"""The AWS resources of one Lambda deployment, each made and unmade by one function.
+
+Every call goes through ``deployers.aws.client``. Deletes treat "already gone" as success.
+The function carries tags that record what the deployment created, so any process can tear it
+down: ``TAG_DEPLOYMENT``, ``TAG_ROLE`` (a role made for it), ``TAG_BUCKET``/``TAG_KEY`` (the
+code archive in S3, with ``TAG_BUCKET_CREATED`` when the bucket was made for it too),
+``TAG_PROVISIONED`` (the provisioned concurrency asked for) and ``TAG_MODEL_URI``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from deployers import aws, iam
+
+TAG_DEPLOYMENT = "niser-mlops:deployment"
+TAG_MODEL_URI = "niser-mlops:model-uri"
+TAG_ROLE = "niser-mlops:created-role"
+TAG_BUCKET = "niser-mlops:code-bucket"
+TAG_KEY = "niser-mlops:code-key"
+TAG_BUCKET_CREATED = "niser-mlops:code-bucket-created"
+TAG_PROVISIONED = "niser-mlops:provisioned-concurrency"
+# CreateFunction takes a zip of at most 50 MB in the request; larger ones go through S3.
+MAX_DIRECT_ZIP_BYTES = 50 * 1024 * 1024
+
+
+def error_code(exc: BaseException) -> str:
+    return str(exc.response["Error"]["Code"]) if isinstance(exc, ClientError) else ""
+
+
+def absent(exc: BaseException) -> bool:
+    """Whether ``exc`` says the resource does not exist."""
+    return error_code(exc) in {"ResourceNotFoundException", "NoSuchEntity", "NoSuchKey",
+                               "NoSuchBucket", "404"}
+
+
+class Undo:
+    """Cleanup actions for what a deploy created, run newest first when it fails."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, Callable[[], Any]]] = []
+
+    def push(self, what: str, action: Callable[[], Any]) -> None:
+        self.steps.append((what, action))
+
+    def run(self) -> list[str]:
+        """Run every action; returns the problems of those that failed (absent is fine)."""
+        problems = []
+        for what, action in reversed(self.steps):
+            try:
+                action()
+            except Exception as exc:
+                if not absent(exc):
+                    problems.append(f"{what}: {exc}")
+        self.steps.clear()
+        return problems
+
+
+def role_name(function: str) -> str:
+    return f"{function[:57]}-lambda"
+
+
+def create_role(function: str, tags: dict[str, str]) -> tuple[str, str]:
+    """An execution role that Lambda may assume and that may write only this function's logs.
+
+    Returns (role name, role ARN).
+    """
+    sts = aws.client("sts").get_caller_identity()
+    account, partition = sts["Account"], sts["Arn"].split(":")[1]
+    group = f"arn:{partition}:logs:{aws.region()}:{account}:log-group:/aws/lambda/{function}"
+    trust = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
+        "Action": "sts:AssumeRole", "Condition": {"StringEquals": {"aws:SourceAccount": account}}}]}
+    policy = {"Version": "2012-10-17", "Statement": [{
+        "Sid": "WriteFunctionLogs", "Effect": "Allow",
+        "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+        "Resource": [group, f"{group}:*"]}]}
+    name = role_name(function)
+    client = aws.client("iam")
+    arn: str = client.create_role(
+        RoleName=name, AssumeRolePolicyDocument=json.dumps(trust),
+        Description=f"Execution role of Lambda function {function} (niser-mlops)",
+        Tags=[{"Key": k, "Value": v} for k, v in tags.items()])["Role"]["Arn"]
+    try:
+        client.put_role_policy(RoleName=name, PolicyName="logs",
+                               PolicyDocument=json.dumps(policy))
+    except Exception:
+        iam.delete_role(name)
+        raise
+    return name, arn
+
+
+def upload_code(bucket: str, key: str, data: bytes, create_bucket: bool) -> None:
+    """Put the zip at ``s3://bucket/key``, creating the bucket first when asked."""
+    s3 = aws.client("s3")
+    if create_bucket:
+        region = aws.region()
+        kwargs: dict[str, Any] = {} if region == "us-east-1" else {
+            "CreateBucketConfiguration": {"LocationConstraint": region}}
+        s3.create_bucket(Bucket=bucket, **kwargs)
+    s3.put_object(Bucket=bucket, Key=key, Body=data)
+
+
+def delete_code(bucket: str, key: str, delete_bucket: bool) -> None:
+    s3 = aws.client("s3")
+    try:
+        s3.delete_object(Bucket=bucket, Key=key)
+        if delete_bucket:
+            s3.delete_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if not absent(exc):
+            raise
+
+
+def wait_active(function: str, timeout_s: float = 300.0) -> None:
+    """Block until the function (and its last update) is ready to invoke."""
+    client = aws.client("lambda")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        cfg = client.get_function_configuration(FunctionName=function)
+        state, update = cfg.get("State", "Active"), cfg.get("LastUpdateStatus", "Successful")
+        if state == "Failed" or update == "Failed":
+            raise RuntimeError(f"function {function} failed: {cfg.get('StateReason')} "
+                               f"{cfg.get('LastUpdateStatusReason', '')}")
+        if state == "Active" and update == "Successful":
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"function {function} is still {state}/{update} after "
+                               f"{timeout_s:.0f} s")
+        time.sleep(2.0)
+
+
+def function_tags(function: str) -> dict[str, str]:
+    """Tags of ``function``; ``KeyError`` when it does not exist."""
+    try:
+        got = aws.client("lambda").get_function(FunctionName=function)
+    except ClientError as exc:
+        if absent(exc):
+            raise KeyError(f"no Lambda function {function!r}") from None
+        raise
+    return dict(got.get("Tags") or {})
+
+
+def delete_function(function: str) -> None:
+    try:
+        aws.client("lambda").delete_function(FunctionName=function)
+    except ClientError as exc:
+        if not absent(exc):
+            raise
