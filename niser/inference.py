@@ -71,7 +71,6 @@ class Recommender:
     def topk_indices(self, items: np.ndarray, offsets: np.ndarray, k: int
                      ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item indices and scores (B, k) for ragged sessions of known indices."""
-        self.model.eval()
         g = build_batch(items, offsets, self.config.max_positions, self.config.long_sessions)
         scores = self.model(*g.tensors(self.device))
         top = torch.topk(scores, k, dim=1)
