@@ -59,7 +59,7 @@ class Settings(BaseModel):
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any] | Settings | None) -> Settings:
-        """Validate ``raw`` into settings, raising ``SettingsError`` naming field and valid values."""
+        """Validate ``raw`` into settings; ``SettingsError`` names the field and valid values."""
         if isinstance(raw, cls):
             return raw
         try:
@@ -151,7 +151,7 @@ class Endpoint:
 
 
 class Deployer(ABC):
-    """Gets a registered MLflow model behind an endpoint. Subclasses set ``name`` and ``Settings``."""
+    """Gets a registered MLflow model behind an endpoint; subclasses set ``name``, ``Settings``."""
 
     name: ClassVar[str]
     settings_cls: ClassVar[type[Settings]] = Settings
@@ -178,6 +178,14 @@ class Deployer(ABC):
     @abstractmethod
     def teardown(self, name: str) -> None:
         """Delete everything deployed under ``name``. Idempotent: absent is not an error."""
+
+    @abstractmethod
+    def invoker(self, name: str) -> Invoker:
+        """A thread-safe invoker for the existing deployment ``name``; ``KeyError`` if absent.
+
+        Works for deployments made by another instance or process wherever the target can see
+        them (the MLflow deployment targets' ``predict`` relies on it).
+        """
 
     @abstractmethod
     def list(self) -> list[str]:

@@ -30,7 +30,7 @@ def deployer_class(name: str) -> type[Deployer]:
     """The class registered under ``name``; ``UnknownDeployerError`` lists the valid names."""
     matches = [ep for ep in entry_points(group=GROUP) if ep.name == name]
     if not matches:
-        valid = ", ".join(available()) or "(none: is the project installed with `pip install -e .`?)"
+        valid = ", ".join(available()) or "(none: install the project, `pip install -e .`)"
         raise UnknownDeployerError(f"unknown deployer {name!r}; registered deployers: {valid}")
     cls = matches[0].load()
     if not (isinstance(cls, type) and issubclass(cls, Deployer)):

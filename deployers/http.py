@@ -1,0 +1,206 @@
+"""Calling an MLflow scoring server over HTTP, and waiting for one to come up.
+
+``HttpInvoker`` promises:
+
+- one keep-alive ``http.client.HTTPConnection`` per calling thread (``TCP_NODELAY`` on), so it is
+  safe to call from many threads at once and a benchmark measures the server, not connection set-up;
+- a request is ``POST <path>`` with ``{"dataframe_records": [{"session": [...]}, ...],
+  "params": {"k": k}}``; a 2xx answer ``{"predictions": [{"items": [...], "scores": [...]}, ...]}``
+  becomes a ``Prediction`` whose ``raw`` is the decoded JSON;
+- a non-2xx answer raises ``InvocationError`` with its status and body; a refused, reset or timed
+  out connection, or an answer that is not the contract's JSON, raises ``InvocationError`` with
+  ``status=None`` (or the status received). A connection the server closed while idle is reopened
+  once, transparently.
+
+``wait_for_ping`` returns once ``GET <url>/ping`` answers 200, and raises ``DeployerError`` with the
+tail of the server's log when the process dies first or the timeout passes.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from deployers.base import DeployerError, InvocationError, Prediction
+
+_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+# Errors that mean "the idle keep-alive connection was closed by the server": retry once.
+_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+
+
+def request_body(sessions: Sequence[Sequence[int]], k: int) -> bytes:
+    """The JSON body of one scoring request for ``sessions`` (lists of raw item ids)."""
+    records = [{"session": [int(i) for i in s]} for s in sessions]
+    return json.dumps({"dataframe_records": records, "params": {"k": int(k)}}).encode()
+
+
+def parse_predictions(payload: Any, expected_rows: int) -> Prediction:
+    """A ``Prediction`` from a decoded ``{"predictions": [...]}`` answer; ``ValueError`` if not."""
+    rows = payload.get("predictions") if isinstance(payload, dict) else None
+    if not isinstance(rows, list):
+        raise ValueError("answer has no 'predictions' list")
+    if len(rows) != expected_rows:
+        raise ValueError(f"answer has {len(rows)} predictions for {expected_rows} sessions")
+    items: list[list[int]] = []
+    scores: list[list[float]] = []
+    for n, row in enumerate(rows):
+        if not isinstance(row, dict) or "items" not in row or "scores" not in row:
+            raise ValueError(f"prediction {n} lacks 'items'/'scores': {str(row)[:200]}")
+        items.append([int(i) for i in row["items"]])
+        scores.append([float(s) for s in row["scores"]])
+    return Prediction(items=items, scores=scores, raw=payload)
+
+
+class HttpInvoker:
+    """A thread-safe invoker for a scoring server's ``/invocations`` (see the module docstring)."""
+
+    def __init__(self, url: str, path: str = "/invocations", timeout_s: float = 30.0) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"url must look like http://HOST:PORT, got {url!r}")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+        self.url = url.rstrip("/")
+        self.host = parts.hostname
+        self.port = parts.port or 80
+        self.path = parts.path.rstrip("/") + "/" + path.lstrip("/")
+        self.timeout_s = timeout_s
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[http.client.HTTPConnection] = []
+
+    def __repr__(self) -> str:
+        return f"HttpInvoker({self.url + self.path!r}, timeout_s={self.timeout_s})"
+
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is not None and conn.sock is not None:
+            return conn, True
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+        conn.connect()
+        assert conn.sock is not None
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._local.conn = conn
+        with self._lock:
+            self._all.append(conn)
+        return conn, False
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _roundtrip(self, body: bytes) -> tuple[int, bytes]:
+        for attempt in (0, 1):
+            conn, reused = self._connection()
+            try:
+                conn.request("POST", self.path, body=body, headers=_HEADERS)
+                resp = conn.getresponse()
+                data = resp.read()
+            except _STALE:
+                self._drop()
+                if reused and attempt == 0:
+                    continue
+                raise
+            except BaseException:
+                self._drop()
+                raise
+            if resp.will_close:
+                self._drop()
+            return resp.status, data
+        raise AssertionError("unreachable")
+
+    def __call__(self, sessions: list[list[int]], k: int = 20) -> Prediction:
+        body = request_body(sessions, k)
+        try:
+            status, data = self._roundtrip(body)
+        except (OSError, http.client.HTTPException) as exc:
+            raise InvocationError(
+                f"POST {self.url}{self.path} failed: {type(exc).__name__}: {exc}"
+                " (is the server running? see its log)"
+            ) from exc
+        text = data.decode("utf-8", "replace")
+        if not 200 <= status < 300:
+            raise InvocationError(
+                f"POST {self.url}{self.path} answered {status}: {text[:500]}", status, text
+            )
+        try:
+            return parse_predictions(json.loads(text), len(sessions))
+        except ValueError as exc:
+            raise InvocationError(
+                f"POST {self.url}{self.path} answered {status} with an unexpected body ({exc}):"
+                f" {text[:500]}", status, text,
+            ) from exc
+
+    def close(self) -> None:
+        """Close every connection this invoker opened, in every thread."""
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def tail(path: str | Path | None, lines: int = 30) -> str:
+    """The last ``lines`` lines of a log file, or a note saying why there are none."""
+    if path is None:
+        return "(no log file)"
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError as exc:
+        return f"(log {path} unreadable: {exc})"
+    return "\n".join(text.splitlines()[-lines:]) or f"(log {path} is empty)"
+
+
+def ping(url: str, timeout_s: float = 2.0) -> bool:
+    """Whether ``GET <url>/ping`` answers 200 right now."""
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/ping", timeout=timeout_s) as resp:
+            return bool(resp.status == 200)
+    except (OSError, urllib.error.URLError, http.client.HTTPException):
+        return False
+
+
+def wait_for_ping(
+    url: str, timeout: float, process: subprocess.Popen[Any] | None = None,
+    log_path: str | Path | None = None, interval_s: float = 0.2,
+) -> float:
+    """Block until ``<url>/ping`` answers 200; return the seconds waited.
+
+    Raises ``DeployerError`` with the tail of ``log_path`` if ``process`` exits first, or when
+    ``timeout`` seconds pass (the message says which, and how to give it more time).
+    """
+    start = time.monotonic()
+    while True:
+        if ping(url, timeout_s=min(2.0, max(timeout, 0.1))):
+            return time.monotonic() - start
+        if process is not None and process.poll() is not None:
+            raise DeployerError(
+                f"the server for {url} exited with code {process.returncode} before answering"
+                f" /ping; last lines of {log_path}:\n{tail(log_path)}"
+            )
+        waited = time.monotonic() - start
+        if waited > timeout:
+            raise DeployerError(
+                f"the server for {url} did not answer /ping within {timeout:.0f} s (raise the"
+                f" start-up timeout if the machine is busy); last lines of {log_path}:\n"
+                f"{tail(log_path)}"
+            )
+        time.sleep(interval_s)

@@ -1,0 +1,299 @@
+"""The paper's on-premise server: ``mlflow models serve --env-manager local`` on this machine.
+
+One deployment is ``instances`` scoring servers, each ``mlflow models serve -m <model_uri>
+--env-manager local -h 127.0.0.1 -p <free port> -w <workers>`` with ``torch_threads`` intra-op
+threads per worker (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``: the local analogue of the paper's
+4/8/16 cores). Several instances sit behind one nginx load balancer (the paper's "2 instances of
+4 cores"); the endpoint's URL is the balancer's, or the single server's.
+
+Promises:
+
+- ``deploy`` returns once every server, and the balancer, answers ``/ping``. A server that dies at
+  start-up, or does not answer within ``startup_timeout_s``, raises ``DeploymentFailed`` with the
+  tail of its log, after everything this call started has been stopped.
+- Every process is started in its own session and recorded (pid, group, start time) in a JSON
+  state file under ``state_dir`` as soon as it exists, so deployments outlive the process that
+  made them (``mlflow deployments create`` exits at once), and ``list``/``describe``/``teardown``/
+  ``invoker`` work from any process that uses the same ``state_dir``.
+- ``teardown`` ends every process group of the deployment (servers, their workers, nginx), removes
+  its files and state, and is idempotent.
+
+``state_dir`` defaults to ``$NISER_LOCAL_STATE_DIR``, else ``$XDG_STATE_HOME/niser-mlops/local``
+(``~/.local/state/niser-mlops/local``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import mlflow
+from pydantic import Field
+
+from deployers import balancer as lb
+from deployers import procs
+from deployers.base import (
+    CostDrivers,
+    Deployer,
+    DeployerError,
+    DeploymentFailed,
+    Description,
+    Endpoint,
+    Settings,
+)
+from deployers.http import HttpInvoker, free_port, ping, tail, wait_for_ping
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+class LocalSettings(Settings):
+    """Settings of a local deployment."""
+
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes per instance.")
+    torch_threads: int = Field(
+        1, ge=1, le=256,
+        description="Intra-op threads per worker (OMP_NUM_THREADS/MKL_NUM_THREADS), so an "
+        "instance uses at most workers * torch_threads cores. torch caps it at the cores the "
+        "process may use: the effective count is min(torch_threads, cores).",
+    )
+    instances: int = Field(
+        1, ge=1, le=16,
+        description="Scoring servers; more than one are put behind one nginx load balancer.",
+    )
+    balancer: lb.Policy = Field(
+        "least_conn",
+        description="How nginx spreads requests over instances: 'least_conn' or 'round_robin'.",
+    )
+    startup_timeout_s: float = Field(
+        180.0, gt=0, le=3600, description="Seconds every server gets to answer /ping."
+    )
+    request_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="Per-request timeout of the invoker and the balancer."
+    )
+    cpu_affinity: bool = Field(
+        False,
+        description="Pin instance i to its own block of workers*torch_threads cores with "
+        "taskset (needs instances*workers*torch_threads <= the machine's cores).",
+    )
+
+
+def default_state_dir() -> Path:
+    """Where local deployments are recorded (see the module docstring)."""
+    if os.environ.get("NISER_LOCAL_STATE_DIR"):
+        return Path(os.environ["NISER_LOCAL_STATE_DIR"])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "niser-mlops" / "local"
+
+
+def server_env(settings: LocalSettings) -> dict[str, str]:
+    """The environment of one scoring server: venv on PATH, thread limits, tracking URI."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    for var in _THREAD_VARS:
+        env[var] = str(settings.torch_threads)
+    env["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def server_argv(model_uri: str, port: int, s: LocalSettings, instance: int) -> list[str]:
+    """The command line of instance ``instance`` (``taskset``-prefixed when pinning cores)."""
+    argv = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
+            "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", str(s.workers)]
+    if s.cpu_affinity:
+        per = s.workers * s.torch_threads
+        cores = sorted(os.sched_getaffinity(0))
+        if per * s.instances > len(cores):
+            raise DeployerError(
+                f"cpu_affinity needs instances*workers*torch_threads = {per * s.instances} cores,"
+                f" this process may use {len(cores)}; lower them or set cpu_affinity=false"
+            )
+        block = cores[instance * per:(instance + 1) * per]
+        argv = ["taskset", "-c", ",".join(map(str, block)), *argv]
+    return argv
+
+
+class LocalDeployer(Deployer):
+    """Local ``mlflow models serve`` instances, behind nginx when there are several."""
+
+    name: ClassVar[str] = "local"
+    settings_cls: ClassVar[type[Settings]] = LocalSettings
+
+    def __init__(self, state_dir: str | Path | None = None) -> None:
+        self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
+
+    # -- state -------------------------------------------------------------------------------
+    def _path(self, name: str) -> Path:
+        return self.state_dir / f"{name}.json"
+
+    def _save(self, state: dict[str, Any]) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        path = self._path(state["name"])
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(path)
+
+    def _load(self, name: str) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self._path(name).read_text()))
+        except FileNotFoundError:
+            raise KeyError(
+                f"no local deployment named {name!r} in {self.state_dir}; known: {self.list()}"
+            ) from None
+
+    # -- deploy ------------------------------------------------------------------------------
+    def deploy(
+        self, model_uri: str, settings: Mapping[str, Any] | Settings | None = None,
+        name: str | None = None,
+    ) -> Endpoint:
+        """Start the servers (and balancer) and wait for ``/ping``; see the module docstring."""
+        s = self.parse_settings(settings)
+        assert isinstance(s, LocalSettings)
+        name = name or self.new_name()
+        if not _NAME.match(name):
+            raise DeploymentFailed(
+                f"deployment name {name!r} must be 1-63 lowercase letters, digits or dashes"
+            )
+        if self._path(name).exists():
+            raise DeploymentFailed(
+                f"a local deployment named {name!r} already exists; tear it down or pick another"
+            )
+        workdir = Path(tempfile.mkdtemp(prefix=f"niser-local-{name}-"))
+        state: dict[str, Any] = {
+            "name": name, "model_uri": model_uri, "settings": s.model_dump(),
+            "workdir": str(workdir), "created": time.time(), "servers": [], "balancer": None,
+            "url": None,
+        }
+        self._save(state)
+        try:
+            url = self._start(model_uri, s, state, workdir)
+        except Exception as exc:
+            self.teardown(name)
+            raise DeploymentFailed(
+                f"local deployment {name!r} of {model_uri!r} failed (everything it started is"
+                f" stopped): {exc}"
+            ) from exc
+        except BaseException:
+            self.teardown(name)
+            raise
+        return Endpoint(self.name, name, model_uri, url, self._invoker(url, s), s)
+
+    def _start(self, model_uri: str, s: LocalSettings, state: dict[str, Any], workdir: Path
+               ) -> str:
+        env = server_env(s)
+        started = []
+        for i in range(s.instances):
+            port = free_port()
+            record, proc = procs.spawn(server_argv(model_uri, port, s, i), env,
+                                       workdir / f"server-{i}.log", cwd=workdir)
+            state["servers"].append({"url": f"http://127.0.0.1:{port}", "port": port,
+                                     "process": record.as_json()})
+            self._save(state)
+            started.append((f"http://127.0.0.1:{port}", proc, record.log))
+        deadline = time.monotonic() + s.startup_timeout_s
+        for i, (url, proc, log) in enumerate(started):
+            try:
+                wait_for_ping(url, max(deadline - time.monotonic(), 0.5), proc, log)
+            except DeployerError as exc:
+                raise DeployerError(f"instance {i + 1} of {s.instances}: {exc}") from None
+        if s.instances == 1:
+            state["url"] = started[0][0]
+            self._save(state)
+            return str(state["url"])
+        prefix = workdir / "nginx"
+        prefix.mkdir()
+        port = free_port()
+        config = lb.write_config(prefix, port, [sv["port"] for sv in state["servers"]],
+                                       s.balancer, s.request_timeout_s)
+        record, proc = lb.start(config, prefix, dict(os.environ))
+        url = f"http://127.0.0.1:{port}"
+        state["balancer"] = {"url": url, "port": port, "policy": s.balancer,
+                             "access_log": str(prefix / "access.log"),
+                             "process": record.as_json()}
+        self._save(state)
+        wait_for_ping(url, max(deadline - time.monotonic(), 5.0), proc,
+                      prefix / "error.log")
+        state["url"] = url
+        self._save(state)
+        return url
+
+    @staticmethod
+    def _invoker(url: str, s: LocalSettings) -> HttpInvoker:
+        return HttpInvoker(url, timeout_s=s.request_timeout_s)
+
+    # -- the rest of the interface -----------------------------------------------------------
+    def invoker(self, name: str) -> HttpInvoker:
+        """An HTTP invoker for deployment ``name``; ``KeyError`` if absent."""
+        state = self._load(name)
+        if not state.get("url"):
+            raise KeyError(f"local deployment {name!r} is still starting (no URL yet)")
+        settings = LocalSettings.model_validate(state["settings"])
+        return self._invoker(str(state["url"]), settings)
+
+    def describe(self, name: str) -> Description:
+        """Processes, ports and URL of ``name``, and its cost drivers; ``KeyError`` if absent."""
+        state = self._load(name)
+        s = LocalSettings.model_validate(state["settings"])
+        records = [procs.ProcessRecord.from_json(sv["process"]) for sv in state["servers"]]
+        up = [procs.alive(r) for r in records]
+        front = state.get("balancer")
+        lb_up = procs.alive(procs.ProcessRecord.from_json(front["process"])) if front else True
+        if not state.get("url"):
+            status = "starting"
+        elif all(up) and lb_up and ping(state["url"], timeout_s=2.0):
+            status = "running"
+        else:
+            down = [str(i + 1) for i, ok in enumerate(up) if not ok] + ([] if lb_up else ["lb"])
+            status = f"degraded (down: {', '.join(down) or 'none'}; /ping failed)"
+        details: dict[str, Any] = {
+            "url": state.get("url"), "model_uri": state["model_uri"],
+            "workers": s.workers, "torch_threads": s.torch_threads,
+            "ports": [sv["port"] for sv in state["servers"]],
+            "pids": [r.pid for r in records], "logs": [r.log for r in records],
+        }
+        if front:
+            details.update(balancer_port=front["port"], balancer_pid=front["process"]["pid"],
+                           balancer_policy=front["policy"],
+                           balancer_access_log=front["access_log"])
+        return Description(
+            target=self.name, name=name, status=status, details=details,
+            cost=CostDrivers(kind="local", instance_count=s.instances,
+                             cpus=float(s.workers * s.torch_threads)),
+        )
+
+    def teardown(self, name: str) -> None:
+        """Stop every process of ``name`` (balancer first), remove its files; idempotent."""
+        try:
+            state = self._load(name)
+        except KeyError:
+            return
+        groups = [state["balancer"]] if state.get("balancer") else []
+        groups += state["servers"]
+        for entry in groups:
+            procs.end(procs.ProcessRecord.from_json(entry["process"]))
+        with contextlib.suppress(OSError):
+            shutil.rmtree(state["workdir"])
+        with contextlib.suppress(FileNotFoundError):
+            self._path(name).unlink()
+
+    def list(self) -> list[str]:
+        """Names of the deployments recorded under ``state_dir``."""
+        if not self.state_dir.is_dir():
+            return []
+        return sorted(p.stem for p in self.state_dir.glob("*.json"))
+
+    def logs(self, name: str, lines: int = 30) -> str:
+        """The last lines of every server log of ``name`` (for error messages and debugging)."""
+        state = self._load(name)
+        return "\n".join(f"--- {sv['process']['log']}\n{tail(sv['process']['log'], lines)}"
+                         for sv in state["servers"])

@@ -1,0 +1,118 @@
+"""Background processes that outlive their starter, and ending them by process group.
+
+Promises:
+
+- ``spawn`` starts a command in a new session (its own process group, detached from the caller's
+  terminal and signals) with stdout and stderr in a log file, and returns a ``ProcessRecord``
+  (pid, process-group id, start time, log) that can be stored as JSON and used from any process.
+- ``end`` stops every process of a record's group: SIGTERM, then SIGKILL after ``grace_s``. It
+  never signals a process that merely reuses a recorded pid (start times must match), reaps the
+  caller's own children so none lingers as a zombie, and is a no-op when all are gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+# Popen handles of processes this process started, so ``end`` can reap them.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """One started process: enough to find and end it (and its group) from any process."""
+
+    pid: int
+    pgid: int
+    started: float  # psutil create_time of the pid
+    log: str
+    argv: tuple[str, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (``from_json`` reads it back)."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> ProcessRecord:
+        """The record written by ``as_json``."""
+        return cls(int(raw["pid"]), int(raw["pgid"]), float(raw["started"]), str(raw["log"]),
+                   tuple(raw["argv"]))
+
+
+def spawn(argv: Sequence[str], env: Mapping[str, str], log: Path, cwd: Path | None = None
+          ) -> tuple[ProcessRecord, subprocess.Popen[bytes]]:
+    """Start ``argv`` in a new session, output appended to ``log``; see the module docstring."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            list(argv), env=dict(env), stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True,
+        )
+    _CHILDREN[proc.pid] = proc
+    try:
+        started = psutil.Process(proc.pid).create_time()
+    except psutil.NoSuchProcess:  # already exited: keep a record that matches nothing alive
+        started = 0.0
+    return ProcessRecord(proc.pid, proc.pid, started, str(log), tuple(argv)), proc
+
+
+def _same(proc: psutil.Process, started: float) -> bool:
+    try:
+        return abs(proc.create_time() - started) < 0.05
+    except psutil.Error:
+        return False
+
+
+def members(record: ProcessRecord) -> list[psutil.Process]:
+    """The live processes that belong to the record: its pid and group, started no earlier."""
+    found: list[psutil.Process] = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.pid == record.pid:
+                mine = _same(proc, record.started)
+            else:
+                mine = (os.getpgid(proc.pid) == record.pgid
+                        and proc.create_time() >= record.started - 0.05)
+            if mine and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            continue
+    return found
+
+
+def alive(record: ProcessRecord) -> bool:
+    """Whether the recorded pid itself is still running (not a zombie, not a reused pid)."""
+    try:
+        proc = psutil.Process(record.pid)
+        return _same(proc, record.started) and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _reap(pid: int) -> None:
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=5)
+
+
+def end(record: ProcessRecord, grace_s: float = 10.0) -> None:
+    """SIGTERM the record's processes, SIGKILL what is left after ``grace_s``; idempotent."""
+    procs = members(record)
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.send_signal(signal.SIGTERM)
+    _, left = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in left:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(left, timeout=5)
+    _reap(record.pid)
