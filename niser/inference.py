@@ -124,10 +124,10 @@ class Recommender:
 
 def train_tiny_recommender(seed: int = 0, epochs: int = 2) -> Recommender:
     """A small model trained in seconds on the default synthetic data (for tests and demos)."""
-    from niser.synthetic import SyntheticConfig, synthetic_dataset
+    from niser.synthetic import SyntheticConfig, generate
     from niser.train import train
 
-    data = synthetic_dataset(SyntheticConfig(seed=seed))
+    data = generate(SyntheticConfig(seed=seed))
     config = TrainConfig(epochs=epochs, dim=32, seed=seed, device="cpu")
     result = train(data, config, progress=False)
     return Recommender.from_training(result.model, config, data)
