@@ -139,10 +139,10 @@ def parse_sessions(model_input: pd.DataFrame | dict[str, Any] | list[Any]) -> li
                        "'dataframe_records' or 'dataframe_split' with a 'session' column")
     n = len(model_input)
     if SESSION_COLUMN not in model_input.columns:
-        raise _invalid(f"row 0, field '{SESSION_COLUMN}': missing (the request has {n} rows and "
-                       f"columns {[str(c) for c in model_input.columns]}); send 1..{MAX_SESSIONS} "
-                       f"rows, each with a '{SESSION_COLUMN}' list of raw item ids, e.g. "
-                       f"{{\"dataframe_records\": [{{\"{SESSION_COLUMN}\": [1234]}}]}}")
+        raise _invalid(f"row 0, field '{SESSION_COLUMN}': missing; every row needs a "
+                       f"'{SESSION_COLUMN}' list of raw item ids, e.g. "
+                       f"{{\"dataframe_records\": [{{\"{SESSION_COLUMN}\": [1234, 5678]}}]}} "
+                       f"(columns received: {[str(c) for c in model_input.columns]})")
     if n == 0:
         raise _invalid(f"row 0, field '{SESSION_COLUMN}': the request holds no sessions (0 rows); "
                        f"send at least one row with a '{SESSION_COLUMN}' list of raw item ids")
