@@ -62,7 +62,9 @@ def serving_signature() -> ModelSignature:
     ``session`` is declared ``Any`` and optional on purpose: a typed ``Array(long)`` column makes
     the scoring server reject floats, strings, nulls and missing columns itself, before
     ``predict`` runs, with messages that name neither the row nor the offending value. Declared
-    this way every check happens in ``parse_sessions``, whose messages do.
+    this way every check happens in ``parse_sessions``, whose messages do. ``k`` stays typed
+    (long): MLflow refuses a non-integer ``k`` before ``predict`` with a 400 whose message names
+    ``'k'`` and the value; ``parse_k`` checks the range.
     """
     return ModelSignature(
         inputs=Schema([ColSpec(AnyType(), SESSION_COLUMN, required=False)]),
@@ -139,7 +141,8 @@ def parse_sessions(model_input: pd.DataFrame | dict[str, Any] | list[Any]) -> li
                        "'dataframe_records' or 'dataframe_split' with a 'session' column")
     n = len(model_input)
     if SESSION_COLUMN not in model_input.columns:
-        raise _invalid(f"row 0, field '{SESSION_COLUMN}': missing; every row needs a "
+        empty = " (or the request holds no rows)" if n == 0 else ""
+        raise _invalid(f"row 0, field '{SESSION_COLUMN}': missing{empty}; every row needs a "
                        f"'{SESSION_COLUMN}' list of raw item ids, e.g. "
                        f"{{\"dataframe_records\": [{{\"{SESSION_COLUMN}\": [1234, 5678]}}]}} "
                        f"(columns received: {[str(c) for c in model_input.columns]})")
