@@ -141,6 +141,10 @@ def train(
         sched.load_state_dict(state["scheduler"])
         start_epoch = state["epoch"]
         result.history = [EpochResult(**h) for h in state["history"]]
+        if "torch_rng" in state:  # dropout continues as in an uninterrupted run
+            torch.set_rng_state(state["torch_rng"].cpu())
+        if state.get("cuda_rng") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
         log.info("resumed from %s at epoch %d", ckpt, start_epoch)
     rng = np.random.default_rng(config.seed)
     for _ in range(start_epoch):
@@ -164,7 +168,10 @@ def train(
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict(), "epoch": epoch + 1,
-                        "config": config.model_dump(), "history": [vars(h) for h in result.history]},
+                        "config": config.model_dump(), "history": [vars(h) for h in result.history],
+                        "torch_rng": torch.get_rng_state(),
+                        "cuda_rng": (torch.cuda.get_rng_state_all() if device.type == "cuda"
+                                     else None)},
                        ckpt)
         if on_epoch:
             on_epoch(res)
