@@ -38,6 +38,16 @@ ACCOUNT = "123456789012"
 RUNTIME_MODULES = ("awslambdaric", "simplejson", "snapshot_restore_py", "runtime_client")
 
 
+class QuietServer(ThreadingHTTPServer):
+    """A threading HTTP server that stays silent when a killed peer drops its connection."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 
 @dataclass(frozen=True)
 class FunctionConfig:
@@ -87,8 +97,7 @@ class Environment:
         self.init_ms: float | None = None
         self.init_reported = provisioned  # provisioned Init is never an invocation's
         self.log: list[str] = []
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), runtime_api(self))
-        self.server.daemon_threads = True
+        self.server = QuietServer(("127.0.0.1", 0), runtime_api(self))
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         port = self.server.server_address[1]
         code = str(Path(fn.code_dir).resolve())

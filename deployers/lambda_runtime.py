@@ -48,7 +48,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -59,6 +59,7 @@ from deployers.lambda_environment import (
     Environment,
     FunctionConfig,
     Invocation,
+    QuietServer,
     runtime_dir,
 )
 
@@ -123,8 +124,7 @@ class LocalLambda:
         self._functions: dict[str, _Function] = {}
         self._tmp = Path(tempfile.mkdtemp(prefix="niser-lambda-runtime-"))
         self._runtime_dir = runtime_dir(self._tmp / "runtime")
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _invoke_api(self))
-        self._server.daemon_threads = True
+        self._server = QuietServer(("127.0.0.1", 0), _invoke_api(self))
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     @property
