@@ -11,7 +11,6 @@ the alias. Any failure deletes what was created, newest first, then raises ``Dep
 Image mode: the full torch model in a container image (no size limit but 10 GB). Building it
 needs Docker on the user's side; ``deployers/lambda_image/Dockerfile`` is the recipe::
 
-    python -c "from niser.inference import Recommender; import mlflow; ..."   # or:
     mlflow artifacts download -u models:/niser@champion -d build/model
     docker build -f deployers/lambda_image/Dockerfile -t niser-lambda \\
         --build-arg RECOMMENDER_DIR=build/model/artifacts/recommender .
@@ -238,9 +237,8 @@ class LambdaDeployer(Deployer):
             client.put_function_concurrency(
                 FunctionName=name, ReservedConcurrentExecutions=s.reserved_concurrency)
         if s.provisioned_concurrency:
-            client.put_provisioned_concurrency_config(
-                FunctionName=name, Qualifier=s.alias,
-                ProvisionedConcurrentExecutions=s.provisioned_concurrency)
+            res.put_provisioned_concurrency(client, name, s.alias, s.provisioned_concurrency,
+                                            control_plane_is_local())
         if s.is_local() and package is not None:
             self._host(name, package.root, s, {s.alias: version})
             undo.push(f"local function {name}", lambda: self._forget(name))

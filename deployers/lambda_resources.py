@@ -152,3 +152,23 @@ def delete_function(function: str) -> None:
     except ClientError as exc:
         if not absent(exc):
             raise
+
+
+def put_provisioned_concurrency(client: Any, function: str, alias: str, count: int,
+                                control_plane_is_local: bool) -> bool:
+    """Ask for ``count`` provisioned environments on ``alias``.
+
+    Returns False, without failing, only when a control plane on this machine does not
+    implement the call (moto answers 404): the count is then recorded in ``TAG_PROVISIONED``
+    alone, and the local runtime pre-starts the environments itself.
+    """
+    try:
+        client.put_provisioned_concurrency_config(
+            FunctionName=function, Qualifier=alias, ProvisionedConcurrentExecutions=count)
+        return True
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if control_plane_is_local and status == 404 and error_code(exc) != \
+                "ResourceNotFoundException":
+            return False
+        raise
