@@ -1,0 +1,94 @@
+"""Benchmark one deployment target end to end: deploy, time the cold start, sweep, tear down.
+
+A target is a named deployer with its settings (``TargetSpec``). ``benchmark_target`` deploys the
+model with ``deployer.deployed(...)`` so the endpoint is deleted whatever happens, measures the
+time to the first successful answer, runs the closed-loop sweep and returns a ``TargetRun`` for
+``bench.report.log_benchmark``. A failed deployment is returned as a failure, not raised, so one
+broken target does not cost the measurements of the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import Field
+
+from bench.load import LoadSettings, PayloadSource, SweepResult, cold_start, sweep
+from bench.report import Provenance, TargetRun
+from deployers.base import Description, Settings
+from deployers.registry import get_deployer
+
+log = logging.getLogger(__name__)
+
+
+class TargetSpec(Settings):
+    """One deployment to benchmark: a display name, a registered deployer and its settings."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+                      description="Name shown in MLflow (letters, digits, '_', '.', '-').")
+    deployer: str = Field(description="A registered deployer: see `deployers.available()`.")
+    settings: dict[str, Any] = Field(default_factory=dict,
+                                     description="The deployer's own settings.")
+
+
+@dataclass
+class TargetOutcome:
+    """A measured target, or why it could not be measured."""
+
+    spec: TargetSpec
+    run: TargetRun | None
+    error: str | None = None
+
+
+def _aws_is_local() -> bool:
+    url = os.environ.get("AWS_ENDPOINT_URL", "")
+    return bool(url) and urlparse(url).hostname in {"127.0.0.1", "localhost", "::1"}
+
+
+def provenance(deployer: str) -> Provenance:
+    """``measured-local`` unless an AWS deployer ran against real AWS."""
+    if deployer in {"sagemaker", "lambda"} and not _aws_is_local():
+        return "measured-real"
+    return "measured-local"
+
+
+def validate_targets(specs: list[dict[str, Any]] | list[TargetSpec]) -> list[TargetSpec]:
+    """Parse every target and its deployer settings before anything is deployed."""
+    out = []
+    for raw in specs:
+        spec = TargetSpec.parse(raw)
+        assert isinstance(spec, TargetSpec)
+        get_deployer(spec.deployer).parse_settings(spec.settings)
+        out.append(spec)
+    names = [s.name for s in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"target names must be unique, got {names}")
+    return out
+
+
+def benchmark_target(
+    spec: TargetSpec, model_uri: str, payloads: PayloadSource, levels: list[int],
+    load: LoadSettings, budget_s: float | None = None, cold_start_timeout_s: float = 120.0,
+) -> TargetOutcome:
+    """Deploy ``model_uri`` to ``spec``, measure, always tear down."""
+    deployer = get_deployer(spec.deployer)
+    started = time.perf_counter_ns()
+    try:
+        with deployer.deployed(model_uri, spec.settings) as endpoint:
+            ready = time.perf_counter_ns()
+            cold = cold_start(endpoint.invoke, payloads.next_batch(), since_ns=ready,
+                              timeout_s=cold_start_timeout_s, k=load.k)
+            description: Description = deployer.describe(endpoint.name)
+            result: SweepResult = sweep(endpoint.invoke, payloads, levels, load, budget_s)
+    except Exception as exc:  # one target's failure must not lose the others' figures
+        log.exception("target %s failed", spec.name)
+        return TargetOutcome(spec, None, f"{type(exc).__name__}: {exc}")
+    params = {"deployer": spec.deployer, "deploy_seconds": f"{(ready - started) / 1e9:.3f}"}
+    run = TargetRun(spec.name, result, description, cold.seconds, provenance(spec.deployer), load,
+                    params)
+    return TargetOutcome(spec, run)

@@ -1,0 +1,127 @@
+"""``niser-mlops`` command line: the MLproject entry points and everyday commands.
+
+    niser-mlops train --epochs 1                 # train, log, register (no deployment)
+    niser-mlops benchmark --epochs 1 --targets targets.json
+    niser-mlops hpo --n-trials 4
+    niser-mlops compare --experiment niser
+
+Without MLFLOW_TRACKING_URI the tracking store is ``.state/mlflow.db`` (SQLite) in the current
+directory; without PREFECT_API_URL, Prefect runs the flow on a temporary local server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+
+def _defaults() -> None:
+    state = Path(".state").resolve()
+    state.mkdir(exist_ok=True)
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{state / 'mlflow.db'}")
+    os.environ.setdefault("PREFECT_HOME", str(state / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
+
+def _json_option(value: str | None, option: str) -> Any:
+    if value is None:
+        return None
+    path = Path(value)
+    text = path.read_text() if path.is_file() else value
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON nor a JSON file: {exc}", param_hint=option) from None
+
+
+def _positive(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    if value < 1:
+        raise click.BadParameter(f"must be >= 1, got {value}")
+    return value
+
+
+@click.group()
+def main() -> None:
+    """Train, register, deploy and benchmark NISER."""
+
+
+@main.command()
+@click.option("--dataset", default="synthetic", show_default=True,
+              help="'synthetic', a preprocessed folder, or a raw click log.")
+@click.option("--epochs", type=int, default=3, show_default=True, callback=_positive)
+@click.option("--hyperparameters", help="TrainConfig fields as JSON or a JSON file.")
+@click.option("--experiment", default="niser", show_default=True)
+def train(dataset: str, epochs: int, hyperparameters: str | None, experiment: str) -> None:
+    """Train, evaluate, log and register (no deployment)."""
+    _run(dataset=dataset, epochs=epochs, experiment=experiment, targets=[],
+         hyperparameters=_json_option(hyperparameters, "--hyperparameters"))
+
+
+@main.command()
+@click.option("--dataset", default="synthetic", show_default=True)
+@click.option("--epochs", type=int, default=3, show_default=True, callback=_positive)
+@click.option("--targets", help="Target list as JSON or a JSON file (default: the four built-in).")
+@click.option("--levels", default="1,2,4,6,8,11,16", show_default=True,
+              help="Closed-loop user counts, comma-separated.")
+@click.option("--slo-ms", type=float, default=50.0, show_default=True)
+@click.option("--level-seconds", type=float, default=3.0, show_default=True)
+@click.option("--experiment", default="niser", show_default=True)
+def benchmark(dataset: str, epochs: int, targets: str | None, levels: str, slo_ms: float,
+              level_seconds: float, experiment: str) -> None:
+    """Train, register, deploy to every target and benchmark."""
+    try:
+        lv = [int(x) for x in levels.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{levels!r} is not a comma-separated list of integers",
+                                 param_hint="--levels") from None
+    if not lv or min(lv) < 1:
+        raise click.BadParameter(f"{levels!r}: need one or more counts >= 1", param_hint="--levels")
+    if slo_ms <= 0:
+        raise click.BadParameter(f"must be > 0, got {slo_ms}", param_hint="--slo-ms")
+    _run(dataset=dataset, epochs=epochs, targets=_json_option(targets, "--targets"), levels=lv,
+         slo_ms=slo_ms, level_seconds=level_seconds, experiment=experiment)
+
+
+def _run(**kwargs: Any) -> None:
+    _defaults()
+    from flows.train_and_benchmark import train_and_benchmark
+
+    train_and_benchmark(**kwargs)
+
+
+@main.command()
+@click.option("--dataset", default="synthetic", show_default=True)
+@click.option("--n-trials", type=int, default=4, show_default=True, callback=_positive)
+@click.option("--epochs", type=int, default=2, show_default=True, callback=_positive)
+@click.option("--study-name", default="niser-hpo", show_default=True)
+def hpo(dataset: str, n_trials: int, epochs: int, study_name: str) -> None:
+    """Run an Optuna study (journal storage under .state/optuna)."""
+    _defaults()
+    from flows.hpo import hpo as hpo_flow
+
+    hpo_flow(dataset=dataset, n_trials=n_trials, epochs=epochs, study_name=study_name)
+
+
+@main.command()
+@click.option("--experiment", default="niser", show_default=True)
+@click.option("--parent-run-id", help="Compare the targets of one benchmark run.")
+def compare(experiment: str, parent_run_id: str | None) -> None:
+    """Print the benchmark table across runs from MLflow."""
+    _defaults()
+    import pandas as pd
+
+    from bench.report import compare_table
+
+    table = compare_table(parent_run_id=parent_run_id,
+                          experiment_name=None if parent_run_id else experiment)
+    with pd.option_context("display.max_rows", 500, "display.width", 200):
+        click.echo(table.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()

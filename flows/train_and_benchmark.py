@@ -1,0 +1,115 @@
+"""``train-and-benchmark``: load data -> train -> evaluate -> register -> deploy -> benchmark -> log."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import mlflow
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_link_artifact, create_table_artifact
+from prefect.runtime import flow_run
+
+from bench.load import LoadSettings
+from bench.targets import validate_targets
+from flows import tasks
+from niser.train import TrainConfig
+
+DEFAULT_LEVELS = [1, 2, 4, 6, 8, 11, 16]
+
+# The seed paper's platforms, all runnable on one machine: the on-premise server with one and two
+# instances, SageMaker (control plane: AWS or the local moto server; inference through the
+# SageMaker runtime API onto a real scoring server) and Lambda (the real package on the local
+# Lambda runtime). Override with the ``targets`` parameter.
+DEFAULT_TARGETS: list[dict[str, Any]] = [
+    {"name": "local-1x2", "deployer": "local", "settings": {"instances": 1, "workers": 1,
+                                                             "torch_threads": 2}},
+    {"name": "local-2x1", "deployer": "local", "settings": {"instances": 2, "workers": 1,
+                                                             "torch_threads": 1}},
+    {"name": "sagemaker-c5-xlarge", "deployer": "sagemaker",
+     "settings": {"instance_type": "ml.c5.xlarge", "instance_count": 1}},
+    {"name": "lambda-3008mb", "deployer": "lambda", "settings": {"memory_mb": 3008}},
+]
+
+
+def _start_run(experiment: str, run_name: str | None) -> mlflow.ActiveRun:
+    tags = {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow": "train-and-benchmark"}
+    if os.environ.get("MLFLOW_RUN_ID"):  # inside `mlflow run`: log into the run it created
+        return mlflow.start_run(tags=tags, log_system_metrics=True)
+    mlflow.set_experiment(experiment)
+    return mlflow.start_run(run_name=run_name, tags=tags, log_system_metrics=True)
+
+
+@flow(name="train-and-benchmark", log_prints=True)
+def train_and_benchmark(
+    dataset: str = "synthetic",
+    epochs: int = 3,
+    hyperparameters: dict[str, Any] | None = None,
+    targets: list[dict[str, Any]] | None = None,
+    levels: list[int] | None = None,
+    slo_ms: float = 50.0,
+    level_seconds: float = 3.0,
+    warmup_seconds: float = 1.0,
+    experiment: str = "niser",
+    run_name: str | None = None,
+) -> dict[str, Any]:
+    """Train NISER on ``dataset``, register it, benchmark it on every target, log it all.
+
+    ``hyperparameters`` are ``TrainConfig`` fields (e.g. ``{"lr": 0.001, "dim": 64}``);
+    ``targets`` a list of ``{"name", "deployer", "settings"}`` (``[]`` trains and registers
+    only); ``levels`` the closed-loop user counts; ``slo_ms`` the p95 latency target.
+    """
+    logger = get_run_logger()
+    config = TrainConfig(**{"epochs": epochs, **(hyperparameters or {})})
+    specs = validate_targets(DEFAULT_TARGETS if targets is None else targets)
+    load = LoadSettings(warmup_s=warmup_seconds, duration_s=level_seconds)
+    lv = levels or DEFAULT_LEVELS
+    budget = len(lv) * (warmup_seconds + level_seconds + load.timeout_s + 1)
+    with _start_run(experiment, run_name) as run:
+        run_id, experiment_id = run.info.run_id, run.info.experiment_id
+        create_link_artifact(key="mlflow-run", link=_run_url(experiment_id, run_id),
+                             description=f"MLflow run {run_id}")
+        data = tasks.load_data(dataset)
+        result = tasks.train_model(data, config, run_id)
+        model_uri = tasks.log_model(result, data, run_id)
+        registration = tasks.register_model(model_uri)
+        logger.info("registered niser version %s as %s (%s)", registration.version,
+                    registration.alias, registration.reason)
+        outcomes = [tasks.benchmark(spec, registration.model_uri, data, lv, load, budget)
+                    for spec in specs]
+        bench_run = tasks.log_benchmarks(outcomes, slo_ms, run_id, experiment_id) if specs else None
+    rows = tasks.summary_rows(outcomes, slo_ms)
+    if rows:
+        create_table_artifact(key="benchmark-summary", table=rows,
+                              description=f"p95 SLO {slo_ms} ms")
+    summary = {"mlflow_run_id": run_id, "model_version": registration.version,
+               "alias": registration.alias, "metrics": result.final, "targets": rows,
+               "benchmark_run_id": bench_run.parent_run_id if bench_run else None}
+    print(format_summary(summary))
+    failed = [r["target"] for r in rows if r["status"] != "ok"]
+    if failed:
+        raise RuntimeError(f"targets failed: {failed}; see the MLflow run {run_id} tags "
+                           "benchmark.failed.<target> for each error")
+    return summary
+
+
+def _run_url(experiment_id: str, run_id: str) -> str:
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("http"):
+        return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{uri} (experiment {experiment_id}, run {run_id})"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The table printed at the end of a run."""
+    m = summary["metrics"]
+    lines = [f"niser v{summary['model_version']} ({summary['alias']}): "
+             f"Recall@20 {m.get('recall_20', float('nan')):.2f}  "
+             f"MRR@20 {m.get('mrr_20', float('nan')):.2f}   MLflow run {summary['mlflow_run_id']}"]
+    cols = ["target", "status", "p50_ms@1", "p95_ms@max", "max_rps", "rps_within_slo", "errors",
+            "cold_start_s"]
+    if summary["targets"]:
+        lines.append("  ".join(f"{c:>14}" for c in cols))
+        for row in summary["targets"]:
+            lines.append("  ".join(f"{row.get(c, '')!s:>14}"[:60] for c in cols))
+    return "\n".join(lines)

@@ -1,0 +1,190 @@
+"""Start, check and stop the project's local services: MLflow server, Prefect server, flow runner.
+
+    python scripts/services.py start     # prints the env file to source
+    python scripts/services.py status
+    python scripts/services.py stop      # stops only the processes this script started
+
+Everything lives under ``.state/`` in the repository (SQLite databases, artifacts, logs, PIDs):
+MLflow on SQLite with ``--workers 1``, Prefect on SQLite, both on 127.0.0.1 and ports chosen at
+start. ``.state/env.sh`` exports ``MLFLOW_TRACKING_URI`` and ``PREFECT_API_URL`` for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STATE = Path(os.environ.get("NISER_STATE_DIR", ROOT / ".state"))
+PIDS = STATE / "services.json"
+ENV_FILE = STATE / "env.sh"
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def base_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("PREFECT_HOME", str(STATE / "prefect"))
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    env.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    return env
+
+
+def _spawn(name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    log = open(STATE / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                            start_new_session=True)
+
+
+def _wait(name: str, url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = (STATE / f"{name}.log").read_text(errors="replace")[-3000:]
+            raise SystemExit(f"{name} exited with {proc.returncode} at start-up; log tail:\n{tail}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status < 500:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{name} did not answer {url} within {timeout:.0f} s; see {STATE / name}.log")
+
+
+def _load() -> dict[str, dict[str, object]]:
+    return json.loads(PIDS.read_text()) if PIDS.exists() else {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def start(with_runner: bool = True) -> None:
+    STATE.mkdir(parents=True, exist_ok=True)
+    running = {k: v for k, v in _load().items() if _alive(int(v["pid"]))}  # type: ignore[call-overload]
+    if running:
+        raise SystemExit(f"services already running: {sorted(running)}; "
+                         f"run `python scripts/services.py stop` first")
+    env = base_env()
+    services: dict[str, dict[str, object]] = {}
+    try:
+        mport = free_port()
+        mlflow_uri = f"http://127.0.0.1:{mport}"
+        mlflow = _spawn("mlflow", [
+            str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mport),
+            "--workers", "1", "--backend-store-uri", f"sqlite:///{STATE / 'mlflow.db'}",
+            "--artifacts-destination", str(STATE / "mlartifacts"),
+        ], env)
+        services["mlflow"] = {"pid": mlflow.pid, "url": mlflow_uri}
+        pport = free_port()
+        prefect_url = f"http://127.0.0.1:{pport}/api"
+        prefect = _spawn("prefect", [
+            str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(pport),
+        ], env)
+        services["prefect"] = {"pid": prefect.pid, "url": prefect_url}
+        _save(services)
+        _wait("mlflow", f"{mlflow_uri}/health", mlflow, 120)
+        _wait("prefect", f"{prefect_url}/health", prefect, 180)
+        env.update(MLFLOW_TRACKING_URI=mlflow_uri, PREFECT_API_URL=prefect_url)
+        _write_env(env)
+        if with_runner:
+            runner = _spawn("runner", [sys.executable, "-m", "flows.serve"], env)
+            services["runner"] = {"pid": runner.pid}
+            _save(services)
+            _wait_runner(runner, env)
+    except BaseException:
+        stop()
+        raise
+    print(f"MLflow UI:  {mlflow_uri}\nPrefect UI: {prefect_url.removesuffix('/api')}\n"
+          f"env file:   {ENV_FILE}  (source it to use these servers)")
+
+
+def _wait_runner(proc: subprocess.Popen[bytes], env: dict[str, str]) -> None:
+    """Wait until the flow runner has registered its deployments with the Prefect server."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = (STATE / "runner.log").read_text(errors="replace")[-3000:]
+            raise SystemExit(f"flow runner exited with {proc.returncode}; log tail:\n{tail}")
+        out = subprocess.run([str(BIN / "prefect"), "deployment", "ls"], env=env,
+                             capture_output=True, text=True, timeout=120)
+        if "train-and-benchmark/local" in out.stdout and "hpo/local" in out.stdout:
+            return
+        time.sleep(2)
+    raise SystemExit(f"deployments not registered within 240 s; see {STATE / 'runner.log'}")
+
+
+def _save(services: dict[str, dict[str, object]]) -> None:
+    PIDS.write_text(json.dumps(services, indent=2))
+
+
+def _write_env(env: dict[str, str]) -> None:
+    keys = ["MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME",
+            "PREFECT_SERVER_ANALYTICS_ENABLED", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"]
+    ENV_FILE.write_text("".join(f"export {k}={env[k]!s}\n" for k in keys))
+
+
+def stop() -> None:
+    for name, info in _load().items():
+        pid = int(info["pid"])  # type: ignore[call-overload]
+        if not _alive(pid):
+            continue
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except OSError:
+            continue
+        deadline = time.monotonic() + 15
+        while _alive(pid) and time.monotonic() < deadline:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.2)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+        print(f"stopped {name} (pid {pid})")
+    PIDS.unlink(missing_ok=True)
+
+
+def status() -> None:
+    for name, info in _load().items():
+        state = "running" if _alive(int(info["pid"])) else "stopped"  # type: ignore[call-overload]
+        print(f"{name:8} {state:8} pid {info['pid']}  {info.get('url', '')}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["start", "stop", "status"])
+    p.add_argument("--no-runner", action="store_true", help="start the servers only")
+    a = p.parse_args()
+    if a.command == "start":
+        start(not a.no_runner)
+    elif a.command == "stop":
+        stop()
+    else:
+        status()
+
+
+if __name__ == "__main__":
+    main()
