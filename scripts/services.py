@@ -12,6 +12,7 @@ start. ``.state/env.sh`` exports ``MLFLOW_TRACKING_URI`` and ``PREFECT_API_URL``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -107,6 +108,17 @@ def start(with_runner: bool = True) -> None:
         _wait("mlflow", f"{mlflow_uri}/health", mlflow, 120)
         _wait("prefect", f"{prefect_url}/health", prefect, 180)
         env.update(MLFLOW_TRACKING_URI=mlflow_uri, PREFECT_API_URL=prefect_url)
+        if os.environ.get("NISER_AWS", "moto") == "moto":
+            # No AWS account: a moto server is the AWS control plane; inference still runs on
+            # real scoring servers through the SageMaker and Lambda runtime APIs.
+            aport = free_port()
+            moto = _spawn("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(aport)],
+                          env)
+            services["moto"] = {"pid": moto.pid, "url": f"http://127.0.0.1:{aport}"}
+            _save(services)
+            _wait("moto", f"http://127.0.0.1:{aport}/moto-api/", moto, 60)
+            env.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{aport}", AWS_DEFAULT_REGION="us-east-1",
+                       AWS_ACCESS_KEY_ID="moto-local", AWS_SECRET_ACCESS_KEY="moto-local")
         _write_env(env)
         if with_runner:
             runner = _spawn("runner", [sys.executable, "-m", "flows.serve"], env)
@@ -141,8 +153,12 @@ def _save(services: dict[str, dict[str, object]]) -> None:
 
 def _write_env(env: dict[str, str]) -> None:
     keys = ["MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME",
-            "PREFECT_SERVER_ANALYTICS_ENABLED", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"]
-    ENV_FILE.write_text("".join(f"export {k}={env[k]!s}\n" for k in keys))
+            "PREFECT_SERVER_ANALYTICS_ENABLED", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION",
+            # only the moto server's placeholder keys: real AWS credentials are never written
+            "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+    lines = [f"export {k}={env[k]!s}\n" for k in keys
+             if k in env and (not k.startswith("AWS_") or env.get("AWS_ACCESS_KEY_ID") == "moto-local")]
+    ENV_FILE.write_text("".join(lines))
 
 
 def stop() -> None:
@@ -156,10 +172,8 @@ def stop() -> None:
             continue
         deadline = time.monotonic() + 15
         while _alive(pid) and time.monotonic() < deadline:
-            try:
+            with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
             time.sleep(0.2)
         if _alive(pid):
             os.killpg(pid, signal.SIGKILL)

@@ -1,0 +1,116 @@
+"""Lambda package size, cold start and warm latency on the local Lambda runtime.
+
+    python scripts/bench_lambda.py [--recommender DIR] [--cold 5] [--warm 500] [--memory 1769]
+
+Without ``--recommender`` the model is a randomly initialised NISER of Diginetica's size
+(43,098 x 100: the package and latency depend on the size, not on the weights). Payloads are
+real Diginetica test prefixes when ``../shared/data`` exists, else random sessions. Prints:
+package size unzipped/zipped for x86_64 and arm64; per cold start the Init Duration (REPORT) and
+the client-side time to the first answer; warm boto3 ``lambda.invoke`` p50/p90/p99 at one
+session per request, with the handler's own Duration p50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import boto3
+import numpy as np
+from botocore.config import Config
+
+from deployers.lambda_invoker import parse_report
+from deployers.lambda_package import build_package, write_model_files
+from deployers.lambda_runtime import FunctionConfig, LocalLambda
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "diginetica"
+
+
+def recommender(path: str | None) -> object:
+    import torch
+
+    from niser.inference import Recommender
+    from niser.train import TrainConfig, build_model
+    from niser.vocab import Vocabulary
+
+    if path:
+        return Recommender.load(path)
+    torch.manual_seed(0)
+    config = TrainConfig(dim=100, device="cpu")
+    n = 43097
+    return Recommender(build_model(n, config), config, Vocabulary.identity(n),
+                       np.ones(n + 1, dtype=np.int64))
+
+
+def payloads(vocab_ids: np.ndarray, count: int) -> list[list[int]]:
+    if (SHARED / "test.tsv").is_file():
+        lines = (SHARED / "test.tsv").read_text().splitlines()[:count]
+        return [[int(x) for x in line.split("\t")[0].split()] for line in lines]
+    rng = np.random.default_rng(0)
+    return [rng.choice(vocab_ids, size=int(rng.integers(1, 10))).tolist() for _ in range(count)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--recommender", help="a Recommender.save directory")
+    parser.add_argument("--cold", type=int, default=5, help="cold starts to measure")
+    parser.add_argument("--warm", type=int, default=500, help="warm invokes to measure")
+    parser.add_argument("--memory", type=int, default=1769, help="function memory in MB")
+    args = parser.parse_args()
+
+    rec = recommender(args.recommender)
+    work = Path(tempfile.mkdtemp(prefix="bench-lambda-"))
+    write_model_files(rec, work / "model")  # type: ignore[arg-type]
+    packages = {}
+    for arch in ("x86_64", "arm64"):
+        pkg = build_package(None, work, "python3.11", arch, model_files=work / "model")
+        packages[arch] = pkg
+        print(f"package python3.11/{arch}: {pkg.unzipped_bytes / 2**20:.1f} MiB unzipped "
+              f"(limit 250 MiB), {pkg.zipped_bytes / 2**20:.1f} MiB zipped")
+
+    sessions = payloads(rec.vocab.raw_ids, max(args.warm, 1))  # type: ignore[attr-defined]
+    with LocalLambda() as svc:
+        client = boto3.client("lambda", endpoint_url=svc.url, region_name="us-east-1",
+                              aws_access_key_id="local", aws_secret_access_key="local",
+                              config=Config(retries={"total_max_attempts": 1}))
+
+        def call(session: list[int]) -> tuple[float, dict[str, float]]:
+            body = json.dumps({"dataframe_records": [{"session": session}], "params": {"k": 20}})
+            start = time.perf_counter()
+            out = client.invoke(FunctionName="niser", Payload=body, LogType="Tail")
+            out["Payload"].read()
+            elapsed = (time.perf_counter() - start) * 1000
+            assert "FunctionError" not in out
+            import base64
+
+            return elapsed, parse_report(base64.b64decode(out["LogResult"]).decode())
+
+        config = FunctionConfig("niser", packages["x86_64"].root, memory_mb=args.memory,
+                                timeout_s=30)
+        inits, firsts = [], []
+        for _ in range(args.cold):
+            svc.add_function(config)  # replaces the function: no environment left
+            elapsed, report = call(sessions[0])
+            inits.append(report["init_ms"])
+            firsts.append(elapsed)
+        print(f"cold start x{args.cold}: Init Duration median {np.median(inits):.0f} ms "
+              f"(max {max(inits):.0f}); first answer median {np.median(firsts):.0f} ms "
+              f"(max {max(firsts):.0f})")
+        for s in sessions[:20]:
+            call(s)
+        lat, dur = [], []
+        for s in sessions[: args.warm]:
+            elapsed, report = call(s)
+            lat.append(elapsed)
+            dur.append(report["duration_ms"])
+        p50, p90, p99 = np.percentile(lat, [50, 90, 99])
+        print(f"warm boto3 invoke x{len(lat)} (1 session, k=20): p50 {p50:.2f} ms, "
+              f"p90 {p90:.2f} ms, p99 {p99:.2f} ms; handler Duration p50 "
+              f"{np.median(dur):.2f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create .venv and install everything the project needs (idempotent; safe to re-run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if ! [ -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
+  echo "installing nginx-light (load balancer of the local deployer, SageMaker data plane)"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx-light curl >/dev/null
+fi
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build
+python -m pip install -q torch==2.13.0
+python -m pip install -q -e ".[test]"
+python -m pip check >/dev/null || { python -m pip check; exit 1; }
+echo "setup done: $(python -c 'import torch, mlflow, prefect; print("torch", torch.__version__, "mlflow", mlflow.__version__, "prefect", prefect.__version__)')"
