@@ -118,7 +118,9 @@ class SageMakerDeployer(Deployer):
         return f"{base}/endpoints/{name}/invocations" if base else None
 
     def invoker(self, name: str) -> SageMakerInvoker:
-        """An invoker for endpoint ``name``, through the local data plane when served here."""
+        """An invoker for endpoint ``name``, through the local data plane when served by this
+        process; ``KeyError`` if the endpoint is absent."""
+        self._owned_tags(name)
         return SageMakerInvoker(name, LocalServing.url(name))
 
     # ---- blue/green update ----------------------------------------------------------------

@@ -8,11 +8,15 @@ contract (``{"dataframe_records": [{"session": [...]}, ...], "params": {"k": k}}
 ``LocalServing`` gives a control-plane endpoint (in moto, say) a real model server: it reads the
 model archive back from S3 exactly as SageMaker would, unpacks it, starts ``mlflow models serve``
 on it with the container's environment, and routes ``/endpoints/<name>/invocations`` to it.
-Replacing a route (blue/green) starts the new server before the old one stops.
+Replacing a route (blue/green) starts the new server before the old one stops. The servers and
+nginx belong to the process that deployed: they stop at its exit, and only that process's
+invokers reach them (another process's invoker follows its own environment, e.g.
+``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -115,6 +119,12 @@ class LocalServing:
             shutil.rmtree(old[1], ignore_errors=True)
 
     @classmethod
+    def stop_all(cls) -> None:
+        """Stop every server of this process (run at interpreter exit: none may outlive it)."""
+        for name in list(cls._served):
+            cls.stop(name)
+
+    @classmethod
     def stop(cls, name: str) -> None:
         """Stop serving ``name``; absent is not an error."""
         with cls._lock:
@@ -123,3 +133,6 @@ class LocalServing:
         if served is not None:
             served[0].stop()
             shutil.rmtree(served[1], ignore_errors=True)
+
+
+atexit.register(LocalServing.stop_all)

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from botocore.stub import ANY, Stubber
 
-from deployers import aws, dataplane
+from deployers import aws, dataplane, procs
 from deployers.base import DeploymentFailed, SettingsError
 from deployers.registry import get_deployer
 from deployers.sagemaker import SageMakerDeployer
@@ -316,9 +316,9 @@ def test_invoke_endpoint_through_local_data_plane(account: str,
         with pytest.raises(Exception, match="ValidationError"):
             runtime.invoke_endpoint(EndpointName="no-such-endpoint", Body=b"{}",
                                     ContentType="application/json")
-        nginx = dataplane.shared().proc
-    assert server.proc.poll() is not None
-    assert nginx is not None and nginx.poll() is not None
+        nginx = dataplane.shared().record
+        assert nginx is not None and procs.alive(nginx) and procs.alive(server.record)
+    assert not procs.alive(server.record) and not procs.alive(nginx)
     assert "ep-dp" not in LocalServing._served
 
 
@@ -339,3 +339,8 @@ def _niser_sessions(uri: str) -> list[list[int]]:
         mlflow.artifacts.download_artifacts(uri))
     frame = example[0] if isinstance(example, tuple) else example
     return [list(s) for s in pd.DataFrame(frame)["session"]][:8] or [[1]]
+
+
+def test_invoker_of_absent_endpoint_raises_key_error(moto_server: str) -> None:
+    with pytest.raises(KeyError, match="no-such"):
+        SageMakerDeployer().invoker("no-such")
