@@ -13,6 +13,7 @@ session per request, with the handler's own Duration p50.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import tempfile
 import time
@@ -84,8 +85,6 @@ def main() -> None:
             out["Payload"].read()
             elapsed = (time.perf_counter() - start) * 1000
             assert "FunctionError" not in out
-            import base64
-
             return elapsed, parse_report(base64.b64decode(out["LogResult"]).decode())
 
         config = FunctionConfig("niser", packages["x86_64"].root, memory_mb=args.memory,
