@@ -325,20 +325,19 @@ def test_invoke_endpoint_through_local_data_plane(account: str,
 @pytest.mark.slow
 def test_registered_niser_model_top20_matches_in_process(
         request: pytest.FixtureRequest, account: str) -> None:
+    """The acceptance check: boto3 invoke_endpoint through the local data plane returns the same
+    top-20 raw item ids as the registered pyfunc loaded in-process, on held-out sessions."""
     try:
         uri = request.getfixturevalue("registered_model_uri")
+        data, _ = request.getfixturevalue("tiny_training")
     except pytest.FixtureLookupError:
-        pytest.skip("tests/conftest.py provides no registered_model_uri fixture yet")
-    sessions = [[int(x) for x in s] for s in _niser_sessions(uri)]
+        pytest.skip("tests/conftest.py provides no registered_model_uri/tiny_training fixture")
+    sessions = [[int(x) for x in data.vocab.decode(s)] for s in data.test.sessions()[:50]]
     with SageMakerDeployer().deployed(uri, {"local": True}) as ep:
-        assert ep.invoke(sessions, k=20).items == _in_process(uri, sessions, 20)
-
-
-def _niser_sessions(uri: str) -> list[list[int]]:
-    example = mlflow.models.Model.load(uri).load_input_example(
-        mlflow.artifacts.download_artifacts(uri))
-    frame = example[0] if isinstance(example, tuple) else example
-    return [list(s) for s in pd.DataFrame(frame)["session"]][:8] or [[1]]
+        answer = ep.invoke(sessions, k=20)
+    expected = _in_process(uri, sessions, 20)
+    assert answer.items == expected
+    assert all(len(items) == 20 for items in expected)
 
 
 def test_invoker_of_absent_endpoint_raises_key_error(moto_server: str) -> None:
