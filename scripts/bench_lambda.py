@@ -40,7 +40,7 @@ def recommender(path: str | None) -> object:
     if path:
         return Recommender.load(path)
     torch.manual_seed(0)
-    config = TrainConfig(dim=100, device="cpu")
+    config = TrainConfig.model_validate({"dim": 100, "device": "cpu"})
     n = 43097
     return Recommender(build_model(n, config), config, Vocabulary.identity(n),
                        np.ones(n + 1, dtype=np.int64))

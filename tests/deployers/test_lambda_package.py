@@ -144,7 +144,7 @@ def test_diginetica_size_model_top20_equals_torch_on_1000_test_sessions(shared_d
     lines = (shared_data / "diginetica" / "test.tsv").read_text().splitlines()[:1000]
     sessions = [[int(x) for x in line.split("\t")[0].split()] for line in lines]
     torch.manual_seed(0)
-    config = TrainConfig(dim=100, device="cpu")
+    config = TrainConfig.model_validate({"dim": 100, "device": "cpu"})
     n_items = 43097
     rec = Recommender(build_model(n_items, config), config, Vocabulary.identity(n_items),
                       np.ones(n_items + 1, dtype=np.int64))
