@@ -27,6 +27,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     body: Any = event
     if gateway:
         body = base64.b64decode(event["body"]) if event.get("isBase64Encoded") else event["body"]
+    payload: dict[str, Any]
     try:
         sessions, k = parse_request(body)
         k = min(k, RECOMMENDER.model.n_items)
