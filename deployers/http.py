@@ -12,6 +12,10 @@
   ``status=None`` (or the status received). A connection the server closed while idle is reopened
   once, transparently.
 
+Why ``http.client`` and not urllib3: against nginx answering a fixed 4-session body, the client
+spent ~0.10 ms of CPU per request with ``http.client`` and ~0.16 ms with a urllib3 connection pool
+(5,000 requests each, 2-core machine), and a load generator's own CPU is what skews latencies.
+
 ``wait_for_ping`` returns once ``GET <url>/ping`` answers 200, and raises ``DeployerError`` with the
 tail of the server's log when the process dies first or the timeout passes.
 """

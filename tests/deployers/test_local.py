@@ -100,9 +100,15 @@ def test_deploy_predict_teardown_leaves_no_process(
 @pytest.mark.slow
 def test_two_instances_behind_nginx_share_the_requests(
         deployer: LocalDeployer, registered_model_uri: str) -> None:
-    with deployer.deployed(registered_model_uri,
-                           {"instances": 2, "workers": 1, "balancer": "round_robin"}) as ep:
+    pin = len(os.sched_getaffinity(0)) >= 2  # each instance on its own core, where there are 2
+    with deployer.deployed(registered_model_uri, {"instances": 2, "workers": 1,
+                                                  "balancer": "round_robin",
+                                                  "cpu_affinity": pin}) as ep:
         desc = deployer.describe(ep.name)
+        if pin:
+            cores = sorted(os.sched_getaffinity(0))
+            pinned = [psutil.Process(p).cpu_affinity() for p in desc.details["pids"]]
+            assert pinned == [[cores[0]], [cores[1]]]
         ports = desc.details["ports"]
         assert len(ports) == 2 and ep.url == f"http://127.0.0.1:{desc.details['balancer_port']}"
         assert desc.cost.instance_count == 2 and desc.cost.cpus == 1.0
