@@ -1,0 +1,89 @@
+"""The nginx data plane's routing, against two small HTTP upstreams that say who they are."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from deployers import procs
+from deployers.dataplane import DataPlane
+
+
+class _Named(http.server.BaseHTTPRequestHandler):
+    def _answer(self) -> None:
+        port = self.server.server_address[1]  # type: ignore[index]
+        body = f"{port} {self.path}".encode()  # which upstream, and the path it was asked for
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = _answer
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self._answer()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def upstreams() -> Iterator[list[int]]:
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Named) for _ in range(2)]
+    for srv in servers:
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield [int(srv.server_address[1]) for srv in servers]
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+def _post(url: str) -> tuple[int, str]:
+    req = urllib.request.Request(url, data=b"{}", method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_routes_each_endpoint_to_its_server_and_stops_with_the_last(upstreams: list[int]) -> None:
+    plane = DataPlane()
+    try:
+        plane.route("ep-a", upstreams[0])
+        plane.route("ep-b", upstreams[1], variant="Blue")
+        assert _post(f"{plane.url}/endpoints/ep-a/invocations") == (
+            200, f"{upstreams[0]} /invocations")
+        assert _post(f"{plane.url}/endpoints/ep-b/invocations") == (
+            200, f"{upstreams[1]} /invocations")
+        status, body = _post(f"{plane.url}/endpoints/ep-c/invocations")
+        assert status == 400 and "Endpoint ep-c not found" in body
+
+        plane.route("ep-a", upstreams[1])  # a swap, as in a blue/green update
+        assert _post(f"{plane.url}/endpoints/ep-a/invocations")[1].startswith(str(upstreams[1]))
+        plane.unroute("ep-a")
+        assert _post(f"{plane.url}/endpoints/ep-a/invocations")[0] == 400
+        assert _post(f"{plane.url}/endpoints/ep-b/invocations")[0] == 200
+        nginx = plane.record
+        assert nginx is not None and procs.alive(nginx)
+        plane.unroute("ep-b")
+        assert not procs.alive(nginx) and not plane.prefix.exists()
+        plane.unroute("ep-b")  # absent is not an error
+    finally:
+        plane.stop()
+
+
+def test_refuses_a_name_sagemaker_would_refuse(upstreams: list[int]) -> None:
+    plane = DataPlane()
+    try:
+        with pytest.raises(ValueError, match="not a valid SageMaker endpoint name"):
+            plane.route("bad/name;", upstreams[0])
+        assert plane.record is None
+    finally:
+        plane.stop()
