@@ -93,7 +93,7 @@ def log_benchmarks(outcomes: list[TargetOutcome], slo_ms: float, run_id: str,
 
 def summary_rows(outcomes: list[TargetOutcome], slo_ms: float) -> list[dict[str, Any]]:
     """One row per target for the flow's printed summary."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for o in outcomes:
         if o.run is None:
             rows.append({"target": o.spec.name, "status": f"FAILED: {o.error}"})

@@ -129,7 +129,7 @@ def train(
     seed_everything(config.seed)
     model = build_model(data.n_items, config).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                           **({"fused": True} if device.type in ("cpu", "cuda") else {}))
+                           fused=device.type in ("cpu", "cuda"))
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=config.lr_step, gamma=config.lr_gamma)
     result = TrainResult(model, config)
     start_epoch = 0

@@ -59,7 +59,7 @@ def test_unknown_hyperparameter_is_refused_naming_it(tracking_uri):
 
 
 def test_unknown_deployer_is_refused_with_the_valid_names(tracking_uri):
-    with pytest.raises(KeyError, match="registered deployers: .*inprocess.*local"):
+    with pytest.raises(KeyError, match=r"registered deployers: .*inprocess.*local"):
         train_and_benchmark(dataset=TINY, epochs=1, targets=[{"name": "x", "deployer": "nope"}])
 
 
