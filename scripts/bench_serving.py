@@ -1,0 +1,105 @@
+"""Latency vs. concurrency of the Diginetica-size model on real deployments, in one run.
+
+Logs the model to a temporary SQLite MLflow, deploys it to each target in turn (by default the
+in-process baseline, the local server with 1 instance x 2 threads and with 2 instances x 1 thread
+behind nginx), sweeps the closed-loop levels with payloads from the Diginetica test prefixes, and
+prints one table per target. With ``--mlflow`` the results are also logged there.
+
+    python scripts/bench_serving.py --recommender /tmp/digi-model      # saved by bench_niser.py
+    python scripts/bench_serving.py --levels 1,2,4,8,11,16 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+from bench.load import LoadSettings
+from bench.payloads import Payloads
+from bench.report import log_benchmark
+from bench.targets import TargetSpec, benchmark_target, validate_targets
+from niser.data import load_preprocessed
+from niser.inference import Recommender, item_popularity
+from niser.registry import log_recommender, register
+from niser.train import TrainConfig, build_model
+
+DEFAULT_TARGETS: list[dict[str, Any]] = [
+    {"name": "inprocess", "deployer": "inprocess"},
+    {"name": "local-1x2", "deployer": "local",
+     "settings": {"instances": 1, "workers": 1, "torch_threads": 2}},
+    {"name": "local-2x1", "deployer": "local",
+     "settings": {"instances": 2, "workers": 1, "torch_threads": 1}},
+]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/diginetica"))
+    p.add_argument("--recommender", type=Path, help="a saved Recommender (default: untrained "
+                   "Diginetica-size weights, which time the same as trained ones)")
+    p.add_argument("--targets", help="JSON list of targets (default: inprocess, local-1x2, local-2x1)")
+    p.add_argument("--levels", default="1,2,4,6,8,11,16")
+    p.add_argument("--seconds", type=float, default=5.0, help="steady-state window per level")
+    p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--slo-ms", type=float, default=50.0)
+    p.add_argument("--mlflow", help="tracking URI to log the benchmark to (default: a temp dir)")
+    p.add_argument("--out", type=Path, help="write the per-level statistics as JSON")
+    args = p.parse_args()
+    try:
+        levels = [int(x) for x in args.levels.split(",")]
+    except ValueError:
+        p.error(f"--levels must be comma-separated integers, got {args.levels!r}")
+    specs: list[TargetSpec] = validate_targets(json.loads(args.targets) if args.targets
+                                               else DEFAULT_TARGETS)
+    data = load_preprocessed(args.data)
+    if args.recommender:
+        rec = Recommender.load(args.recommender)
+        trained = "trained"
+    else:
+        config = TrainConfig()
+        rec = Recommender(build_model(data.n_items, config), config, data.vocab,
+                          item_popularity(data.train, data.n_items))
+        trained = "untrained (latency only)"
+    tmp = tempfile.TemporaryDirectory(prefix="niser-serving-")
+    uri = args.mlflow or f"sqlite:///{tmp.name}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("serving-benchmark")
+    with mlflow.start_run(run_name="model"):
+        info = log_recommender(rec, data.summary(), {"recall_20": 0.0})
+    model_uri = register(info.model_uri).model_uri
+    payloads = Payloads.from_samples(data.test, data.vocab, batch_size=1, seed=0)
+    load = LoadSettings(warmup_s=args.warmup, duration_s=args.seconds)
+    print(f"model: {model_uri} ({trained}, {data.n_items + 1} x {rec.model.dim} item table)")
+    results, runs = {}, []
+    for spec in specs:
+        outcome = benchmark_target(spec, model_uri, payloads, levels, load)
+        if outcome.run is None:
+            print(f"{spec.name}: FAILED {outcome.error}")
+            continue
+        runs.append(outcome.run)
+        print(f"\n{spec.name}  (cold start {outcome.run.cold_start_s or float('nan'):.3f} s)")
+        print(f"{'users':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>6}")
+        rows = []
+        for st in outcome.run.sweep.stats():
+            print(f"{int(st.level):>5} {st.p50_ms:>8.2f} {st.p95_ms:>8.2f} {st.p99_ms:>8.2f} "
+                  f"{st.throughput_rps:>8.1f} {st.errors + st.timeouts:>6}")
+            rows.append({k: float(v) for k, v in vars(st).items()})
+        results[spec.name] = rows
+    if runs:
+        bench = log_benchmark(runs, args.slo_ms, experiment_name="serving-benchmark")
+        print(f"\nlogged to {uri}, run {bench.parent_run_id}")
+    if args.out:
+        args.out.write_text(json.dumps({"model": trained, "levels": levels,
+                                        "cpu_count": os.cpu_count(),
+                                        "results": results}, indent=2))
+    tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
