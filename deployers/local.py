@@ -130,7 +130,12 @@ class LocalDeployer(Deployer):
     settings_cls: ClassVar[type[Settings]] = LocalSettings
 
     def __init__(self, state_dir: str | Path | None = None) -> None:
-        self.state_dir = Path(state_dir) if state_dir is not None else default_state_dir()
+        self._state_dir = Path(state_dir) if state_dir is not None else None
+
+    @property
+    def state_dir(self) -> Path:
+        """Where deployments are recorded: the one given, else ``default_state_dir()`` now."""
+        return self._state_dir if self._state_dir is not None else default_state_dir()
 
     # -- state -------------------------------------------------------------------------------
     def _path(self, name: str) -> Path:
@@ -199,30 +204,37 @@ class LocalDeployer(Deployer):
             state["servers"].append({"url": f"http://127.0.0.1:{port}", "port": port,
                                      "process": record.as_json()})
             self._save(state)
-            started.append((f"http://127.0.0.1:{port}", proc, record.log))
+            started.append((port, proc, record))
         deadline = time.monotonic() + s.startup_timeout_s
-        for i, (url, proc, log) in enumerate(started):
+        for i, (port, proc, record) in enumerate(started):
             try:
-                wait_for_ping(url, max(deadline - time.monotonic(), 0.5), proc, log)
+                wait_for_ping(f"http://127.0.0.1:{port}", max(deadline - time.monotonic(), 0.5),
+                              proc, record.log)
+                if not procs.listens_on(record, port):
+                    raise DeployerError(
+                        f"port {port} answered /ping but another program listens there (it was"
+                        f" taken after it was chosen); deploy again. Log:\n{tail(record.log)}")
             except DeployerError as exc:
                 raise DeployerError(f"instance {i + 1} of {s.instances}: {exc}") from None
         if s.instances == 1:
-            state["url"] = started[0][0]
+            state["url"] = f"http://127.0.0.1:{started[0][0]}"
             self._save(state)
             return str(state["url"])
         prefix = workdir / "nginx"
         prefix.mkdir()
         port = free_port()
         config = lb.write_config(prefix, port, [sv["port"] for sv in state["servers"]],
-                                       s.balancer, s.request_timeout_s)
+                                 s.balancer, s.request_timeout_s)
         record, proc = lb.start(config, prefix, dict(os.environ))
         url = f"http://127.0.0.1:{port}"
         state["balancer"] = {"url": url, "port": port, "policy": s.balancer,
                              "access_log": str(prefix / "access.log"),
                              "process": record.as_json()}
         self._save(state)
-        wait_for_ping(url, max(deadline - time.monotonic(), 5.0), proc,
-                      prefix / "error.log")
+        wait_for_ping(url, max(deadline - time.monotonic(), 5.0), proc, prefix / "error.log")
+        if not procs.listens_on(record, port):
+            raise DeployerError(f"the balancer's port {port} was taken by another program after"
+                                " it was chosen; deploy again")
         state["url"] = url
         self._save(state)
         return url

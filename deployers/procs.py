@@ -97,6 +97,19 @@ def alive(record: ProcessRecord) -> bool:
         return False
 
 
+def listens_on(record: ProcessRecord, port: int) -> bool:
+    """Whether one of the record's processes listens on TCP ``port`` (not some other program)."""
+    for proc in members(record):
+        try:
+            conns = proc.net_connections(kind="tcp")
+        except psutil.Error:
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+               for c in conns):
+            return True
+    return False
+
+
 def _reap(pid: int) -> None:
     child = _CHILDREN.pop(pid, None)
     if child is not None:

@@ -54,6 +54,7 @@ def test_config_strings_are_coerced_and_unknown_keys_refused(
         client.create_deployment("refused", "models:/niser/1", config={"instancez": "2"})
     with pytest.raises(MlflowException, match="workers='many'"):
         client.create_deployment("refused", "models:/niser/1", config={"workers": "many"})
+    assert client.deployer.state_dir == tmp_path  # type: ignore[attr-defined]
     assert client.list_deployments() == [] and list(tmp_path.iterdir()) == []
     with pytest.raises(MlflowException, match="no local deployment named 'refused'"):
         client.get_deployment("refused")
