@@ -27,6 +27,7 @@ the offending value. Nothing here keeps state between requests, so the server ke
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from numbers import Integral, Real
 from typing import Any
@@ -176,7 +177,9 @@ class NiserModel(PythonModel):
             raise MlflowException(f"the model has no '{ARTIFACT_KEY}' artifact (has "
                                   f"{sorted(context.artifacts)}); log it with "
                                   f"artifacts={{'{ARTIFACT_KEY}': <Recommender.save directory>}}")
-        self.recommender = Recommender.load(context.artifacts[ARTIFACT_KEY])
+        # NISER_DEVICE=cuda serves on a GPU (the GPU-endpoint analogue); CPU by default
+        self.recommender = Recommender.load(context.artifacts[ARTIFACT_KEY],
+                                            device=os.environ.get("NISER_DEVICE", "cpu"))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
                 ) -> pd.DataFrame:
