@@ -19,7 +19,8 @@ reports them.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from numbers import Integral
 from typing import Any
 
 MAX_K = 1000
@@ -32,17 +33,20 @@ class RequestError(ValueError):
     """A request broke the serving contract; the message names row and field."""
 
 
-def _session(row: int, value: Any) -> list[int]:
-    if not isinstance(value, list):
+def session_ids(row: int, value: Any) -> list[int]:
+    """One row's ``session``: a list (or other sequence) of integer item ids in 1..MAX_ITEM_ID."""
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
         raise RequestError(
-            f"row {row}, field 'session': expected a list of item ids, got "
-            f"{type(value).__name__} {value!r:.60}")
+            f"row {row}, field 'session': expected a list of item ids such as [1234, 5678], "
+            f"got {type(value).__name__} {value!r:.60}")
     out: list[int] = []
     for pos, item in enumerate(value):
-        if isinstance(item, bool) or not isinstance(item, int):
+        if isinstance(item, bool) or type(item).__name__ == "bool_" \
+                or not isinstance(item, Integral):
             raise RequestError(
-                f"row {row}, field 'session', position {pos}: item id must be an integer, "
-                f"got {type(item).__name__} {item!r:.40}")
+                f"row {row}, field 'session', position {pos}: item id must be an integer "
+                f"(no quotes, no decimal point), got {type(item).__name__} {item!r:.40}")
+        item = int(item)
         if not 1 <= item <= MAX_ITEM_ID:
             raise RequestError(
                 f"row {row}, field 'session', position {pos}: item id {item} is not a positive "
@@ -102,7 +106,7 @@ def parse_sessions(body: Mapping[str, Any]) -> list[list[int]]:
     if len(rows) > MAX_SESSIONS:
         raise RequestError(f"{len(rows)} sessions in one request; the limit is {MAX_SESSIONS}: "
                            "split the request")
-    return [_session(row, value) for row, value in enumerate(rows)]
+    return [session_ids(row, value) for row, value in enumerate(rows)]
 
 
 def parse_request(body: str | bytes | Mapping[str, Any]) -> tuple[list[list[int]], int]:

@@ -26,10 +26,9 @@ the offending value. Nothing here keeps state between requests, so the server ke
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
-from numbers import Integral, Real
+from numbers import Integral
 from typing import Any
 
 import mlflow
@@ -41,14 +40,11 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from mlflow.types.schema import AnyType, Array, ColSpec, ParamSchema, ParamSpec, Schema
 
+from niser.contract import DEFAULT_K, MAX_K, MAX_SESSIONS, RequestError, session_ids
 from niser.inference import Recommendation, Recommender
 
 SESSION_COLUMN = "session"
 ARTIFACT_KEY = "recommender"
-DEFAULT_K = 20
-MAX_K = 1000
-MAX_SESSIONS = 10_000
-MAX_ITEM_ID = 2**63 - 1
 OUTPUT_COLUMNS = ("items", "scores", "unknown_items", "fallback")
 # A request in the contract's shape; the ids are raw ids of the default synthetic catalogue.
 EXAMPLE_REQUEST: dict[str, Any] = {
@@ -100,37 +96,14 @@ def parse_k(params: dict[str, Any] | None) -> int:
     return k
 
 
-def _item_id(value: object, row: int, pos: int) -> int:
-    """One raw item id, or an error naming row, field, position and value.
-
-    Only integers are ids: booleans and every float (``3.5`` and ``3.0`` alike: JSON has no
-    integer type of its own, so a float id is a client bug) are refused, as ``niser.contract``
-    does for the Lambda handler.
-    """
-    where = f"row {row}, field '{SESSION_COLUMN}'"
-    if isinstance(value, bool | np.bool_):
-        raise _invalid(f"{where}: item {pos} is the boolean {value!r}, not an item id; "
-                       "item ids are positive integers")
-    if not isinstance(value, Integral):
-        kind = ("a number with a fraction" if isinstance(value, Real)
-                and math.isfinite(float(value)) and not float(value).is_integer()
-                else f"of type {type(value).__name__}")
-        raise _invalid(f"{where}: item {pos} is {value!r}, {kind}; item ids are positive "
-                       "integers written as JSON integers (no quotes, no decimal point)")
-    item = int(value)
-    if not 1 <= item <= MAX_ITEM_ID:
-        raise _invalid(f"{where}: item id {item} is not a positive integer (1..{MAX_ITEM_ID})")
-    return item
-
-
 def _session(value: object, row: int) -> list[int]:
+    """One row's session by the shared rules of ``niser.contract`` (also the Lambda handler's)."""
     if isinstance(value, np.ndarray):
         value = value.tolist()
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        raise _invalid(f"row {row}, field '{SESSION_COLUMN}': {value!r} of type "
-                       f"{type(value).__name__} is not a list of item ids; send e.g. "
-                       f"{{\"{SESSION_COLUMN}\": [1234, 5678]}}")
-    return [_item_id(v, row, pos) for pos, v in enumerate(value)]
+    try:
+        return session_ids(row, value)
+    except RequestError as exc:
+        raise _invalid(str(exc)) from None
 
 
 def parse_sessions(model_input: pd.DataFrame | dict[str, Any] | list[Any]) -> list[list[int]]:

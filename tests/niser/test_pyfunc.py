@@ -82,18 +82,18 @@ def test_records_numpy_and_tuples_are_accepted(model, tiny_recommender):
 
 BAD_SESSIONS = [
     # (rows, expected fragments of the message)
-    ([[1], 5], ["row 1", "field 'session'", "5 of type int is not a list"]),
+    ([[1], 5], ["row 1", "field 'session'", "expected a list", "int 5"]),
     ([[1], "1 2"], ["row 1", "field 'session'", "'1 2'"]),
     ([[1], None], ["row 1", "field 'session'", "None"]),
     ([[1], {"a": 1}], ["row 1", "field 'session'", "dict"]),
-    ([[1, 2], [3, "4"]], ["row 1", "field 'session'", "item 1", "'4'", "str"]),
-    ([[2.5]], ["row 0", "field 'session'", "2.5", "fraction"]),
+    ([[1, 2], [3, "4"]], ["row 1", "field 'session'", "position 1", "'4'", "str"]),
+    ([[2.5]], ["row 0", "field 'session'", "2.5", "must be an integer"]),
     ([[1], [3.0]], ["row 1", "field 'session'", "3.0", "float"]),
-    ([[True]], ["row 0", "field 'session'", "boolean True"]),
+    ([[True]], ["row 0", "field 'session'", "bool True"]),
     ([[1], [1], [1], [4, -5]], ["row 3", "field 'session'", "item id -5 is not a positive"]),
     ([[0]], ["row 0", "field 'session'", "item id 0 is not a positive"]),
     ([[2**70]], ["row 0", "field 'session'", str(2**70)]),
-    ([[1, None]], ["row 0", "field 'session'", "item 1 is None"]),
+    ([[1, None]], ["row 0", "field 'session'", "position 1", "None"]),
     ([[float("nan")]], ["row 0", "field 'session'", "nan"]),
 ]
 
