@@ -24,6 +24,7 @@ Local mode (``settings.local``, default on when ``AWS_ENDPOINT_URL`` points at t
 a moto server): once the control plane is done, ``sagemaker_runtime.LocalServing`` reads the
 archive back from S3 and serves it with ``mlflow models serve`` behind the nginx data plane, and
 the endpoint's invoker passes that ``endpoint_url`` to its ``sagemaker-runtime`` client only.
+The serving image is then never pulled, so its ECR repository is not required.
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ class SageMakerDeployer(Deployer):
         sm = aws.client("sagemaker")
         acct = res.identity()
         image = s.image_url or res.default_image(acct)
-        res.check_image(image)
+        local = s.local if s.local is not None else control_plane_is_local()
+        if not local:  # in local mode the scoring server runs here: no image is ever pulled
+            res.check_image(image)
         bucket = s.bucket or res.default_bucket(acct)
         tags = {**s.tags, res.TAG_DEPLOYMENT: name, res.TAG_BUCKET: bucket}
         res.ensure_bucket(bucket, acct.region, undo)
@@ -109,7 +112,7 @@ class SageMakerDeployer(Deployer):
         if s.autoscaling is not None:
             undo.push("autoscaling", lambda: res.deregister_autoscaling(name))
             res.register_autoscaling(name, s)
-        if s.local if s.local is not None else control_plane_is_local():
+        if local:
             undo.push("local scoring server", lambda: LocalServing.stop(name))
             LocalServing.serve(name, model_name, s.variant_name, s.model_server_workers)
 
