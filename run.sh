@@ -11,7 +11,7 @@ python scripts/services.py start
 echo "running train-and-benchmark/local (watch it in the Prefect UI)"
 prefect deployment run 'train-and-benchmark/local' --watch --watch-timeout 1500 \
   ${NISER_RUN_PARAMS:-}
-python -m flows.cli compare --experiment niser | tail -n 40
+python -m flows.cli compare --experiment niser --latest
 cat <<MSG
 
 MLflow UI:  ${MLFLOW_TRACKING_URI}   (experiment 'niser'; model 'niser', alias 'champion')
