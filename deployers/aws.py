@@ -8,11 +8,13 @@ server by environment alone); nothing here hard-codes an endpoint.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 DEFAULT_REGION = "us-east-1"
 
@@ -40,3 +42,42 @@ def client(service: str, **config: Any) -> Any:
 def reset() -> None:
     """Forget cached sessions (tests that change AWS_* variables call this)."""
     _session.cache_clear()
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of ``exc`` ('' when it is no ``ClientError``)."""
+    return str(exc.response["Error"]["Code"]) if isinstance(exc, ClientError) else ""
+
+
+_ABSENT = {"ResourceNotFoundException", "ResourceNotFound", "NoSuchEntity", "NoSuchKey",
+           "NoSuchBucket", "404", "ObjectNotFoundException"}
+
+
+def absent(exc: BaseException) -> bool:
+    """Whether ``exc`` says the resource does not exist (the wording differs per service)."""
+    code, msg = error_code(exc), str(exc).lower()
+    return code in _ABSENT or (
+        code in {"ValidationException", "ValidationError"}
+        and ("could not find" in msg or "not exist" in msg or "not found" in msg))
+
+
+class Undo:
+    """Cleanup actions for what an operation created, run newest first when it fails."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, Callable[[], Any]]] = []
+
+    def push(self, what: str, action: Callable[[], Any]) -> None:
+        self.steps.append((what, action))
+
+    def run(self) -> list[str]:
+        """Run every action; returns the problems of those that failed (absent is no problem)."""
+        problems = []
+        for what, action in reversed(self.steps):
+            try:
+                action()
+            except Exception as exc:
+                if not absent(exc):
+                    problems.append(f"{what}: {exc}")
+        self.steps.clear()
+        return problems

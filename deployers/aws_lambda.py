@@ -181,7 +181,7 @@ class LambdaDeployer(Deployer):
         name = s.function_name or name or self.new_name()
         if not FUNCTION_NAME.match(name):
             raise SettingsError(f"name={name!r}: use 1-64 letters, digits, '-' or '_'")
-        undo = res.Undo()
+        undo = aws.Undo()
         try:
             self._deploy(model_uri, s, name, undo)
         except Exception as exc:
@@ -193,7 +193,7 @@ class LambdaDeployer(Deployer):
         return Endpoint(self.name, name, model_uri, self._runtime.url if self._runtime and
                         s.is_local() else None, self.invoker(name), s)
 
-    def _deploy(self, model_uri: str, s: LambdaSettings, name: str, undo: res.Undo) -> None:
+    def _deploy(self, model_uri: str, s: LambdaSettings, name: str, undo: aws.Undo) -> None:
         tags = {**s.tags, res.TAG_DEPLOYMENT: name, res.TAG_MODEL_URI: model_uri[:256],
                 res.TAG_PROVISIONED: str(s.provisioned_concurrency)}
         package = None

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from deployers import aws, iam
+from deployers.aws import absent
 
 TAG_DEPLOYMENT = "niser-mlops:deployment"
 TAG_MODEL_URI = "niser-mlops:model-uri"
@@ -27,38 +27,6 @@ TAG_BUCKET_CREATED = "niser-mlops:code-bucket-created"
 TAG_PROVISIONED = "niser-mlops:provisioned-concurrency"
 # CreateFunction takes a zip of at most 50 MB in the request; larger ones go through S3.
 MAX_DIRECT_ZIP_BYTES = 50 * 1024 * 1024
-
-
-def error_code(exc: BaseException) -> str:
-    return str(exc.response["Error"]["Code"]) if isinstance(exc, ClientError) else ""
-
-
-def absent(exc: BaseException) -> bool:
-    """Whether ``exc`` says the resource does not exist."""
-    return error_code(exc) in {"ResourceNotFoundException", "NoSuchEntity", "NoSuchKey",
-                               "NoSuchBucket", "404"}
-
-
-class Undo:
-    """Cleanup actions for what a deploy created, run newest first when it fails."""
-
-    def __init__(self) -> None:
-        self.steps: list[tuple[str, Callable[[], Any]]] = []
-
-    def push(self, what: str, action: Callable[[], Any]) -> None:
-        self.steps.append((what, action))
-
-    def run(self) -> list[str]:
-        """Run every action; returns the problems of those that failed (absent is fine)."""
-        problems = []
-        for what, action in reversed(self.steps):
-            try:
-                action()
-            except Exception as exc:
-                if not absent(exc):
-                    problems.append(f"{what}: {exc}")
-        self.steps.clear()
-        return problems
 
 
 def role_name(function: str) -> str:
@@ -168,7 +136,7 @@ def put_provisioned_concurrency(client: Any, function: str, alias: str, count: i
         return True
     except ClientError as exc:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if control_plane_is_local and status == 404 and error_code(exc) != \
+        if control_plane_is_local and status == 404 and aws.error_code(exc) != \
                 "ResourceNotFoundException":
             return False
         raise

@@ -68,7 +68,7 @@ class SageMakerDeployer(Deployer):
         if not dataplane.NAME.match(name):
             raise SettingsError(f"name={name!r}: SageMaker endpoint names are 1-63 letters, digits "
                                 "and single dashes, starting and ending alphanumeric")
-        undo = res.Undo()
+        undo = aws.Undo()
         try:
             self._deploy(model_uri, s, name, undo)
         except BaseException as exc:
@@ -80,7 +80,7 @@ class SageMakerDeployer(Deployer):
         return Endpoint(target=self.name, name=name, model_uri=model_uri, url=self._url(name),
                         invoke=self.invoker(name), settings=s)
 
-    def _deploy(self, model_uri: str, s: SageMakerSettings, name: str, undo: res.Undo) -> None:
+    def _deploy(self, model_uri: str, s: SageMakerSettings, name: str, undo: aws.Undo) -> None:
         sm = aws.client("sagemaker")
         acct = res.identity()
         image = s.image_url or res.default_image(acct)
@@ -144,7 +144,7 @@ class SageMakerDeployer(Deployer):
         workers = container.get("Environment", {}).get("MLFLOW_MODELS_WORKERS")
         keep = {k: v for k, v in tags.items() if k not in {res.TAG_MODEL_URI, "app_name"}}
         bucket = container["ModelDataUrl"].removeprefix("s3://").split("/", 1)[0]
-        undo = res.Undo()
+        undo = aws.Undo()
         try:
             new_model = res.create_model(model_uri, name, container["Image"],
                                          first["ExecutionRoleArn"], bucket, keep,

@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from botocore.exceptions import ClientError
 from mlflow.models import Model
 
 from deployers import aws, iam
+from deployers.aws import Undo, absent
 from deployers.base import DeploymentFailed
 from deployers.sagemaker_settings import SageMakerSettings
 
@@ -32,42 +33,6 @@ TAG_ROLE = "niser-mlops:created-role"
 TAG_BUCKET = "niser-mlops:bucket"
 PREFIX = "niser-mlops"
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
-
-
-def code(exc: BaseException) -> str:
-    """The AWS error code of ``exc`` ('' when it is no ``ClientError``)."""
-    return str(exc.response["Error"]["Code"]) if isinstance(exc, ClientError) else ""
-
-
-def absent(exc: BaseException) -> bool:
-    """Whether ``exc`` says the resource does not exist (the wording differs per service)."""
-    msg = str(exc).lower()
-    return code(exc) in {"NoSuchEntity", "NoSuchKey", "NoSuchBucket", "404", "ResourceNotFound",
-                         "ObjectNotFoundException"} or (
-        code(exc) in {"ValidationException", "ValidationError"}
-        and ("could not find" in msg or "not exist" in msg or "not found" in msg))
-
-
-class Undo:
-    """Cleanup actions for what an operation created, run newest first when it fails."""
-
-    def __init__(self) -> None:
-        self.steps: list[tuple[str, Callable[[], Any]]] = []
-
-    def push(self, what: str, action: Callable[[], Any]) -> None:
-        self.steps.append((what, action))
-
-    def run(self) -> list[str]:
-        """Run every action; returns the problems of those that failed (absent is no problem)."""
-        problems = []
-        for what, action in reversed(self.steps):
-            try:
-                action()
-            except Exception as exc:
-                if not absent(exc):
-                    problems.append(f"{what}: {exc}")
-        self.steps.clear()
-        return problems
 
 
 @dataclass(frozen=True)
@@ -101,7 +66,7 @@ def check_image(image: str) -> None:
     try:
         aws.client("ecr").describe_repositories(repositoryNames=[repo])
     except ClientError as exc:
-        if code(exc) != "RepositoryNotFoundException":
+        if aws.error_code(exc) != "RepositoryNotFoundException":
             raise
         raise DeploymentFailed(
             f"serving image repository {repo!r} not found in ECR (image_url={image!r}); build and "
@@ -116,7 +81,7 @@ def ensure_bucket(bucket: str, region: str, undo: Undo) -> None:
         s3.head_bucket(Bucket=bucket)
         return
     except ClientError as exc:
-        if code(exc) not in {"404", "NoSuchBucket"}:
+        if aws.error_code(exc) not in {"404", "NoSuchBucket"}:
             raise
     extra = {} if region == "us-east-1" else {
         "CreateBucketConfiguration": {"LocationConstraint": region}}
