@@ -97,25 +97,19 @@ class Model:
         A ``k`` above the number of items gives every item (as the scoring server does).
         """
         k = min(k, len(self.vocab), self.max_k)
-        encoded = [self.vocab.encode(s) for s in sessions]
-        known_rows = [i for i, (known, _) in enumerate(encoded) if known]
+        batch = self.vocab.encode_batch(sessions)
         out: list[dict[str, Any] | None] = [None] * len(sessions)
-        if known_rows:
-            lens = np.array([len(encoded[i][0]) for i in known_rows], dtype=np.int64)
-            offsets = np.zeros(len(known_rows) + 1, dtype=np.int64)
-            np.cumsum(lens, out=offsets[1:])
-            flat = np.fromiter((x for i in known_rows for x in encoded[i][0]), dtype=np.int64,
-                               count=int(offsets[-1]))
-            idx, val = self.topk(flat, offsets, k)
+        if batch.rows:
+            idx, val = self.topk(batch.flat, batch.offsets, k)
             raw = self.vocab.decode(idx)
-            for row, i in enumerate(known_rows):
+            for row, i in enumerate(batch.rows):
                 out[i] = {"items": raw[row].tolist(), "scores": val[row].tolist(),
-                          "unknown_items": encoded[i][1], "fallback": False}
+                          "unknown_items": batch.unknown[i], "fallback": False}
         pop_idx = self.popular[:k]
         pop_raw = self.vocab.decode(pop_idx).tolist()
         pop_val = self.popular_scores[pop_idx].tolist()
         return [r if r is not None else {"items": pop_raw, "scores": pop_val,
-                                         "unknown_items": encoded[i][1], "fallback": True}
+                                         "unknown_items": batch.unknown[i], "fallback": True}
                 for i, r in enumerate(out)]
 
 

@@ -82,23 +82,18 @@ class Recommender:
         if not 1 <= k <= self.model.n_items:
             raise ValueError(f"k={k} must be between 1 and the number of items "
                              f"({self.model.n_items})")
-        encoded = [self.vocab.encode(s) for s in sessions]
-        known_rows = [i for i, (known, _) in enumerate(encoded) if known]
+        batch = self.vocab.encode_batch(sessions)
         out: list[Recommendation | None] = [None] * len(sessions)
-        if known_rows:
-            lens = np.array([len(encoded[i][0]) for i in known_rows], dtype=np.int64)
-            offsets = np.zeros(len(known_rows) + 1, dtype=np.int64)
-            np.cumsum(lens, out=offsets[1:])
-            flat = np.fromiter((x for i in known_rows for x in encoded[i][0]), dtype=np.int64,
-                               count=int(offsets[-1]))
-            idx, val = self.topk_indices(flat, offsets, k)
+        if batch.rows:
+            idx, val = self.topk_indices(batch.flat, batch.offsets, k)
             raw = self.vocab.decode(idx)
-            for row, i in enumerate(known_rows):
-                out[i] = Recommendation(raw[row].tolist(), val[row].tolist(), encoded[i][1], False)
+            for row, i in enumerate(batch.rows):
+                out[i] = Recommendation(raw[row].tolist(), val[row].tolist(), batch.unknown[i],
+                                        False)
         pop_idx = self._popular[:k]
         pop_raw = self.vocab.decode(pop_idx).tolist()
         pop_val = self._pop_scores[pop_idx].tolist()
-        return [r if r is not None else Recommendation(pop_raw, pop_val, encoded[i][1], True)
+        return [r if r is not None else Recommendation(pop_raw, pop_val, batch.unknown[i], True)
                 for i, r in enumerate(out)]
 
     def save(self, path: str | Path) -> None:

@@ -5,9 +5,20 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """Sessions of raw ids as ragged item indices, keeping only sessions with a known item."""
+
+    flat: np.ndarray  # (total,) int64 item indices of the kept sessions
+    offsets: np.ndarray  # (len(rows) + 1,) int64
+    rows: list[int]  # position in the request of each kept session
+    unknown: list[list[int]]  # per request session: raw ids not in the vocabulary
 
 
 class Vocabulary:
@@ -56,6 +67,17 @@ class Vocabulary:
             else:
                 known.append(i)
         return known, unknown
+
+    def encode_batch(self, sessions: Sequence[Sequence[int]]) -> EncodedBatch:
+        """Encode many sessions at once; sessions with no known item are left out of ``flat``."""
+        encoded = [self.encode(s) for s in sessions]
+        rows = [i for i, (known, _) in enumerate(encoded) if known]
+        lens = np.array([len(encoded[i][0]) for i in rows], dtype=np.int64)
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        flat = np.fromiter((x for i in rows for x in encoded[i][0]), dtype=np.int64,
+                           count=int(offsets[-1]))
+        return EncodedBatch(flat, offsets, rows, [unknown for _, unknown in encoded])
 
     def decode(self, indices: np.ndarray | Sequence[int]) -> np.ndarray:
         """Raw ids for indices 1..N (any shape)."""

@@ -58,3 +58,12 @@ def test_identity_maps_each_index_to_itself():
     vocab = Vocabulary.identity(4)
     assert vocab.encode([1, 4, 5]) == ([1, 4], [5])
     assert vocab.decode([2, 3]).tolist() == [2, 3]
+
+
+def test_encode_batch_keeps_sessions_with_a_known_item_and_reports_unknowns():
+    vocab = Vocabulary([50, 60, 70])
+    batch = vocab.encode_batch([[60, 99], [98], [70, 50, 60]])
+    assert batch.rows == [0, 2]
+    assert batch.flat.tolist() == [2, 3, 1, 2]
+    assert batch.offsets.tolist() == [0, 1, 4]
+    assert batch.unknown == [[99], [98], []]
