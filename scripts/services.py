@@ -6,7 +6,9 @@
 
 Everything lives under ``.state/`` in the repository (SQLite databases, artifacts, logs, PIDs):
 MLflow on SQLite with ``--workers 1``, Prefect on SQLite, both on 127.0.0.1 and ports chosen at
-start. ``.state/env.sh`` exports ``MLFLOW_TRACKING_URI`` and ``PREFECT_API_URL`` for them.
+start. ``.state/env.sh`` exports ``MLFLOW_TRACKING_URI`` and ``PREFECT_API_URL`` for them. When
+either variable is already set, that server is used and not started; with ``NISER_AWS=real`` no
+moto server is started and boto3 reaches AWS with your own credentials.
 """
 
 from __future__ import annotations
@@ -69,6 +71,14 @@ def _wait(name: str, url: str, proc: subprocess.Popen[bytes], timeout: float) ->
     raise SystemExit(f"{name} did not answer {url} within {timeout:.0f} s; see {STATE / name}.log")
 
 
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return bool(r.status < 500)
+    except OSError:
+        return False
+
+
 def _load() -> dict[str, dict[str, object]]:
     return json.loads(PIDS.read_text()) if PIDS.exists() else {}
 
@@ -87,26 +97,37 @@ def start(with_runner: bool = True) -> None:
     if running:
         raise SystemExit(f"services already running: {sorted(running)}; "
                          f"run `python scripts/services.py stop` first")
+    for var in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL"):
+        given = os.environ.get(var, "")
+        if given.startswith("http") and not _answers(f"{given.rstrip('/')}/health"):
+            raise SystemExit(f"{var}={given} does not answer; start that server, or unset {var} "
+                             "to get a local one")
     env = base_env()
     services: dict[str, dict[str, object]] = {}
     try:
-        mport = free_port()
-        mlflow_uri = f"http://127.0.0.1:{mport}"
-        mlflow = _spawn("mlflow", [
-            str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mport),
-            "--workers", "1", "--backend-store-uri", f"sqlite:///{STATE / 'mlflow.db'}",
-            "--artifacts-destination", str(STATE / "mlartifacts"),
-        ], env)
-        services["mlflow"] = {"pid": mlflow.pid, "url": mlflow_uri}
-        pport = free_port()
-        prefect_url = f"http://127.0.0.1:{pport}/api"
-        prefect = _spawn("prefect", [
-            str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(pport),
-        ], env)
-        services["prefect"] = {"pid": prefect.pid, "url": prefect_url}
-        _save(services)
-        _wait("mlflow", f"{mlflow_uri}/health", mlflow, 120)
-        _wait("prefect", f"{prefect_url}/health", prefect, 180)
+        # An MLFLOW_TRACKING_URI or PREFECT_API_URL already set means: use that server.
+        mlflow_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+        if not mlflow_uri:
+            mport = free_port()
+            mlflow_uri = f"http://127.0.0.1:{mport}"
+            mlflow = _spawn("mlflow", [
+                str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mport),
+                "--workers", "1", "--backend-store-uri", f"sqlite:///{STATE / 'mlflow.db'}",
+                "--artifacts-destination", str(STATE / "mlartifacts"),
+            ], env)
+            services["mlflow"] = {"pid": mlflow.pid, "url": mlflow_uri}
+            _save(services)
+            _wait("mlflow", f"{mlflow_uri}/health", mlflow, 120)
+        prefect_url = os.environ.get("PREFECT_API_URL", "")
+        if not prefect_url:
+            pport = free_port()
+            prefect_url = f"http://127.0.0.1:{pport}/api"
+            prefect = _spawn("prefect", [
+                str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
+                str(pport)], env)
+            services["prefect"] = {"pid": prefect.pid, "url": prefect_url}
+            _save(services)
+            _wait("prefect", f"{prefect_url}/health", prefect, 180)
         env.update(MLFLOW_TRACKING_URI=mlflow_uri, PREFECT_API_URL=prefect_url)
         if os.environ.get("NISER_AWS", "moto") == "moto":
             # No AWS account: a moto server is the AWS control plane; inference still runs on
