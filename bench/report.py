@@ -87,14 +87,16 @@ class TargetSummary:
 class HookOutput:
     """What a hook adds. ``step_metrics``: target -> metric -> [(level, value)];
     ``summary_metrics``: target -> metric -> value; ``figures`` (artifact path -> figure),
-    ``tables`` (artifact path -> frame) and ``files`` ((artifact dir, local file) pairs, written
-    under the hook's ``workdir``) go to the parent run."""
+    ``tables`` (artifact path -> frame), ``files`` ((artifact dir, local file) pairs, written
+    under the hook's ``workdir``), ``parent_metrics`` and ``parent_tags`` go to the parent run."""
 
     figures: dict[str, Figure] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     files: list[tuple[str, Path]] = field(default_factory=list)
     step_metrics: dict[str, dict[str, list[tuple[float, float]]]] = field(default_factory=dict)
     summary_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    parent_metrics: dict[str, float] = field(default_factory=dict)
+    parent_tags: dict[str, str] = field(default_factory=dict)
 
 
 BenchmarkHook = Callable[[list[TargetSummary], float, Path], HookOutput]
@@ -276,6 +278,10 @@ def log_benchmark(
                 client.log_table(pid, table, path)
             for folder, local in out.files:
                 client.log_artifact(pid, str(local), folder)
+            for key, value in out.parent_metrics.items():
+                client.log_metric(pid, key, value)
+            for key, text in out.parent_tags.items():
+                client.set_tag(pid, key, text)
         for path, fig in figures.items():
             client.log_figure(pid, fig, path)
             plt.close(fig)

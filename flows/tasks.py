@@ -17,7 +17,9 @@ from prefect.cache_policies import NO_CACHE
 
 from bench.load import LoadSettings
 from bench.payloads import Payloads
-from bench.report import BenchmarkRun, log_benchmark
+from bench.recommend import Workload
+from bench.report import BenchmarkRun, default_hooks, log_benchmark
+from bench.report_recommend import recommend_hook
 from bench.targets import TargetOutcome, TargetSpec, benchmark_target
 from niser.data import SessionData
 from niser.inference import Recommender
@@ -75,9 +77,10 @@ def benchmark(spec: TargetSpec, model_uri: str, data: SessionData, levels: list[
 
 
 @task(retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def log_benchmarks(outcomes: list[TargetOutcome], slo_ms: float, run_id: str,
+def log_benchmarks(outcomes: list[TargetOutcome], slo_ms: float, workload: Workload, run_id: str,
                    experiment_id: str) -> BenchmarkRun | None:
-    """One benchmark run nested under the training run, a child per measured target."""
+    """One benchmark run nested under the training run, a child per measured target, with cost,
+    break-even and the cheapest deployment for ``workload``."""
     client = MlflowClient()
     for o in outcomes:
         if o.error:
@@ -87,8 +90,16 @@ def log_benchmarks(outcomes: list[TargetOutcome], slo_ms: float, run_id: str,
         return None
     experiment = client.get_experiment(experiment_id).name
     return log_benchmark(runs, slo_ms, experiment_name=experiment, nest_under=run_id,
+                         hooks=[*default_hooks(), recommend_hook(workload)],
                          tags={"prefect.flow_run_id": client.get_run(run_id).data.tags.get(
                              "prefect.flow_run_id", "")})
+
+
+def recommendation_of(bench_run: BenchmarkRun | None) -> str | None:
+    """The recommendation the benchmark logged on its parent run (tag ``recommendation``)."""
+    if bench_run is None:
+        return None
+    return MlflowClient().get_run(bench_run.parent_run_id).data.tags.get("recommendation")
 
 
 def summary_rows(outcomes: list[TargetOutcome], slo_ms: float) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from bench.load import LoadSettings
+from bench.recommend import Workload
 from bench.targets import validate_targets
 from flows import tasks
 from niser.train import TrainConfig
@@ -48,6 +49,9 @@ def train_and_benchmark(
     targets: list[dict[str, Any]] | None = None,
     levels: list[int] | None = None,
     slo_ms: float = 50.0,
+    request_rate_rps: float = 20.0,
+    burst_rps: float = 0.0,
+    burst_fraction: float = 0.0,
     level_seconds: float = 3.0,
     warmup_seconds: float = 1.0,
     experiment: str = "niser",
@@ -57,12 +61,16 @@ def train_and_benchmark(
 
     ``hyperparameters`` are ``TrainConfig`` fields (e.g. ``{"lr": 0.001, "dim": 64}``);
     ``targets`` a list of ``{"name", "deployer", "settings"}`` (``[]`` trains and registers
-    only); ``levels`` the closed-loop user counts; ``slo_ms`` the p95 latency target.
+    only); ``levels`` the closed-loop user counts; ``slo_ms`` the p95 latency target;
+    ``request_rate_rps`` (plus ``burst_rps`` for ``burst_fraction`` of the time) the load for
+    which the cheapest deployment is recommended.
     """
     logger = get_run_logger()
     config = TrainConfig(**{"epochs": epochs, **(hyperparameters or {})})
     specs = validate_targets(DEFAULT_TARGETS if targets is None else targets)
     load = LoadSettings(warmup_s=warmup_seconds, duration_s=level_seconds)
+    workload = Workload(base_rps=request_rate_rps, burst_rps=burst_rps,
+                        burst_fraction=burst_fraction, p95_slo_ms=slo_ms)
     lv = levels or DEFAULT_LEVELS
     budget = len(lv) * (warmup_seconds + level_seconds + load.timeout_s + 1)
     with _start_run(experiment, run_name) as run:
@@ -77,14 +85,16 @@ def train_and_benchmark(
                     registration.alias, registration.reason)
         outcomes = [tasks.benchmark(spec, registration.model_uri, data, lv, load, budget)
                     for spec in specs]
-        bench_run = tasks.log_benchmarks(outcomes, slo_ms, run_id, experiment_id) if specs else None
+        bench_run = tasks.log_benchmarks(outcomes, slo_ms, workload, run_id,
+                                                experiment_id) if specs else None
     rows = tasks.summary_rows(outcomes, slo_ms)
     if rows:
         create_table_artifact(key="benchmark-summary", table=rows,
                               description=f"p95 SLO {slo_ms} ms")
     summary = {"mlflow_run_id": run_id, "model_version": registration.version,
                "alias": registration.alias, "metrics": result.final, "targets": rows,
-               "benchmark_run_id": bench_run.parent_run_id if bench_run else None}
+               "benchmark_run_id": bench_run.parent_run_id if bench_run else None,
+               "recommendation": tasks.recommendation_of(bench_run)}
     print(format_summary(summary))
     failed = [r["target"] for r in rows if r["status"] != "ok"]
     if failed:
@@ -108,6 +118,8 @@ def format_summary(summary: dict[str, Any]) -> str:
              f"MRR@20 {m.get('mrr_20', float('nan')):.2f}   MLflow run {summary['mlflow_run_id']}"]
     cols = ["target", "status", "p50_ms@1", "p95_ms@max", "max_rps", "rps_within_slo", "errors",
             "cold_start_s"]
+    if summary.get("recommendation"):
+        lines.append(f"cheapest deployment for the workload: {summary['recommendation']}")
     if summary["targets"]:
         lines.append("  ".join(f"{c:>14}" for c in cols))
         for row in summary["targets"]:

@@ -42,6 +42,9 @@ def test_train_and_benchmark_logs_registers_and_benchmarks(tracking_uri):
     assert [c.info.run_name for c in children] == ["inproc"]
     p50 = client.get_metric_history(children[0].info.run_id, "latency_p50_ms")
     assert sorted(m.step for m in p50) == [1, 2] and all(m.value > 0 for m in p50)
+    artifacts = {a.path for a in client.list_artifacts(bench.info.run_id)}
+    assert {"recommendation.json", "summary.json", "plots"} <= artifacts
+    assert summary["recommendation"] == bench.data.tags["recommendation"]
     row = summary["targets"][0]
     assert row["status"] == "ok" and row["errors"] == 0
 

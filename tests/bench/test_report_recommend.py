@@ -1,0 +1,59 @@
+"""The recommendation hook turns measured targets into priced options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.recommend import Workload
+from bench.report import TargetSummary
+from bench.report_recommend import profile, recommend_hook
+from bench.stats import LevelStats
+from deployers.base import CostDrivers, Description
+
+
+def level(users: int, p95: float, rps: float, mean: float = 5.0) -> LevelStats:
+    return LevelStats(level=users, count=100, ok=100, errors=0, timeouts=0, mean_ms=mean,
+                      p50_ms=mean, p90_ms=p95, p95_ms=p95, p99_ms=p95, max_ms=p95,
+                      throughput_rps=rps, error_rate=0.0, window_s=1.0)
+
+
+def summary(name: str, target: str, cost: CostDrivers, stats: list[LevelStats],
+            saturation: float | None, cold: float | None = None,
+            provenance: str = "measured-real") -> TargetSummary:
+    return TargetSummary(name, "closed", stats, saturation, cold,
+                         Description(target, name, "InService", cost), provenance)  # type: ignore[arg-type]
+
+
+INSTANCE = summary("sm", "sagemaker", CostDrivers("instance", "ml.c5.xlarge", 1),
+                   [level(1, 10, 100), level(4, 40, 200), level(8, 90, 210)], 200.0)
+LAMBDA = summary("fn", "lambda", CostDrivers("lambda", memory_mb=2048, architecture="x86_64"),
+                 [level(1, 12, 90, mean=10.0), level(8, 14, 700)], 700.0, cold=0.6,
+                 provenance="measured-local")
+
+
+def test_profile_uses_saturation_level_and_lambda_duration():
+    p = profile(INSTANCE, 50.0)
+    assert p is not None and p.saturation_rps == 200.0 and p.p95_ms == 40
+    assert p.provenance == "measured" and p.duration_ms is None
+    lam = profile(LAMBDA, 50.0)
+    assert lam is not None and lam.duration_ms == 10.0 and lam.init_ms == 600.0
+    assert lam.provenance == "extrapolated"  # a local stand-in for Lambda
+
+
+def test_hook_logs_options_cheapest_first_and_a_parent_tag(tmp_path: Path):
+    out = recommend_hook(Workload(base_rps=50, p95_slo_ms=50))([INSTANCE, LAMBDA], 50.0, tmp_path)
+    table = out.tables["recommendation.json"]
+    assert len(table) >= 2
+    assert list(table["cost_per_hour_usd"]) == sorted(table["cost_per_hour_usd"])
+    best = table.iloc[0]
+    assert out.parent_metrics["recommended_cost_per_hour_usd"] == best["cost_per_hour_usd"]
+    assert best["option"] in out.parent_tags["recommendation"]
+    # every option resting on the local Lambda stand-in is labelled extrapolated
+    assert set(table[table["option"].str.contains("ambda")]["provenance"]) == {"extrapolated"}
+
+
+def test_hook_says_so_when_nothing_meets_the_slo(tmp_path: Path):
+    out = recommend_hook(Workload(base_rps=50, p95_slo_ms=5))([INSTANCE], 5.0, tmp_path)
+    assert out.tables["recommendation.json"].empty
+    assert "no measured target" in out.parent_tags["recommendation"]
+    assert not out.tables["recommendation_rejected.json"].empty
