@@ -68,6 +68,7 @@ class TargetRun:
     provenance: Provenance = "measured-local"
     settings: LoadSettings | None = None
     params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # e.g. Lambda init durations
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,7 @@ def _log_child(
             metrics.append(Metric("saturation_throughput_rps", s.saturation_rps, ts, 0))
         if t.cold_start_s is not None:
             metrics.append(Metric("cold_start_s", t.cold_start_s, ts, 0))
+        metrics += [Metric(k, float(v), ts, 0) for k, v in t.metrics.items() if _finite(v)]
         for out in extra:
             for name, series in out.step_metrics.get(t.name, {}).items():
                 metrics += [Metric(name, float(v), ts, _step(x)) for x, v in series if _finite(v)]

@@ -4,13 +4,16 @@ A target is a named deployer with its settings (``TargetSpec``). ``benchmark_tar
 model with ``deployer.deployed(...)`` so the endpoint is deleted whatever happens, measures the
 time to the first successful answer, runs the closed-loop sweep and returns a ``TargetRun`` for
 ``bench.report.log_benchmark``. A failed deployment is returned as a failure, not raised, so one
-broken target does not cost the measurements of the others.
+broken target does not cost the measurements of the others. Where answers carry Lambda REPORT
+figures (the Lambda invoker's ``raw["lambda_report"]``), the number of cold starts and their
+init and billed durations are logged with the target.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +23,7 @@ from pydantic import Field
 
 from bench.load import LoadSettings, PayloadSource, SweepResult, cold_start, sweep
 from bench.report import Provenance, TargetRun
-from deployers.base import Description, Settings
+from deployers.base import Description, Invoker, Prediction, Settings
 from deployers.registry import get_deployer
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,38 @@ class TargetSpec(Settings):
     deployer: str = Field(description="A registered deployer: see `deployers.available()`.")
     settings: dict[str, Any] = Field(default_factory=dict,
                                      description="The deployer's own settings.")
+
+
+class RecordingInvoker:
+    """Passes calls through and keeps the Lambda REPORT figures answers carry (thread-safe)."""
+
+    def __init__(self, invoke: Invoker) -> None:
+        self.invoke = invoke
+        self.reports: list[dict[str, float]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, sessions: list[list[int]], k: int = 20) -> Prediction:
+        out = self.invoke(sessions, k)
+        report = out.raw.get("lambda_report") if isinstance(out.raw, dict) else None
+        if report:
+            with self._lock:
+                self.reports.append(report)
+        return out
+
+    def metrics(self) -> dict[str, float]:
+        """Cold starts seen (new execution environments) and their init and billed durations."""
+        with self._lock:
+            reports = list(self.reports)
+        if not reports:
+            return {}
+        inits = [r["init_ms"] for r in reports if "init_ms" in r]
+        billed = [r["billed_ms"] for r in reports if "billed_ms" in r]
+        out = {"lambda_cold_starts": float(len(inits))}
+        if inits:
+            out |= {"lambda_init_ms_mean": sum(inits) / len(inits), "lambda_init_ms_max": max(inits)}
+        if billed:
+            out["lambda_billed_ms_mean"] = sum(billed) / len(billed)
+        return out
 
 
 @dataclass
@@ -81,14 +116,15 @@ def benchmark_target(
     try:
         with deployer.deployed(model_uri, spec.settings) as endpoint:
             ready = time.perf_counter_ns()
-            cold = cold_start(endpoint.invoke, payloads.next_batch(), since_ns=ready,
+            invoke = RecordingInvoker(endpoint.invoke)
+            cold = cold_start(invoke, payloads.next_batch(), since_ns=ready,
                               timeout_s=cold_start_timeout_s, k=load.k)
             description: Description = deployer.describe(endpoint.name)
-            result: SweepResult = sweep(endpoint.invoke, payloads, levels, load, budget_s)
+            result: SweepResult = sweep(invoke, payloads, levels, load, budget_s)
     except Exception as exc:  # one target's failure must not lose the others' figures
         log.exception("target %s failed", spec.name)
         return TargetOutcome(spec, None, f"{type(exc).__name__}: {exc}")
     params = {"deployer": spec.deployer, "deploy_seconds": f"{(ready - started) / 1e9:.3f}"}
     run = TargetRun(spec.name, result, description, cold.seconds, provenance(spec.deployer), load,
-                    params)
+                    params, invoke.metrics())
     return TargetOutcome(spec, run)
