@@ -44,7 +44,9 @@ def _safe(name: str) -> str:
 
 
 def _measured(p: str) -> CostProvenance:
-    return "extrapolated" if p == "extrapolated" else "measured"
+    """Priced figures count as measured only when the target ran on the real platform: a local
+    stand-in for SageMaker or Lambda is an extrapolation of the cloud's figures."""
+    return "measured" if p == "measured-real" else "extrapolated"
 
 
 def cost_hook(table: PriceTable | None = None, region: str | None = None) -> BenchmarkHook:
