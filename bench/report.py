@@ -82,6 +82,12 @@ class TargetSummary:
     cold_start_s: float | None
     description: Description | None
     provenance: Provenance
+    metrics: dict[str, float] = field(default_factory=dict)  # TargetRun.metrics
+
+    def billed_ms(self, latency_ms: float) -> float:
+        """Billed duration per request: the platform's own figure when it reported one (Lambda
+        REPORT lines), else the client-side latency (an over-estimate: it includes transport)."""
+        return self.metrics.get("lambda_billed_ms_mean", latency_ms)
 
 
 @dataclass
@@ -129,7 +135,7 @@ def _finite(v: float) -> bool:
 def summarize_target(t: TargetRun, slo_ms: float) -> TargetSummary:
     stats = t.sweep.stats()
     return TargetSummary(t.name, t.sweep.mode, stats, saturation_throughput(stats, slo_ms),
-                         t.cold_start_s, t.description, t.provenance)
+                         t.cold_start_s, t.description, t.provenance, dict(t.metrics))
 
 
 def summary_table(summaries: Sequence[TargetSummary]) -> pd.DataFrame:

@@ -4,8 +4,8 @@
 
 - Per target and level, ``cost_per_1m_usd`` = ``bench.cost.cost_per_million_at_load`` at the
   throughput that level actually served. Lambda and SageMaker serverless bill duration: the
-  client-side mean latency of the level stands in for the billed duration, an upper bound (it
-  includes the invoke path).
+  mean billed duration of the target's REPORT lines when it reported them (Lambda), else the
+  client-side mean latency of the level, an upper bound (it includes the invoke path).
 - Per target, ``cost_per_1m_usd_at_saturation`` (at its saturation throughput) and, for always-on
   capacity, ``cost_per_hour_usd``.
 - On the parent run: ``plots/cost_per_1m_vs_concurrency.png``, and for every pair of an always-on
@@ -65,7 +65,8 @@ def cost_hook(table: PriceTable | None = None, region: str | None = None) -> Ben
             try:
                 series = [
                     (st.level, cost_per_million_at_load(
-                        drivers, tbl, served_rps=st.throughput_rps, duration_ms=st.mean_ms,
+                        drivers, tbl, served_rps=st.throughput_rps,
+                        duration_ms=s.billed_ms(st.mean_ms),
                         region=region))
                     for st in s.stats if st.throughput_rps > 0 and not math.isnan(st.mean_ms)
                 ]
@@ -76,7 +77,8 @@ def cost_hook(table: PriceTable | None = None, region: str | None = None) -> Ben
                     at_sat = max((st for st in s.stats if st.throughput_rps == s.saturation_rps),
                                  key=lambda st: st.level)
                     summary["cost_per_1m_usd_at_saturation"] = cost_per_million_at_load(
-                        drivers, tbl, served_rps=s.saturation_rps, duration_ms=at_sat.mean_ms,
+                        drivers, tbl, served_rps=s.saturation_rps,
+                        duration_ms=s.billed_ms(at_sat.mean_ms),
                         region=region)
             except (PriceError, ValueError) as exc:
                 notes.append({"target": s.name, "note": f"not priced: {exc}"})

@@ -2,12 +2,13 @@
 
 Each measured target becomes a ``bench.recommend.Profile``: its cost drivers, the SLO, the p95 at
 its saturation level (or at the first level when nothing held the SLO), the saturation throughput
-per instance, and for Lambda the billed duration (mean latency at one user, an over-estimate:
-it includes the client's round trip) and the cold start as INIT. A target measured on a local
-stand-in for a cloud platform is "extrapolated" for pricing: the cloud's own hardware was not
-measured. The hook logs ``recommendation.json`` (every option, cheapest first, with provenance),
-``recommendation_rejected.json`` (every target left out and why) and the best option's cost per
-hour as the parent metric ``recommended_cost_per_hour_usd``.
+per instance, and for Lambda the billed duration (the REPORT lines' mean when the target
+reported them, else the mean latency at one user, an over-estimate) and the cold start as INIT.
+A target measured on a local stand-in for a cloud platform is "extrapolated" for pricing: the
+cloud's own hardware was not measured. The hook logs ``recommendation.json`` (every option,
+cheapest first, with provenance), ``recommendation_rejected.json`` (every target left out and
+why), the best option's cost per hour as the parent metric ``recommended_cost_per_hour_usd`` and
+its description as the parent tag ``recommendation``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def profile(s: TargetSummary, slo_ms: float) -> Profile | None:
     return Profile(
         target=s.description.target, drivers=s.description.cost, slo_ms=slo_ms,
         p95_ms=max(at.p95_ms, 1e-3), saturation_rps=s.saturation_rps or None,
-        duration_ms=ok[0].mean_ms if lambda_like else None,
+        duration_ms=s.billed_ms(ok[0].mean_ms) if lambda_like else None,
         init_ms=(s.cold_start_s or 0.0) * 1000 if lambda_like else 0.0,
         provenance="measured" if s.provenance == "measured-real" else "extrapolated")
 

@@ -57,3 +57,11 @@ def test_hook_says_so_when_nothing_meets_the_slo(tmp_path: Path):
     assert out.tables["recommendation.json"].empty
     assert "no measured target" in out.parent_tags["recommendation"]
     assert not out.tables["recommendation_rejected.json"].empty
+
+
+def test_lambda_profile_prefers_the_reported_billed_duration():
+    reported = TargetSummary(LAMBDA.name, "closed", LAMBDA.stats, LAMBDA.saturation_rps,
+                             LAMBDA.cold_start_s, LAMBDA.description, LAMBDA.provenance,
+                             {"lambda_billed_ms_mean": 3.0})
+    p = profile(reported, 50.0)
+    assert p is not None and p.duration_ms == 3.0
