@@ -66,6 +66,10 @@ def train_and_benchmark(
     which the cheapest deployment is recommended.
     """
     logger = get_run_logger()
+    if levels is not None and (not levels or min(levels) < 1):
+        raise ValueError(f"levels={levels!r}: give one or more concurrent-user counts >= 1")
+    if slo_ms <= 0:
+        raise ValueError(f"slo_ms={slo_ms!r}: the p95 latency target must be > 0 ms")
     config = TrainConfig(**{"epochs": epochs, **(hyperparameters or {})})
     specs = validate_targets(DEFAULT_TARGETS if targets is None else targets)
     load = LoadSettings(warmup_s=warmup_seconds, duration_s=level_seconds)
@@ -85,8 +89,8 @@ def train_and_benchmark(
                     registration.alias, registration.reason)
         outcomes = [tasks.benchmark(spec, registration.model_uri, data, lv, load, budget)
                     for spec in specs]
-        bench_run = tasks.log_benchmarks(outcomes, slo_ms, workload, run_id,
-                                                experiment_id) if specs else None
+        bench_run = (tasks.log_benchmarks(outcomes, slo_ms, workload, run_id, experiment_id)
+                     if specs else None)
     rows = tasks.summary_rows(outcomes, slo_ms)
     if rows:
         create_table_artifact(key="benchmark-summary", table=rows,

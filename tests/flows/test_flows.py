@@ -66,6 +66,13 @@ def test_unknown_deployer_is_refused_with_the_valid_names(tracking_uri):
         train_and_benchmark(dataset=TINY, epochs=1, targets=[{"name": "x", "deployer": "nope"}])
 
 
+@pytest.mark.parametrize(("kwargs", "name"), [({"levels": [0, 2]}, "levels"),
+                                              ({"slo_ms": 0}, "slo_ms")])
+def test_bad_benchmark_parameters_are_refused_naming_them(tracking_uri, kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        train_and_benchmark(dataset=TINY, epochs=1, targets=INPROCESS, **kwargs)
+
+
 def test_bad_target_settings_are_refused_before_training(tracking_uri):
     with pytest.raises(ValueError, match="unknown key 'bogus'"):
         train_and_benchmark(dataset=TINY, epochs=1,
