@@ -1,5 +1,4 @@
 import json
-import time
 from pathlib import Path
 
 import mlflow
@@ -11,16 +10,10 @@ from bench.cli import main
 from bench.load import LoadSettings, sweep
 from bench.payloads import Payloads
 from bench.report import HookOutput, TargetRun, compare_table, log_benchmark
-from deployers.base import CostDrivers, Description, Prediction
+from deployers.base import CostDrivers, Description
+from tests.bench.support import sleeper
 
 LEVELS = [1, 2, 4]
-
-
-def sleeper(delay):
-    def invoke(sessions, k=20):
-        time.sleep(delay)
-        return Prediction([[1]], [[1.0]])
-    return invoke
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,3 @@
-import time
 
 import mlflow
 import pytest
@@ -10,14 +9,8 @@ from bench.load import LoadSettings, sweep
 from bench.payloads import Payloads
 from bench.report import TargetRun, log_benchmark
 from bench.report_cost import cost_hook
-from deployers.base import CostDrivers, Description, Prediction
-
-
-def sleeper(delay):
-    def invoke(sessions, k=20):
-        time.sleep(delay)
-        return Prediction([[1]], [[1.0]])
-    return invoke
+from deployers.base import CostDrivers, Description
+from tests.bench.support import sleeper
 
 
 @pytest.fixture(scope="module")
