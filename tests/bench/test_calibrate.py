@@ -42,9 +42,5 @@ def test_calibrate_table_shape_and_latency_not_below_delay():
     assert "p50_minus_delay_ms" in text and ("PASS" in text or "FAIL" in text)
 
 
-@pytest.mark.slow
-def test_calibration_meets_the_one_millisecond_bound_up_to_32_users():
-    """The acceptance check; run it on a quiet machine (other CPU load inflates p50)."""
-    cal = calibrate(delay_ms=16, users=[1, 2, 4, 8, 16, 24, 32], warmup_s=1, duration_s=3)
-    print(format_table(cal))
-    assert cal.passed, format_table(cal)
+# The +1 ms acceptance bound is a benchmark, not a timed test: `python -m bench.cli calibrate`
+# prints the table and exits 1 when a level misses it (figures in BENCHMARKS.md).
