@@ -8,16 +8,14 @@ sweeps the closed-loop generator over 1..32 users against it with ``HttpInvoker`
 p50 - delay, the overhead the measuring chain adds. The acceptance bound is
 ``0 <= p50 - delay <= 1 ms`` at every level.
 
-``HttpInvoker`` speaks the pyfunc serving contract (``dataframe_records`` with a ``session`` column
-and ``params.k``; ``{"predictions": [...]}`` back) over one keep-alive ``http.client`` connection
-per thread, so it also drives ``mlflow models serve`` directly.
+``HttpInvoker`` is ``deployers.http.HttpInvoker``, the invoker of the local deployer: the check
+measures the very client the benchmarks use.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
-import http.client
 import json
 import os
 import signal
@@ -28,71 +26,15 @@ import threading
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from urllib.parse import urlsplit
 
 import pandas as pd
 
 from bench.load import LoadSettings, SweepResult, sweep
 from bench.payloads import Payloads
-from deployers.base import InvocationError, Prediction
+from deployers.http import HttpInvoker  # the project's one HTTP invoker, re-exported here
 
 DEFAULT_USERS = [1, 2, 4, 8, 16, 24, 32]
 BOUND_MS = 1.0
-
-
-class HttpInvoker:
-    """POSTs sessions to ``url`` (an ``/invocations`` endpoint); one keep-alive connection per
-    thread. Any transport failure or non-2xx answer raises ``InvocationError`` and drops that
-    thread's connection; there are no retries (a retry would hide a failure inside a latency)."""
-
-    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
-        parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"url must look like http://HOST:PORT/PATH, got {url!r}")
-        self.url = url
-        self.host = parts.hostname
-        self.port = parts.port or 80
-        self.path = parts.path or "/"
-        self.timeout_s = timeout_s
-        self._local = threading.local()
-
-    def _conn(self) -> http.client.HTTPConnection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
-            self._local.conn = conn  # http.client sets TCP_NODELAY on connect
-        return conn
-
-    def _drop(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-        self._local.conn = None
-
-    def __call__(self, sessions: list[list[int]], k: int = 20) -> Prediction:
-        body = json.dumps(
-            {"dataframe_records": [{"session": s} for s in sessions], "params": {"k": k}}
-        ).encode()
-        conn = self._conn()
-        try:
-            conn.request("POST", self.path, body, {"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            data = resp.read()
-        except (OSError, http.client.HTTPException) as exc:
-            self._drop()
-            raise InvocationError(f"POST {self.url} failed: {type(exc).__name__}: {exc}") from exc
-        if not 200 <= resp.status < 300:
-            text = data[:500].decode(errors="replace")
-            raise InvocationError(f"POST {self.url} answered {resp.status}: {text}",
-                                  status=resp.status, body=text)
-        try:
-            preds = json.loads(data)["predictions"]
-            return Prediction([p["items"] for p in preds], [p["scores"] for p in preds], preds)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InvocationError(
-                f"POST {self.url}: answer is not {{'predictions': [{{'items', 'scores'}}]}}: "
-                f"{data[:200]!r}"
-            ) from exc
 
 
 def _handler(delay_s: float) -> type[socketserver.StreamRequestHandler]:

@@ -109,16 +109,16 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _http(args: argparse.Namespace) -> int:
-    from bench.calibrate import HttpInvoker
     from bench.load import LoadSettings, sweep
     from bench.payloads import Payloads
+    from deployers.http import HttpInvoker
     from niser.data import load_preprocessed
 
     data = load_preprocessed(args.data)
     payloads = Payloads.from_samples(data.test, data.vocab, batch_size=args.batch_size)
     settings = LoadSettings(warmup_s=args.warmup_s, duration_s=args.duration_s,
                             timeout_s=args.timeout_s)
-    res = sweep(HttpInvoker(args.url, args.timeout_s), payloads, args.users, settings)
+    res = sweep(HttpInvoker(args.url, timeout_s=args.timeout_s), payloads, args.users, settings)
     stats = res.stats()
     with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
         print(stats_frame(stats).to_string(index=False))

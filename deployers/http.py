@@ -68,16 +68,23 @@ def parse_predictions(payload: Any, expected_rows: int) -> Prediction:
 class HttpInvoker:
     """A thread-safe invoker for a scoring server's ``/invocations`` (see the module docstring)."""
 
-    def __init__(self, url: str, path: str = "/invocations", timeout_s: float = 30.0) -> None:
+    def __init__(self, url: str, path: str | None = None, timeout_s: float = 30.0) -> None:
+        """``url`` is the server (``http://HOST:PORT``) or the endpoint itself
+        (``http://HOST:PORT/PATH``); ``path`` is appended to it, and defaults to
+        ``/invocations`` when ``url`` names no path."""
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"url must look like http://HOST:PORT, got {url!r}")
+            raise ValueError(f"url must look like http://HOST:PORT or http://HOST:PORT/PATH, "
+                             f"got {url!r}")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
-        self.url = url.rstrip("/")
+        base = parts.path.rstrip("/")
+        if path is None:
+            path = "" if base else "/invocations"
+        self.url = f"http://{parts.netloc}"
         self.host = parts.hostname
         self.port = parts.port or 80
-        self.path = parts.path.rstrip("/") + "/" + path.lstrip("/")
+        self.path = (base + "/" + path.lstrip("/")) if path else base
         self.timeout_s = timeout_s
         self._local = threading.local()
         self._lock = threading.Lock()
