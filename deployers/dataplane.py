@@ -32,7 +32,6 @@ import pwd
 import re
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 import time
@@ -82,13 +81,8 @@ class ScoringServer:
     ) -> ScoringServer:
         """Serve ``model_path`` and wait for ``/ping``; raise with the log tail on failure."""
         port = free_port()
-        argv = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_path,
-                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
-        if workers:
-            argv += ["-w", str(workers)]
-        full_env = {**os.environ, **(env or {})}
-        # `mlflow models serve` execs uvicorn from the interpreter's bin directory.
-        full_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full_env.get('PATH', '')}"
+        argv = procs.scoring_server_argv(model_path, port, workers)
+        full_env = procs.with_interpreter_bin({**os.environ, **(env or {})})
         record, proc = procs.spawn(argv, full_env, log)
         server = cls(model_path, port, record)
         try:

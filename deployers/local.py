@@ -29,7 +29,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -97,8 +96,7 @@ def default_state_dir() -> Path:
 
 def server_env(settings: LocalSettings) -> dict[str, str]:
     """The environment of one scoring server: venv on PATH, thread limits, tracking URI."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env = procs.with_interpreter_bin(os.environ)
     for var in _THREAD_VARS:
         env[var] = str(settings.torch_threads)
     env["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
@@ -108,8 +106,7 @@ def server_env(settings: LocalSettings) -> dict[str, str]:
 
 def server_argv(model_uri: str, port: int, s: LocalSettings, instance: int) -> list[str]:
     """The command line of instance ``instance`` (``taskset``-prefixed when pinning cores)."""
-    argv = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
-            "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", str(s.workers)]
+    argv = procs.scoring_server_argv(model_uri, port, s.workers)
     if s.cpu_affinity:
         per = s.workers * s.torch_threads
         cores = sorted(os.sched_getaffinity(0))

@@ -16,12 +16,30 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+
+def scoring_server_argv(model_uri: str, port: int, workers: int | None = None) -> list[str]:
+    """``mlflow models serve`` of ``model_uri`` on 127.0.0.1:``port``, run by this interpreter
+    with its own environment (``--env-manager local``); ``workers`` None keeps MLflow's default."""
+    argv = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
+            "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    return [*argv, "-w", str(workers)] if workers else argv
+
+
+def with_interpreter_bin(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with this interpreter's bin folder first on PATH: the scoring server execs
+    ``uvicorn`` from there."""
+    out = dict(env)
+    out["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{out.get('PATH', '')}"
+    return out
+
 
 # Popen handles of processes this process started, so ``end`` can reap them.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}

@@ -170,12 +170,10 @@ def served(model: Path, sessions: list[list[int]], device: str, levels: list[int
         raise RuntimeError("no 'uvicorn' on PATH: mlflow's scoring server execs it; put the "
                            "folder holding uvicorn's script (e.g. /tmp/site/bin) on PATH")
     port = free_port()
-    env = dict(os.environ, NISER_DEVICE=device, PYTHONUNBUFFERED="1")
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env = procs.with_interpreter_bin(dict(os.environ, NISER_DEVICE=device, PYTHONUNBUFFERED="1"))
     if cpu_threads > 0:  # torch reads these at start-up
         env.update(OMP_NUM_THREADS=str(cpu_threads), MKL_NUM_THREADS=str(cpu_threads))
-    argv = [sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model.resolve()),
-            "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    argv = procs.scoring_server_argv(str(model.resolve()), port, workers=1)
     log = workdir / f"server-{device.replace(':', '')}.log"
     url = f"http://127.0.0.1:{port}"
     record, proc = procs.spawn(argv, env, log, cwd=workdir)
