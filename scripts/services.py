@@ -18,24 +18,19 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from deployers.http import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 STATE = Path(os.environ.get("NISER_STATE_DIR", ROOT / ".state"))
 PIDS = STATE / "services.json"
 ENV_FILE = STATE / "env.sh"
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def base_env() -> dict[str, str]:
