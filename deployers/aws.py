@@ -1,22 +1,26 @@
-"""The one place boto3 clients are built.
+"""The one place boto3 clients are built, and the AWS facts every target shares.
 
 Every AWS call in the project goes through ``client(service)``. boto3 itself honours
 ``AWS_ENDPOINT_URL`` and ``AWS_ENDPOINT_URL_<SERVICE>`` (so tests point everything at a moto
-server by environment alone); nothing here hard-codes an endpoint.
+server by environment alone); nothing here hard-codes an endpoint. ``endpoint_is_local`` is the
+one answer to "is this service reached on this machine?" (a moto server: the local stand-ins
+then serve the data plane, and figures are ``measured-local``). ``absent`` is the one reading of
+"that resource does not exist" across services.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlparse
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
 DEFAULT_REGION = "us-east-1"
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def region() -> str:
@@ -44,6 +48,18 @@ def reset() -> None:
     _session.cache_clear()
 
 
+def endpoint_url(service: str) -> str | None:
+    """The endpoint boto3 uses for ``service`` from the environment (None: AWS's own)."""
+    var = f"AWS_ENDPOINT_URL_{service.upper().replace('-', '_')}"
+    return os.environ.get(var) or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def endpoint_is_local(service: str) -> bool:
+    """True when ``service`` is reached on this machine (e.g. a moto server), not in AWS."""
+    url = endpoint_url(service)
+    return bool(url) and urlparse(url).hostname in LOCAL_HOSTS
+
+
 def error_code(exc: BaseException) -> str:
     """The AWS error code of ``exc`` ('' when it is no ``ClientError``)."""
     return str(exc.response["Error"]["Code"]) if isinstance(exc, ClientError) else ""
@@ -59,25 +75,3 @@ def absent(exc: BaseException) -> bool:
     return code in _ABSENT or (
         code in {"ValidationException", "ValidationError"}
         and ("could not find" in msg or "not exist" in msg or "not found" in msg))
-
-
-class Undo:
-    """Cleanup actions for what an operation created, run newest first when it fails."""
-
-    def __init__(self) -> None:
-        self.steps: list[tuple[str, Callable[[], Any]]] = []
-
-    def push(self, what: str, action: Callable[[], Any]) -> None:
-        self.steps.append((what, action))
-
-    def run(self) -> list[str]:
-        """Run every action; returns the problems of those that failed (absent is no problem)."""
-        problems = []
-        for what, action in reversed(self.steps):
-            try:
-                action()
-            except Exception as exc:
-                if not absent(exc):
-                    problems.append(f"{what}: {exc}")
-        self.steps.clear()
-        return problems

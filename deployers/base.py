@@ -1,45 +1,62 @@
 """The deployer interface: how a registered model gets behind an endpoint and how to call it.
 
-A deployer has four promises, each written on its method:
+A deployer has five promises, each written on its method:
 
-- ``deploy`` blocks until the endpoint answers, and on any failure deletes what it created
-  before re-raising.
+- ``deploy`` blocks until the endpoint answers. It is one template for every target: parse the
+  settings into the target's typed settings, check the deployment name (``NAME_RULE``), then run
+  the target's ``create`` step with an undo stack. On an ``Exception`` everything pushed on the
+  stack is undone, newest first, and ``DeploymentFailed`` is raised; on any other
+  ``BaseException`` (Ctrl-C, ``SystemExit``) the stack is undone and the exception re-raised
+  unchanged. Targets fill in ``create`` only.
 - ``invoker`` returns a callable that sends one request to a deployed endpoint.
 - ``describe`` says what is running and what drives its cost.
 - ``teardown`` is idempotent: tearing down something absent is not an error.
+- ``list`` names the deployments the deployer can see.
 
 ``with deployer.deployed(model_uri, settings) as endpoint:`` always tears down.
 
-Exceptions::
+Exceptions (one root)::
 
-    DeployerError (RuntimeError)
-     +-- DeploymentFailed       deploy could not finish; what it created is gone
-     +-- InvocationError        one request failed (status code and body attached)
-    SettingsError (ValueError)  bad settings, refused before anything is created
-    UnknownDeployerError (KeyError)
+    DeployerError (Exception)
+     +-- SettingsError (+ ValueError)          bad settings or name, refused before anything exists
+     +-- UnknownDeployerError (+ KeyError)     no deployer registered under that name
+     +-- DeploymentFailed (+ RuntimeError)     deploy could not finish; what it created is gone
+     +-- InvocationError (+ RuntimeError)      one request failed (status code and body attached)
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 
-class DeployerError(RuntimeError):
-    """Base class for run-time deployer failures."""
+class DeployerError(Exception):
+    """Root of every error the deployers raise."""
 
 
-class DeploymentFailed(DeployerError):
+class SettingsError(DeployerError, ValueError):
+    """Deployer settings (or a deployment name) were refused before any resource was created."""
+
+
+class UnknownDeployerError(DeployerError, KeyError):
+    """No deployer is registered under the requested name."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; print the sentence instead
+        return str(self.args[0])
+
+
+class DeploymentFailed(DeployerError, RuntimeError):
     """A deployment could not finish; everything it had created was deleted."""
 
 
-class InvocationError(DeployerError):
+class InvocationError(DeployerError, RuntimeError):
     """One request to a deployed endpoint failed."""
 
     def __init__(self, message: str, status: int | None = None, body: str = "") -> None:
@@ -48,8 +65,19 @@ class InvocationError(DeployerError):
         self.body = body
 
 
-class SettingsError(ValueError):
-    """Deployer settings were refused before any resource was created."""
+# A deployment name valid for every target: it becomes a SageMaker endpoint name (63 characters,
+# letters, digits, dashes), a Lambda function name, an IAM role prefix, a file name. It is never
+# a path.
+NAME_RULE = re.compile(r"^[a-z0-9](?:-?[a-z0-9]){0,62}$")
+NAME_RULE_TEXT = ("1-63 lowercase letters, digits and single dashes, starting and ending with a "
+                  "letter or digit")
+
+
+def check_name(name: str) -> str:
+    """``name`` when it follows ``NAME_RULE``; ``SettingsError`` naming the rule otherwise."""
+    if not isinstance(name, str) or not NAME_RULE.match(name):
+        raise SettingsError(f"name={name!r}: a deployment name is {NAME_RULE_TEXT}")
+    return name
 
 
 class Settings(BaseModel):
@@ -58,14 +86,24 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
     @classmethod
-    def parse(cls, raw: Mapping[str, Any] | Settings | None) -> Settings:
+    def parse(cls, raw: Mapping[str, Any] | Settings | None) -> Self:
         """Validate ``raw`` into settings; ``SettingsError`` names the field and valid values."""
-        if isinstance(raw, cls):
-            return raw
-        try:
-            return cls.model_validate(dict(raw or {}))
-        except ValidationError as exc:
-            raise SettingsError(_explain(cls, exc)) from None
+        return parse_settings(cls, raw)
+
+
+S = TypeVar("S", bound=Settings)
+
+
+def parse_settings(cls: type[S], raw: Mapping[str, Any] | Settings | None) -> S:
+    """Validate ``raw`` into ``cls``; ``SettingsError`` names the field and the valid values."""
+    if isinstance(raw, cls):
+        return raw
+    if isinstance(raw, Settings):
+        raw = raw.model_dump()
+    try:
+        return cls.model_validate(dict(raw or {}))
+    except ValidationError as exc:
+        raise SettingsError(_explain(cls, exc)) from None
 
 
 def _explain(cls: type[BaseModel], exc: ValidationError) -> str:
@@ -150,25 +188,82 @@ class Endpoint:
     settings: Settings
 
 
-class Deployer(ABC):
-    """Gets a registered MLflow model behind an endpoint; subclasses set ``name``, ``Settings``."""
+class Undo:
+    """What a deploy created, as cleanup actions run newest first when it fails.
+
+    ``gone`` says which exceptions of an action mean "already absent" (not a problem).
+    """
+
+    def __init__(self, gone: Callable[[BaseException], bool] = lambda exc: False) -> None:
+        self.steps: list[tuple[str, Callable[[], Any]]] = []
+        self._gone = gone
+
+    def push(self, what: str, action: Callable[[], Any]) -> None:
+        """Register the cleanup of ``what`` (push it before or right after creating it)."""
+        self.steps.append((what, action))
+
+    def run(self) -> list[str]:
+        """Run every action, newest first; returns the problems of those that failed."""
+        problems = []
+        while self.steps:
+            what, action = self.steps.pop()
+            try:
+                action()
+            except Exception as exc:
+                if not self._gone(exc):
+                    problems.append(f"{what}: {type(exc).__name__}: {exc}")
+        return problems
+
+
+class Deployer(ABC, Generic[S]):
+    """Gets a registered MLflow model behind an endpoint; subclasses set ``name``, ``settings_cls``
+    and fill in ``create``."""
 
     name: ClassVar[str]
-    settings_cls: ClassVar[type[Settings]] = Settings
+    settings_cls: type[S]
 
-    def parse_settings(self, raw: Mapping[str, Any] | Settings | None) -> Settings:
-        """Validate settings before any resource exists."""
-        return self.settings_cls.parse(raw)
+    def parse_settings(self, raw: Mapping[str, Any] | Settings | None) -> S:
+        """Validate settings before any resource exists (``SettingsError`` when refused)."""
+        return parse_settings(self.settings_cls, raw)
+
+    def deployment_name(self, settings: S, name: str | None) -> str:
+        """The name to deploy under: ``name``, else a fresh one. Checked against ``NAME_RULE``."""
+        return name or self.new_name()
+
+    @staticmethod
+    def gone(exc: BaseException) -> bool:
+        """Whether an exception of a cleanup action means the resource is already absent."""
+        return isinstance(exc, KeyError | FileNotFoundError | ProcessLookupError)
+
+    def deploy(self, model_uri: str, settings: Mapping[str, Any] | Settings | None = None,
+               name: str | None = None) -> Endpoint:
+        """Deploy ``model_uri`` and block until it answers (the policy of the module docstring).
+
+        ``SettingsError`` before anything is created; ``DeploymentFailed`` after everything that
+        was created is deleted; Ctrl-C and ``SystemExit`` propagate unchanged, after the same
+        cleanup.
+        """
+        s = self.parse_settings(settings)
+        name = check_name(self.deployment_name(s, name))
+        undo = Undo(self.gone)
+        try:
+            return self.create(model_uri, s, name, undo)
+        except Exception as exc:
+            problems = undo.run()
+            left = (f"; cleanup problems: {problems}" if problems
+                    else "; everything it created was deleted")
+            raise DeploymentFailed(f"{self.name} deployment {name!r} of {model_uri} failed: "
+                                   f"{type(exc).__name__}: {exc}{left}") from exc
+        except BaseException:
+            undo.run()
+            raise
 
     @abstractmethod
-    def deploy(
-        self, model_uri: str, settings: Mapping[str, Any] | Settings | None = None,
-        name: str | None = None,
-    ) -> Endpoint:
-        """Deploy ``model_uri`` and block until it answers.
+    def create(self, model_uri: str, settings: S, name: str, undo: Undo) -> Endpoint:
+        """Create the deployment ``name`` and return once it answers.
 
-        On any failure, deletes everything this call created, then raises ``DeploymentFailed``
-        (or ``SettingsError`` before anything was created).
+        Push the cleanup of every resource on ``undo`` as it is created; raise on any failure
+        (the base undoes and reports).
         """
 
     @abstractmethod
@@ -192,14 +287,12 @@ class Deployer(ABC):
         """Names of the deployments this deployer can see."""
 
     def new_name(self) -> str:
-        """A fresh deployment name, valid for every target (lowercase, digits, dashes)."""
+        """A fresh deployment name that follows ``NAME_RULE``."""
         return f"niser-{self.name.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
 
     @contextlib.contextmanager
-    def deployed(
-        self, model_uri: str, settings: Mapping[str, Any] | Settings | None = None,
-        name: str | None = None,
-    ) -> Iterator[Endpoint]:
+    def deployed(self, model_uri: str, settings: Mapping[str, Any] | Settings | None = None,
+                 name: str | None = None) -> Iterator[Endpoint]:
         """Deploy, yield the endpoint, and always tear down, whatever happens inside."""
         endpoint = self.deploy(model_uri, settings, name)
         try:

@@ -4,9 +4,8 @@
 
 - one keep-alive ``http.client.HTTPConnection`` per calling thread (``TCP_NODELAY`` on), so it is
   safe to call from many threads at once and a benchmark measures the server, not connection set-up;
-- a request is ``POST <path>`` with ``{"dataframe_records": [{"session": [...]}, ...],
-  "params": {"k": k}}``; a 2xx answer ``{"predictions": [{"items": [...], "scores": [...]}, ...]}``
-  becomes a ``Prediction`` whose ``raw`` is the decoded JSON;
+- a request is ``POST <path>`` with the body of ``deployers.wire.encode_request``; a 2xx answer
+  becomes a ``Prediction`` through ``deployers.wire.decode_response`` (``raw`` is the decoded JSON);
 - a non-2xx answer raises ``InvocationError`` with its status and body; a refused, reset or timed
   out connection, or an answer that is not the contract's JSON, raises ``InvocationError`` with
   ``status=None`` (or the status received). A connection the server closed while idle is reopened
@@ -30,39 +29,16 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from deployers import wire
 from deployers.base import DeployerError, InvocationError, Prediction
 
 _HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 # Errors that mean "the idle keep-alive connection was closed by the server": retry once.
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
-
-
-def request_body(sessions: Sequence[Sequence[int]], k: int) -> bytes:
-    """The JSON body of one scoring request for ``sessions`` (lists of raw item ids)."""
-    records = [{"session": [int(i) for i in s]} for s in sessions]
-    return json.dumps({"dataframe_records": records, "params": {"k": int(k)}}).encode()
-
-
-def parse_predictions(payload: Any, expected_rows: int) -> Prediction:
-    """A ``Prediction`` from a decoded ``{"predictions": [...]}`` answer; ``ValueError`` if not."""
-    rows = payload.get("predictions") if isinstance(payload, dict) else None
-    if not isinstance(rows, list):
-        raise ValueError("answer has no 'predictions' list")
-    if len(rows) != expected_rows:
-        raise ValueError(f"answer has {len(rows)} predictions for {expected_rows} sessions")
-    items: list[list[int]] = []
-    scores: list[list[float]] = []
-    for n, row in enumerate(rows):
-        if not isinstance(row, dict) or "items" not in row or "scores" not in row:
-            raise ValueError(f"prediction {n} lacks 'items'/'scores': {str(row)[:200]}")
-        items.append([int(i) for i in row["items"]])
-        scores.append([float(s) for s in row["scores"]])
-    return Prediction(items=items, scores=scores, raw=payload)
 
 
 class HttpInvoker:
@@ -133,7 +109,7 @@ class HttpInvoker:
         raise AssertionError("unreachable")
 
     def __call__(self, sessions: list[list[int]], k: int = 20) -> Prediction:
-        body = request_body(sessions, k)
+        body = wire.encode_request(sessions, k)
         try:
             status, data = self._roundtrip(body)
         except (OSError, http.client.HTTPException) as exc:
@@ -147,7 +123,7 @@ class HttpInvoker:
                 f"POST {self.url}{self.path} answered {status}: {text[:500]}", status, text
             )
         try:
-            return parse_predictions(json.loads(text), len(sessions))
+            return wire.decode_response(json.loads(text), len(sessions))
         except ValueError as exc:
             raise InvocationError(
                 f"POST {self.url}{self.path} answered {status} with an unexpected body ({exc}):"

@@ -14,21 +14,22 @@ Promises:
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import Field
 
+from deployers import wire
 from deployers.base import (
     CostDrivers,
     Deployer,
-    DeploymentFailed,
+    DeployerError,
     Description,
     Endpoint,
     InvocationError,
     Prediction,
     Settings,
+    Undo,
 )
 
 
@@ -48,12 +49,10 @@ class _Loaded:
     model: Any
 
 
-def _to_prediction(out: Any) -> Prediction:
-    """Turn the pyfunc's output (a DataFrame, or a list of row dicts) into a ``Prediction``."""
+def _to_prediction(out: Any, sessions: int) -> Prediction:
+    """The pyfunc's output (a DataFrame, or a list of row dicts) read as the wire format."""
     rows = out.to_dict("records") if hasattr(out, "to_dict") else list(out)
-    items = [[int(i) for i in row["items"]] for row in rows]
-    scores = [[float(s) for s in row["scores"]] for row in rows]
-    return Prediction(items=items, scores=scores, raw=rows)
+    return wire.decode_response({"predictions": rows}, sessions)
 
 
 class InProcessInvoker:
@@ -68,7 +67,7 @@ class InProcessInvoker:
 
         try:
             out = self.model.predict(pd.DataFrame({"session": list(sessions)}), params={"k": k})
-            return _to_prediction(out)
+            return _to_prediction(out, len(sessions))
         except Exception as exc:
             raise InvocationError(
                 f"in-process predict on {self.name!r} failed: {type(exc).__name__}: {exc}",
@@ -76,43 +75,31 @@ class InProcessInvoker:
             ) from exc
 
 
-class InProcessDeployer(Deployer):
+class InProcessDeployer(Deployer[InProcessSettings]):
     """Loads the pyfunc with ``mlflow.pyfunc.load_model`` in this process."""
 
     name: ClassVar[str] = "inprocess"
-    settings_cls: ClassVar[type[Settings]] = InProcessSettings
+    settings_cls = InProcessSettings
 
     def __init__(self) -> None:
         self._loaded: dict[str, _Loaded] = {}
         self._lock = threading.Lock()
 
-    def deploy(
-        self, model_uri: str, settings: Mapping[str, Any] | Settings | None = None,
-        name: str | None = None,
-    ) -> Endpoint:
+    def create(self, model_uri: str, s: InProcessSettings, name: str, undo: Undo) -> Endpoint:
         """Load ``model_uri`` and answer ``warmup_requests`` requests; see the module docstring."""
-        s = self.parse_settings(settings)
-        assert isinstance(s, InProcessSettings)
-        name = name or self.new_name()
-        with self._lock:
-            if name in self._loaded:
-                raise DeploymentFailed(
-                    f"in-process deployment {name!r} already exists; tear it down or pick"
-                    " another name"
-                )
         import mlflow.pyfunc
 
-        try:
-            model = mlflow.pyfunc.load_model(model_uri)
-            invoker = InProcessInvoker(name, model)
-            for _ in range(s.warmup_requests):
-                invoker([[1]], k=1)
-        except Exception as exc:
-            raise DeploymentFailed(
-                f"could not load and call {model_uri!r} in process: {type(exc).__name__}: {exc}"
-            ) from exc
+        with self._lock:
+            if name in self._loaded:
+                raise DeployerError(f"in-process deployment {name!r} already exists; tear it "
+                                    "down or pick another name")
+        model = mlflow.pyfunc.load_model(model_uri)
         with self._lock:
             self._loaded[name] = _Loaded(model_uri, s, model)
+        undo.push(f"loaded model {name}", lambda: self.teardown(name))
+        invoker = InProcessInvoker(name, model)
+        for _ in range(s.warmup_requests):
+            invoker([[1]], k=1)
         return Endpoint(self.name, name, model_uri, None, invoker, s)
 
     def invoker(self, name: str) -> InProcessInvoker:

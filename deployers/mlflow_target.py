@@ -45,15 +45,16 @@ from mlflow.protos.databricks_pb2 import (
     RESOURCE_DOES_NOT_EXIST,
 )
 
-from deployers.base import Deployer, DeployerError, Description, Prediction, SettingsError
+from deployers import wire
+from deployers.base import Deployer, DeployerError, Description, SettingsError
 from deployers.registry import UnknownDeployerError, get_deployer
 
 FLAVOR = "python_function"
-_INSTANCES: dict[str, Deployer] = {}  # one deployer per target and process (in-process state)
+_INSTANCES: dict[str, Deployer[Any]] = {}  # one deployer per target and process (in-process state)
 _LOCK = threading.Lock()
 
 
-def _deployer(name: str) -> Deployer:
+def _deployer(name: str) -> Deployer[Any]:
     with _LOCK:
         if name not in _INSTANCES:
             try:
@@ -77,40 +78,12 @@ def _as_dict(desc: Description) -> dict[str, Any]:
 
 
 def _sessions(inputs: Any) -> tuple[list[list[int]], int]:
-    """Sessions and k from a DataFrame with a ``session`` column, a scoring-server style dict
-    (``dataframe_records``/``dataframe_split`` plus optional ``params.k``), or a list of sessions.
-    """
-    k = 20
-    if isinstance(inputs, dict):
-        k = int((inputs.get("params") or {}).get("k", k))
-        if "dataframe_records" in inputs:
-            return [list(r["session"]) for r in inputs["dataframe_records"]], k
-        if "dataframe_split" in inputs:
-            split = inputs["dataframe_split"]
-            col = list(split["columns"]).index("session")
-            return [list(row[col]) for row in split["data"]], k
-        raise MlflowException(
-            "inputs dict needs 'dataframe_records' or 'dataframe_split' with a 'session' column",
-            error_code=INVALID_PARAMETER_VALUE)
-    if hasattr(inputs, "columns"):
-        if "session" not in inputs.columns:
-            raise MlflowException(
-                f"inputs need a 'session' column (lists of raw item ids); got columns"
-                f" {list(inputs.columns)}", error_code=INVALID_PARAMETER_VALUE)
-        return [list(s) for s in inputs["session"]], k
-    if isinstance(inputs, list):
-        return [list(s) for s in inputs], k
-    raise MlflowException(f"cannot read sessions from inputs of type {type(inputs).__name__}",
-                          error_code=INVALID_PARAMETER_VALUE)
-
-
-def _rows(pred: Prediction) -> list[Any]:
-    raw = pred.raw
-    if isinstance(raw, dict) and isinstance(raw.get("predictions"), list):
-        return list(raw["predictions"])
-    if isinstance(raw, list):
-        return raw
-    return [{"items": i, "scores": s} for i, s in zip(pred.items, pred.scores, strict=True)]
+    """Sessions and k of ``predict``'s inputs (``deployers.wire.decode_request``)."""
+    try:
+        return wire.decode_request(inputs)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise MlflowException(f"cannot read sessions from the inputs: {exc}",
+                              error_code=INVALID_PARAMETER_VALUE) from None
 
 
 class NiserDeploymentClient(BaseDeploymentClient):
@@ -192,7 +165,7 @@ class NiserDeploymentClient(BaseDeploymentClient):
             pred = invoke(sessions, k)
         except DeployerError as exc:
             raise MlflowException(str(exc), error_code=INTERNAL_ERROR) from exc
-        return PredictionsResponse({"predictions": _rows(pred)})
+        return PredictionsResponse({"predictions": wire.response_rows(pred)})
 
 
 def _target_help(deployer_name: str) -> Callable[[], str]:

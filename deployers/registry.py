@@ -9,16 +9,10 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Any
 
-from deployers.base import Deployer
+from deployers.base import Deployer, UnknownDeployerError
 
 GROUP = "niser_mlops.deployers"
-
-
-class UnknownDeployerError(KeyError):
-    """No deployer is registered under the requested name."""
-
-    def __str__(self) -> str:  # KeyError quotes its argument; print the sentence instead
-        return str(self.args[0])
+__all__ = ["GROUP", "UnknownDeployerError", "available", "deployer_class", "get_deployer"]
 
 
 def available() -> list[str]:
@@ -26,7 +20,7 @@ def available() -> list[str]:
     return sorted({ep.name for ep in entry_points(group=GROUP)})
 
 
-def deployer_class(name: str) -> type[Deployer]:
+def deployer_class(name: str) -> type[Deployer[Any]]:
     """The class registered under ``name``; ``UnknownDeployerError`` lists the valid names."""
     matches = [ep for ep in entry_points(group=GROUP) if ep.name == name]
     if not matches:
@@ -38,6 +32,6 @@ def deployer_class(name: str) -> type[Deployer]:
     return cls
 
 
-def get_deployer(name: str, **kwargs: Any) -> Deployer:
+def get_deployer(name: str, **kwargs: Any) -> Deployer[Any]:
     """An instance of the deployer registered under ``name``."""
     return deployer_class(name)(**kwargs)

@@ -38,7 +38,7 @@ from mlflow.entities import DatasetInput, InputTag, Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.models.model import ModelInfo
 
-from niser import pyfunc
+from niser import lambda_bundle, pyfunc
 from niser.data import SessionData
 from niser.inference import Recommender
 from niser.train import TrainConfig, TrainResult
@@ -119,11 +119,14 @@ def pip_requirements() -> list[str]:
 
 
 def log_recommender(recommender: Recommender, data_summary: Mapping[str, Any],
-                    metrics: Mapping[str, float], name: str = "model") -> ModelInfo:
+                    metrics: Mapping[str, float], name: str = "model",
+                    with_lambda: bool = True) -> ModelInfo:
     """Log ``recommender`` as the serving pyfunc into the active run; returns its ``ModelInfo``.
 
     Models-from-code (``niser/pyfunc.py``) with the saved Recommender as artifact
-    ``recommender``, the serving signature (``k`` param included) and an input example. The
+    ``recommender``, the serving signature (``k`` param included) and an input example. With
+    ``with_lambda`` the model also carries artifact ``lambda``: its Lambda function code (ONNX
+    graph and handler, ``niser.lambda_bundle``), which the Lambda deployer packages. The
     ``niser`` package is copied into the model (``code_paths``) and the runtime packages are
     pinned (``pip_requirements``), so the logged model loads without this repository. The data
     summary and metrics go into the MLmodel metadata, where ``register`` reads them.
@@ -135,10 +138,14 @@ def log_recommender(recommender: Recommender, data_summary: Mapping[str, Any],
                                "metrics": {k: float(v) for k, v in metrics.items()}}}
     with tempfile.TemporaryDirectory() as tmp:
         recommender.save(Path(tmp) / "recommender")
+        artifacts = {pyfunc.ARTIFACT_KEY: str(Path(tmp) / "recommender")}
+        if with_lambda:
+            artifacts[lambda_bundle.ARTIFACT_KEY] = str(
+                lambda_bundle.write_bundle(recommender, Path(tmp) / "lambda"))
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(PYFUNC_PATH),
-            artifacts={pyfunc.ARTIFACT_KEY: str(Path(tmp) / "recommender")},
+            artifacts=artifacts,
             code_paths=[str(PACKAGE_DIR)],
             signature=pyfunc.serving_signature(),
             input_example=pyfunc.input_example(),

@@ -1,4 +1,4 @@
-"""Lambda package size, cold start and warm latency on the local Lambda runtime.
+"""Lambda package size, cold start and warm latency on the local Lambda stand-in.
 
     python scripts/bench_lambda.py [--recommender DIR] [--cold 5] [--warm 500] [--memory 1769]
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -23,9 +22,10 @@ import boto3
 import numpy as np
 from botocore.config import Config
 
-from deployers.lambda_invoker import parse_report
-from deployers.lambda_package import build_package, write_model_files
-from deployers.lambda_runtime import FunctionConfig, LocalLambda
+from deployers import wire
+from deployers.aws_lambda.invoker import parse_report
+from deployers.aws_lambda.package import build_package
+from deployers.standins import FunctionConfig, LocalLambda
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "diginetica"
 
@@ -64,10 +64,12 @@ def main() -> None:
 
     rec = recommender(args.recommender)
     work = Path(tempfile.mkdtemp(prefix="bench-lambda-"))
-    write_model_files(rec, work / "model")  # type: ignore[arg-type]
+    from niser.lambda_bundle import write_bundle
+
+    code = write_bundle(rec, work / "code")  # type: ignore[arg-type]
     packages = {}
     for arch in ("x86_64", "arm64"):
-        pkg = build_package(None, work, "python3.11", arch, model_files=work / "model")
+        pkg = build_package(code, work, "python3.11", arch)
         packages[arch] = pkg
         print(f"package python3.11/{arch}: {pkg.unzipped_bytes / 2**20:.1f} MiB unzipped "
               f"(limit 250 MiB), {pkg.zipped_bytes / 2**20:.1f} MiB zipped")
@@ -79,7 +81,7 @@ def main() -> None:
                               config=Config(retries={"total_max_attempts": 1}))
 
         def call(session: list[int]) -> tuple[float, dict[str, float]]:
-            body = json.dumps({"dataframe_records": [{"session": session}], "params": {"k": 20}})
+            body = wire.encode_request([session], 20)
             start = time.perf_counter()
             out = client.invoke(FunctionName="niser", Payload=body, LogType="Tail")
             out["Payload"].read()

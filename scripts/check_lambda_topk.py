@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from deployers.lambda_handler import Model
-from deployers.lambda_package import write_model_files
 from niser.data import load_preprocessed
 from niser.inference import Recommender
+from niser.lambda_handler import Model
+from niser.onnx_export import write_model_files
 
 
 def main() -> None:

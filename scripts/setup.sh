@@ -15,6 +15,8 @@ fi
 python -m pip install -q --upgrade pip
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build
 python -m pip install -q torch==2.13.0
-python -m pip install -q -e ".[test]"
+# the local AWS stand-ins (moto, awslambdaric) come as the "standins" extra: the demo and the
+# tests use them; NISER_EXTRAS overrides (e.g. NISER_EXTRAS=aws for a real account only)
+python -m pip install -q -e ".[${NISER_EXTRAS:-test,standins}]"
 python -m pip check >/dev/null || { python -m pip check; exit 1; }
 echo "setup done: $(python -c 'import torch, mlflow, prefect; print("torch", torch.__version__, "mlflow", mlflow.__version__, "prefect", prefect.__version__)')"

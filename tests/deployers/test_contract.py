@@ -17,9 +17,16 @@ import mlflow
 import pandas as pd
 import pytest
 
-from deployers import aws
-from deployers.base import CostKind, Deployer, SettingsError
-from deployers.registry import UnknownDeployerError, available, get_deployer
+from deployers import aws, base
+from deployers.base import (
+    CostKind,
+    Deployer,
+    DeployerError,
+    DeploymentFailed,
+    SettingsError,
+    UnknownDeployerError,
+)
+from deployers.registry import available, get_deployer
 
 REPO = Path(__file__).resolve().parents[2]
 # Raw ids of the tiny registered model (tests/conftest.py: 100000 + 7 * j); the last is unknown.
@@ -151,6 +158,93 @@ def test_deployed_tears_down_when_the_body_raises(
     assert names and names[0] not in deployer.list()
     with pytest.raises(KeyError):
         deployer.describe(names[0])
+
+
+def _aws_leftovers() -> dict[str, list[str]]:
+    """What exists in the moto account, by kind (nothing when no moto server is in use)."""
+    if not aws.endpoint_is_local("sts"):
+        return {}
+    s3, sm, iam = aws.client("s3"), aws.client("sagemaker"), aws.client("iam")
+    buckets = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    return {
+        "functions": [f["FunctionName"] for f in aws.client("lambda").list_functions()[
+            "Functions"]],
+        "roles": [r["RoleName"] for r in iam.list_roles()["Roles"]],
+        "objects": [f"{b}/{o['Key']}" for b in buckets
+                    for o in s3.list_objects_v2(Bucket=b).get("Contents", [])],
+        "endpoints": [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]],
+        "configs": [c["EndpointConfigName"] for c in sm.list_endpoint_configs()[
+            "EndpointConfigs"]],
+        "models": [m["ModelName"] for m in sm.list_models()["Models"]],
+    }
+
+
+class _Injected(Exception):
+    pass
+
+
+def _interrupt_at(monkeypatch: pytest.MonkeyPatch, nth: int, error: type[BaseException]
+                  ) -> list[str]:
+    """Make the ``nth`` resource a deploy registers for cleanup raise ``error`` right after it
+    is registered: a failure (or Ctrl-C) in the middle of the deploy. Returns what was pushed."""
+    pushed: list[str] = []
+    real_push = base.Undo.push
+
+    def push(self: base.Undo, what: str, action: Callable[[], Any]) -> None:
+        real_push(self, what, action)
+        pushed.append(what)
+        if len(pushed) == nth:
+            raise error(f"injected after {what}")
+
+    monkeypatch.setattr(base.Undo, "push", push)
+    return pushed
+
+
+@pytest.mark.parametrize("nth", [1, 2])
+@pytest.mark.parametrize("error", [_Injected, KeyboardInterrupt])
+def test_interrupted_deploy_leaves_nothing_behind(
+        target: tuple[Deployer, dict[str, Any]], registered_model_uri: str,
+        monkeypatch: pytest.MonkeyPatch, nth: int, error: type[BaseException]) -> None:
+    """A failure midway becomes DeploymentFailed, Ctrl-C stays Ctrl-C; either way list(),
+    describe() and (for the AWS targets) moto's list calls show nothing left."""
+    deployer, settings = target
+    before, aws_before = deployer.list(), _aws_leftovers()
+    pushed = _interrupt_at(monkeypatch, nth, error)
+    expected = DeploymentFailed if error is _Injected else KeyboardInterrupt
+    try:
+        with pytest.raises(expected) as info:
+            deployer.deploy(registered_model_uri, settings, "niser-contract-midway")
+    except pytest.fail.Exception:
+        if len(pushed) < nth:  # deployed without reaching the injection point
+            deployer.teardown("niser-contract-midway")
+            pytest.skip(f"{deployer.name} registers {len(pushed)} resource(s) for cleanup")
+        raise
+    monkeypatch.undo()
+    if error is _Injected:
+        assert isinstance(info.value.__cause__, _Injected)
+        assert "cleanup problems" not in str(info.value), str(info.value)
+    assert deployer.list() == before
+    with pytest.raises(KeyError):
+        deployer.describe("niser-contract-midway")
+    assert _aws_leftovers() == aws_before
+
+
+def test_deployment_names_follow_one_rule_for_every_target() -> None:
+    with pytest.raises(SettingsError, match="deployment name is"):
+        base.check_name("")
+    for name in ("../../victim", "UPPER", "a_b", "-lead", "trail-", "double--dash", "x" * 64):
+        for deployer_name in available():
+            with pytest.raises(SettingsError, match="deployment name is"):
+                base.check_name(name)
+            with pytest.raises(SettingsError, match="deployment name is"):
+                get_deployer(deployer_name).deploy("models:/unused/1", None, name)
+    assert base.check_name("niser-local-1x2") == "niser-local-1x2"
+
+
+def test_every_deployer_error_shares_one_root() -> None:
+    for cls in (SettingsError, UnknownDeployerError, DeploymentFailed, base.InvocationError):
+        assert issubclass(cls, DeployerError)
+    assert issubclass(SettingsError, ValueError) and issubclass(UnknownDeployerError, KeyError)
 
 
 def test_unknown_deployer_name_is_answered_with_the_valid_ones() -> None:

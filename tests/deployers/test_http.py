@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from deployers.base import DeployerError, InvocationError
-from deployers.http import HttpInvoker, free_port, request_body, wait_for_ping
+from deployers.http import HttpInvoker, free_port, wait_for_ping
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -70,11 +70,6 @@ def server() -> Iterator[ThreadingHTTPServer]:
 
 def _url(srv: ThreadingHTTPServer) -> str:
     return f"http://127.0.0.1:{srv.server_address[1]}"
-
-
-def test_request_body_follows_the_serving_contract() -> None:
-    assert json.loads(request_body([[3, 1], [7]], 5)) == {
-        "dataframe_records": [{"session": [3, 1]}, {"session": [7]}], "params": {"k": 5}}
 
 
 def test_answer_parsed_and_connection_kept_alive(server: ThreadingHTTPServer) -> None:

@@ -16,25 +16,37 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from deployers import aws
-from deployers import lambda_resources as res
+from deployers import aws, standins
 from deployers.aws_lambda import LambdaDeployer
+from deployers.aws_lambda import resources as res
 from deployers.base import DeploymentFailed, SettingsError
 
 
 @pytest.fixture
 def deployer(tmp_path, monkeypatch):
     monkeypatch.setenv("NISER_LAMBDA_STATE_DIR", str(tmp_path / "state"))
-    d = LambdaDeployer()
-    yield d
-    d.close()
+    yield LambdaDeployer()
+    standins.current().close()
 
 
 @pytest.fixture(scope="module")
 def model_dir(tiny_recommender, tmp_path_factory: pytest.TempPathFactory) -> str:
-    path = tmp_path_factory.mktemp("recommender")
-    tiny_recommender.save(path)
-    return str(path)
+    """The tiny model's Lambda function code (what a logged model carries as ``lambda``)."""
+    from niser.lambda_bundle import write_bundle
+
+    return str(write_bundle(tiny_recommender, tmp_path_factory.mktemp("function-code")))
+
+
+def _leftovers() -> dict[str, list[str]]:
+    """What exists in the (moto) account: functions, roles, buckets and their objects."""
+    s3 = aws.client("s3")
+    buckets = _names(s3.list_buckets()["Buckets"], "Name")
+    return {"functions": _names(aws.client("lambda").list_functions()["Functions"],
+                                "FunctionName"),
+            "roles": _names(aws.client("iam").list_roles()["Roles"], "RoleName"),
+            "buckets": buckets,
+            "objects": [o["Key"] for b in buckets
+                        for o in s3.list_objects_v2(Bucket=b).get("Contents", [])]}
 
 
 def _names(listing: list[dict], key: str) -> list[str]:
@@ -129,6 +141,33 @@ def test_failure_midway_deletes_everything_created(deployer, moto_server, model_
     assert not (Path(os.environ["NISER_LAMBDA_STATE_DIR"]) / "niser-fn-fail").exists()
 
 
+@pytest.mark.parametrize("operation", ["iam.CreateRole", "iam.PutRolePolicy", "s3.PutObject",
+                                       "lambda.CreateFunction", "lambda.PublishVersion",
+                                       "lambda.CreateAlias", "lambda.PutFunctionConcurrency"])
+def test_ctrl_c_midway_leaves_no_role_object_or_function(deployer, moto_server, model_dir,
+                                                         monkeypatch, operation):
+    """Ctrl-C right after an AWS call succeeded: the deploy cleans up and re-raises it."""
+    monkeypatch.setattr(res, "MAX_DIRECT_ZIP_BYTES", 1024)  # the code goes through S3 too
+    seen = []
+
+    def interrupt(**kwargs):
+        seen.append(operation)
+        raise KeyboardInterrupt
+
+    events = aws.session().events
+    events.register(f"after-call.{operation}", interrupt, unique_id="test-ctrl-c")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            deployer.deploy(model_dir, {"memory_mb": 256, "reserved_concurrency": 2},
+                            "niser-fn-int")
+    finally:
+        events.unregister(f"after-call.{operation}", unique_id="test-ctrl-c")
+    assert seen == [operation]
+    assert _leftovers() == {"functions": [], "roles": [], "buckets": [], "objects": []}
+    assert deployer.list() == []
+    assert not (Path(os.environ["NISER_LAMBDA_STATE_DIR"]) / "niser-fn-int").exists()
+
+
 def test_provisioned_concurrency_request_checked_with_stubber():
     """moto lacks PutProvisionedConcurrencyConfig: the request is checked with Stubber."""
     client = boto3.client("lambda", region_name="us-east-1", aws_access_key_id="x",
@@ -150,7 +189,7 @@ def test_provisioned_concurrency_request_checked_with_stubber():
 def test_provisioned_concurrency_prestarts_local_environments(deployer, moto_server, model_dir):
     endpoint = deployer.deploy(model_dir, {"memory_mb": 256, "provisioned_concurrency": 1,
                                            "reserved_concurrency": 2}, "niser-fn-pc")
-    assert deployer.runtime().environments("niser-fn-pc") == 1
+    assert standins.current().aws_lambda().environments("niser-fn-pc") == 1
     assert deployer.describe("niser-fn-pc").cost.provisioned_concurrency == 1
     assert "init_ms" not in endpoint.invoke([[1]], 3).raw["lambda_report"]
     deployer.teardown("niser-fn-pc")

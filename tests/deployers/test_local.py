@@ -13,7 +13,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from deployers import local as local_module
+from deployers.local import deployer as local_module
 from deployers.base import DeploymentFailed, SettingsError
 from deployers.http import HttpInvoker
 from deployers.local import LocalDeployer

@@ -1,27 +1,29 @@
 """The SageMaker deployer against a real moto server process, and its local data plane.
 
-State is asserted with describe/list calls on the moto server. moto has no ``UpdateEndpoint``
-(it answers 500): the blue/green test checks that request with botocore's ``Stubber`` (which
-validates it against the service model) and then emulates its effect in moto by re-creating the
-endpoint on the new config, so the describe/list assertions that follow see what AWS would.
+State is asserted with describe/list calls on the moto server. moto has no ``UpdateEndpoint``:
+the update tests answer that one call from a botocore ``before-call`` hook (after botocore has
+validated the request against the service model), either with AWS's effect, the endpoint moved
+to the new config, or with an AWS error. The deployer's own code runs unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
 import pytest
-from botocore.stub import ANY, Stubber
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError
 
-from deployers import aws, dataplane, procs
-from deployers.base import DeploymentFailed, SettingsError
+from deployers import aws, procs, standins
+from deployers.base import DeployerError, DeploymentFailed, SettingsError
 from deployers.registry import get_deployer
 from deployers.sagemaker import SageMakerDeployer
-from deployers.sagemaker_runtime import LocalServing
 
 CONTRACT_MODEL = Path(__file__).with_name("contract_model.py")
 SESSIONS = [[1, 2, 3], [5], [42, 7, 7, 19], [100]]
@@ -205,14 +207,15 @@ def test_failure_midway_leaves_nothing(account: str, model_dirs: tuple[str, str]
                 "target_invocations_per_instance": 10}}, name="ep-fail")
     finally:
         events.unregister(f"after-call.{after}", unique_id="inject")
-    assert "everything created is gone" in str(err.value)
+    assert "everything it created was deleted" in str(err.value)
     assert leftovers() == NOTHING
 
 
 def test_missing_serving_image_refused_with_fix(moto_server: str,
                                                 model_dirs: tuple[str, str]) -> None:
-    with pytest.raises(DeploymentFailed, match="build-and-push-container"):
+    with pytest.raises(DeploymentFailed, match="build-and-push-container") as err:
         SageMakerDeployer().deploy(model_dirs[0], {"local": False}, name="ep-noimage")
+    assert isinstance(err.value.__cause__, DeployerError)
     assert leftovers() == NOTHING
 
 
@@ -224,25 +227,29 @@ def test_mlflow_sagemaker_target_sees_the_deployment(account: str,
     assert client.get_deployment("ep-mlflow")["EndpointStatus"] == "InService"
 
 
-def _stubbed_update(dep: SageMakerDeployer, seen: list[dict[str, Any]]) -> None:
-    """Check the UpdateEndpoint request with Stubber, then emulate its effect in moto."""
-    def update(request: dict[str, Any]) -> None:
-        seen.append(request)
+@contextlib.contextmanager
+def _update_endpoint_answered(seen: list[dict[str, Any]], error: str | None = None
+                              ) -> Iterator[None]:
+    """Answer ``UpdateEndpoint`` (absent from moto) as AWS would: move the endpoint to the new
+    config, or fail with ``error``. ``seen`` gets every validated request."""
+    def answer(params: dict[str, Any], **_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        seen.append(params)
+        if error is not None:
+            raise ClientError({"Error": {"Code": error, "Message": "injected"}}, "UpdateEndpoint")
         sm = aws.client("sagemaker")
-        arn = sm.describe_endpoint(EndpointName=request["EndpointName"])["EndpointArn"]
-        client = aws.client("sagemaker")
-        with Stubber(client) as stub:
-            stub.add_response("update_endpoint", {"EndpointArn": arn}, expected_params={
-                "EndpointName": request["EndpointName"], "EndpointConfigName": ANY,
-                "DeploymentConfig": ANY})
-            client.update_endpoint(**request)
-            stub.assert_no_pending_responses()
+        arn = sm.describe_endpoint(EndpointName=params["EndpointName"])["EndpointArn"]
         tags = sm.list_tags(ResourceArn=arn)["Tags"]
-        sm.delete_endpoint(EndpointName=request["EndpointName"])
-        sm.create_endpoint(EndpointName=request["EndpointName"],
-                           EndpointConfigName=request["EndpointConfigName"], Tags=tags)
+        sm.delete_endpoint(EndpointName=params["EndpointName"])
+        sm.create_endpoint(EndpointName=params["EndpointName"],
+                           EndpointConfigName=params["EndpointConfigName"], Tags=tags)
+        return AWSResponse("", 200, {}, None), {"EndpointArn": arn}
 
-    dep._update_endpoint = update  # type: ignore[method-assign]
+    events = aws.session().events
+    events.register("before-call.sagemaker.UpdateEndpoint", answer, unique_id="update-endpoint")
+    try:
+        yield
+    finally:
+        events.unregister("before-call.sagemaker.UpdateEndpoint", unique_id="update-endpoint")
 
 
 @pytest.mark.slow
@@ -252,14 +259,14 @@ def test_blue_green_update_to_new_version(account: str, model_dirs: tuple[str, s
     v1, v2 = model_dirs
     dep = SageMakerDeployer()
     seen: list[dict[str, Any]] = []
-    _stubbed_update(dep, seen)
     sm = aws.client("sagemaker")
     ep = dep.deploy(v1, {"instance_type": "ml.c5.large", "local": True}, name="ep-bg")
     try:
         old_config = sm.describe_endpoint(EndpointName="ep-bg")["EndpointConfigName"]
         old_model = leftovers()["models"]
         assert ep.invoke(SESSIONS).items == _in_process(v1, SESSIONS, 20)
-        new = dep.update("ep-bg", v2)
+        with _update_endpoint_answered(seen):
+            new = dep.update("ep-bg", v2)
         request, = seen
         assert request["DeploymentConfig"]["BlueGreenUpdatePolicy"][
             "TrafficRoutingConfiguration"]["Type"] == "ALL_AT_ONCE"
@@ -279,12 +286,15 @@ def test_blue_green_update_to_new_version(account: str, model_dirs: tuple[str, s
 
 
 def test_failed_update_keeps_old_version(account: str, model_dirs: tuple[str, str]) -> None:
-    """Unstubbed: moto answers UpdateEndpoint with 500, which stands for any failed switch."""
+    """UpdateEndpoint refused by AWS: the new model and config are deleted, the old one serves."""
     dep = SageMakerDeployer()
     dep.deploy(model_dirs[0], {"local": False}, name="ep-keep")
     before = leftovers()
-    with pytest.raises(DeploymentFailed, match="still serves config"):
+    seen: list[dict[str, Any]] = []
+    with _update_endpoint_answered(seen, error="ResourceLimitExceeded"), pytest.raises(
+            DeploymentFailed, match="still serves config"):
         dep.update("ep-keep", model_dirs[1])
+    assert len(seen) == 1 and seen[0]["EndpointConfigName"] not in before["configs"]
     assert leftovers() == before
     assert dep.describe("ep-keep").status == "InService"
 
@@ -301,7 +311,8 @@ def test_invoke_endpoint_through_local_data_plane(account: str,
     dep = SageMakerDeployer()
     with dep.deployed(model_dirs[0], {"serverless": {"memory_mb": 2048}}, name="ep-dp") as ep:
         assert ep.url is not None and ep.url.endswith("/endpoints/ep-dp/invocations")
-        server, _ = LocalServing._served["ep-dp"]
+        serving = standins.current().sagemaker()
+        server = serving.server("ep-dp")
         answer = ep.invoke(SESSIONS, k=5)
         assert answer.items == _in_process(model_dirs[0], SESSIONS, 5)
         assert all(len(row) == 5 for row in answer.scores)
@@ -316,10 +327,10 @@ def test_invoke_endpoint_through_local_data_plane(account: str,
         with pytest.raises(Exception, match="ValidationError"):
             runtime.invoke_endpoint(EndpointName="no-such-endpoint", Body=b"{}",
                                     ContentType="application/json")
-        nginx = dataplane.shared().record
+        nginx = serving.dataplane.record
         assert nginx is not None and procs.alive(nginx) and procs.alive(server.record)
     assert not procs.alive(server.record) and not procs.alive(nginx)
-    assert "ep-dp" not in LocalServing._served
+    assert "ep-dp" not in serving.endpoints()
 
 
 @pytest.mark.slow

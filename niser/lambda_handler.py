@@ -1,8 +1,8 @@
 """The AWS Lambda handler of the NISER zip package: numpy + onnxruntime, no torch.
 
-Shipped at the root of the package as ``lambda_handler.py`` (handler ``lambda_handler.handler``)
-beside ``niser/`` (``graph.py``, ``vocab.py``, ``contract.py`` vendored as they are in the repo)
-and ``model/``::
+Shipped at the root of the function code as ``lambda_handler.py`` (handler
+``lambda_handler.handler``) beside ``niser/`` (``graph.py``, ``vocab.py``, ``contract.py``
+vendored as they are in the repo) and ``model/`` (``niser.lambda_bundle`` lays it out)::
 
     model/model.onnx      (nodes, adj, alias, positions, mask, last, k) -> (indices, scores)
     model/vocab.json      raw ids of indices 1..N

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from deployers.lambda_environment import (
+from deployers.standins.lambda_environment import (
     ACCOUNT,
     INIT_TIMEOUT_S,
     Environment,

@@ -25,65 +25,32 @@ Promises:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import mlflow
-from pydantic import Field
 
 from deployers import balancer as lb
 from deployers import procs
 from deployers.base import (
+    NAME_RULE,
     CostDrivers,
     Deployer,
     DeployerError,
-    DeploymentFailed,
     Description,
     Endpoint,
-    Settings,
+    Undo,
 )
 from deployers.http import HttpInvoker, free_port, ping, tail, wait_for_ping
+from deployers.local.settings import LocalSettings
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-
-
-class LocalSettings(Settings):
-    """Settings of a local deployment."""
-
-    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes per instance.")
-    torch_threads: int = Field(
-        1, ge=1, le=256,
-        description="Intra-op threads per worker (OMP_NUM_THREADS/MKL_NUM_THREADS), so an "
-        "instance uses at most workers * torch_threads cores. torch caps it at the cores the "
-        "process may use: the effective count is min(torch_threads, cores).",
-    )
-    instances: int = Field(
-        1, ge=1, le=16,
-        description="Scoring servers; more than one are put behind one nginx load balancer.",
-    )
-    balancer: lb.Policy = Field(
-        "least_conn",
-        description="How nginx spreads requests over instances: 'least_conn' or 'round_robin'.",
-    )
-    startup_timeout_s: float = Field(
-        180.0, gt=0, le=3600, description="Seconds every server gets to answer /ping."
-    )
-    request_timeout_s: float = Field(
-        60.0, gt=0, le=3600, description="Per-request timeout of the invoker and the balancer."
-    )
-    cpu_affinity: bool = Field(
-        False,
-        description="Pin instance i to its own block of workers*torch_threads cores with "
-        "taskset (needs instances*workers*torch_threads <= the machine's cores).",
-    )
 
 
 def default_state_dir() -> Path:
@@ -120,11 +87,11 @@ def server_argv(model_uri: str, port: int, s: LocalSettings, instance: int) -> l
     return argv
 
 
-class LocalDeployer(Deployer):
+class LocalDeployer(Deployer[LocalSettings]):
     """Local ``mlflow models serve`` instances, behind nginx when there are several."""
 
     name: ClassVar[str] = "local"
-    settings_cls: ClassVar[type[Settings]] = LocalSettings
+    settings_cls = LocalSettings
 
     def __init__(self, state_dir: str | Path | None = None) -> None:
         self._state_dir = Path(state_dir) if state_dir is not None else None
@@ -136,6 +103,8 @@ class LocalDeployer(Deployer):
 
     # -- state -------------------------------------------------------------------------------
     def _path(self, name: str) -> Path:
+        if not NAME_RULE.match(name):  # a name is never a path
+            raise KeyError(f"no local deployment named {name!r} (not a deployment name)")
         return self.state_dir / f"{name}.json"
 
     def _save(self, state: dict[str, Any]) -> None:
@@ -146,58 +115,40 @@ class LocalDeployer(Deployer):
         tmp.replace(path)
 
     def _load(self, name: str) -> dict[str, Any]:
+        path = self._path(name)
         try:
-            return dict(json.loads(self._path(name).read_text()))
+            return dict(json.loads(path.read_text()))
         except FileNotFoundError:
             raise KeyError(
                 f"no local deployment named {name!r} in {self.state_dir}; known: {self.list()}"
             ) from None
 
     # -- deploy ------------------------------------------------------------------------------
-    def deploy(
-        self, model_uri: str, settings: Mapping[str, Any] | Settings | None = None,
-        name: str | None = None,
-    ) -> Endpoint:
+    def create(self, model_uri: str, s: LocalSettings, name: str, undo: Undo) -> Endpoint:
         """Start the servers (and balancer) and wait for ``/ping``; see the module docstring."""
-        s = self.parse_settings(settings)
-        assert isinstance(s, LocalSettings)
-        name = name or self.new_name()
-        if not _NAME.match(name):
-            raise DeploymentFailed(
-                f"deployment name {name!r} must be 1-63 lowercase letters, digits or dashes"
-            )
         if self._path(name).exists():
-            raise DeploymentFailed(
-                f"a local deployment named {name!r} already exists; tear it down or pick another"
-            )
+            raise DeployerError(
+                f"a local deployment named {name!r} already exists; tear it down or pick another")
         workdir = Path(tempfile.mkdtemp(prefix=f"niser-local-{name}-"))
         state: dict[str, Any] = {
             "name": name, "model_uri": model_uri, "settings": s.model_dump(),
             "workdir": str(workdir), "created": time.time(), "servers": [], "balancer": None,
             "url": None,
         }
+        undo.push(f"local deployment {name}", lambda: self.teardown(name))
         self._save(state)
-        try:
-            url = self._start(model_uri, s, state, workdir)
-        except Exception as exc:
-            self.teardown(name)
-            raise DeploymentFailed(
-                f"local deployment {name!r} of {model_uri!r} failed (everything it started is"
-                f" stopped): {exc}"
-            ) from exc
-        except BaseException:
-            self.teardown(name)
-            raise
+        url = self._start(model_uri, s, state, workdir, undo)
         return Endpoint(self.name, name, model_uri, url, self._invoker(url, s), s)
 
-    def _start(self, model_uri: str, s: LocalSettings, state: dict[str, Any], workdir: Path
-               ) -> str:
+    def _start(self, model_uri: str, s: LocalSettings, state: dict[str, Any], workdir: Path,
+               undo: Undo) -> str:
         env = server_env(s)
         started = []
         for i in range(s.instances):
             port = free_port()
             record, proc = procs.spawn(server_argv(model_uri, port, s, i), env,
                                        workdir / f"server-{i}.log", cwd=workdir)
+            undo.push(f"server {i + 1}", functools.partial(procs.end, record))
             state["servers"].append({"url": f"http://127.0.0.1:{port}", "port": port,
                                      "process": record.as_json()})
             self._save(state)
@@ -223,6 +174,7 @@ class LocalDeployer(Deployer):
         config = lb.write_config(prefix, port, [sv["port"] for sv in state["servers"]],
                                  s.balancer, s.request_timeout_s)
         record, proc = lb.start(config, prefix, dict(os.environ))
+        undo.push("balancer", lambda: procs.end(record))
         url = f"http://127.0.0.1:{port}"
         state["balancer"] = {"url": url, "port": port, "policy": s.balancer,
                              "access_log": str(prefix / "access.log"),
@@ -292,7 +244,7 @@ class LocalDeployer(Deployer):
             procs.end(procs.ProcessRecord.from_json(entry["process"]))
         with contextlib.suppress(OSError):
             shutil.rmtree(state["workdir"])
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, KeyError):
             self._path(name).unlink()
 
     def list(self) -> list[str]:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from deployers import procs
-from deployers.dataplane import DataPlane
+from deployers.standins.sagemaker_dataplane import DataPlane
 
 
 class _Named(http.server.BaseHTTPRequestHandler):

@@ -1,8 +1,9 @@
 """The invoker of a Lambda deployment: boto3 ``lambda.invoke``, unchanged, on the alias.
 
-``endpoint_url`` (the local runtime's URL) applies to this data-plane client only; the control
-plane keeps ``deployers.aws.client``. No retries: a benchmark must see every throttle (429)
-and every latency as it happened. Each call asks for the log tail (``LogType='Tail'``) and puts
+``endpoint_url`` (the local stand-in's URL) applies to this data-plane client only; the control
+plane keeps ``deployers.aws.client``. The payload is the scoring wire format
+(``deployers.wire``). No retries: a benchmark must see every throttle (429) and every latency
+as it happened. Each call asks for the log tail (``LogType='Tail'``) and puts
 the parsed REPORT line in ``Prediction.raw["lambda_report"]`` (duration_ms, billed_ms,
 max_memory_mb, init_ms on a cold start), so cold starts can be told apart.
 """
@@ -17,7 +18,7 @@ from typing import Any
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from deployers import aws
+from deployers import aws, wire
 from deployers.base import InvocationError, Prediction
 
 _FIELDS = {"Duration": "duration_ms", "Billed Duration": "billed_ms",
@@ -47,10 +48,8 @@ class LambdaInvoker:
         self.client = aws.session().client("lambda", endpoint_url=endpoint_url, config=config)
 
     def __call__(self, sessions: list[list[int]], k: int = 20) -> Prediction:
-        body = {"dataframe_records": [{"session": list(s)} for s in sessions],
-                "params": {"k": k}}
-        kwargs: dict[str, Any] = {"FunctionName": self.function, "Payload": json.dumps(body),
-                                  "LogType": "Tail"}
+        kwargs: dict[str, Any] = {"FunctionName": self.function,
+                                  "Payload": wire.encode_request(sessions, k), "LogType": "Tail"}
         if self.qualifier:
             kwargs["Qualifier"] = self.qualifier
         try:
@@ -67,10 +66,15 @@ class LambdaInvoker:
             raise InvocationError(f"{self.function} failed ({out['FunctionError']}): "
                                   f"{text[:500]}", status=out.get("StatusCode"), body=text)
         payload = json.loads(text)
-        if "predictions" not in payload:
+        if isinstance(payload, dict) and "predictions" not in payload:
             raise InvocationError(f"{self.function} answered {payload.get('statusCode')}: "
                                   f"{payload.get('message', text[:500])}",
                                   status=payload.get("statusCode"), body=text)
-        rows = payload["predictions"]
-        return Prediction(items=[r["items"] for r in rows], scores=[r["scores"] for r in rows],
-                          raw={"predictions": rows, "lambda_report": report})
+        try:
+            pred = wire.decode_response(payload, len(sessions))
+        except ValueError as exc:
+            raise InvocationError(f"{self.function} answered an unexpected body ({exc}): "
+                                  f"{text[:500]}", status=out.get("StatusCode"), body=text
+                                  ) from exc
+        return Prediction(items=pred.items, scores=pred.scores,
+                          raw={"predictions": pred.raw["predictions"], "lambda_report": report})

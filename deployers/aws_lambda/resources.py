@@ -9,13 +9,12 @@ code archive in S3, with ``TAG_BUCKET_CREATED`` when the bucket was made for it 
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from deployers import aws, iam
+from deployers import aws, roles
 from deployers.aws import absent
 
 TAG_DEPLOYMENT = "niser-mlops:deployment"
@@ -25,42 +24,31 @@ TAG_BUCKET = "niser-mlops:code-bucket"
 TAG_KEY = "niser-mlops:code-key"
 TAG_BUCKET_CREATED = "niser-mlops:code-bucket-created"
 TAG_PROVISIONED = "niser-mlops:provisioned-concurrency"
+SERVICE = "lambda.amazonaws.com"
+HANDLER = "lambda_handler.handler"
 # CreateFunction takes a zip of at most 50 MB in the request; larger ones go through S3.
 MAX_DIRECT_ZIP_BYTES = 50 * 1024 * 1024
 
 
 def role_name(function: str) -> str:
-    return f"{function[:57]}-lambda"
+    """The execution role name of ``function`` (unique per function, at most 64 characters)."""
+    return roles.role_name(function, "lambda")
 
 
-def create_role(function: str, tags: dict[str, str]) -> tuple[str, str]:
-    """An execution role that Lambda may assume and that may write only this function's logs.
+def create_role(function: str, role: str, tags: dict[str, str]) -> str:
+    """Role ``role``: Lambda may assume it, and it may write only ``function``'s logs.
 
-    Returns (role name, role ARN).
+    Returns the role ARN.
     """
     sts = aws.client("sts").get_caller_identity()
     account, partition = sts["Account"], sts["Arn"].split(":")[1]
     group = f"arn:{partition}:logs:{aws.region()}:{account}:log-group:/aws/lambda/{function}"
-    trust = {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
-        "Action": "sts:AssumeRole", "Condition": {"StringEquals": {"aws:SourceAccount": account}}}]}
     policy = {"Version": "2012-10-17", "Statement": [{
         "Sid": "WriteFunctionLogs", "Effect": "Allow",
         "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
         "Resource": [group, f"{group}:*"]}]}
-    name = role_name(function)
-    client = aws.client("iam")
-    arn: str = client.create_role(
-        RoleName=name, AssumeRolePolicyDocument=json.dumps(trust),
-        Description=f"Execution role of Lambda function {function} (niser-mlops)",
-        Tags=[{"Key": k, "Value": v} for k, v in tags.items()])["Role"]["Arn"]
-    try:
-        client.put_role_policy(RoleName=name, PolicyName="logs",
-                               PolicyDocument=json.dumps(policy))
-    except Exception:
-        iam.delete_role(name)
-        raise
-    return name, arn
+    return roles.create_role(role, SERVICE, account, "logs", policy,
+                             f"Execution role of Lambda function {function} (niser-mlops)", tags)
 
 
 def upload_code(bucket: str, key: str, data: bytes, create_bucket: bool) -> None:

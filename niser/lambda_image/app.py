@@ -1,7 +1,7 @@
 """Lambda handler of the container image: the torch ``Recommender``, same contract as the zip.
 
 Loaded once per execution environment at import (Init). Request and answer shapes are those of
-``deployers/lambda_handler.py`` (the scoring server's body, also inside an API-Gateway ``body``);
+``niser/lambda_handler.py`` (the scoring server's body, also inside an API-Gateway ``body``);
 a contract violation answers ``statusCode`` 400 with a message naming row and field.
 """
 

@@ -244,8 +244,8 @@ def runtime_dir(target: Path) -> Path:
     for module in RUNTIME_MODULES:
         spec = importlib.util.find_spec(module)
         if spec is None or spec.origin is None:
-            raise RuntimeError(f"{module} is not importable: `pip install awslambdaric` "
-                               "(the test extra) provides the Lambda runtime client")
+            raise RuntimeError(f"{module} is not importable: `pip install -e '.[standins]'` "
+                               "provides the Lambda runtime client (awslambdaric)")
         origin = Path(spec.origin)
         source = origin.parent if origin.name == "__init__.py" else origin
         link = target / source.name

@@ -1,41 +1,23 @@
 """Settings of the SageMaker deployer: a real-time endpoint on instances, or a serverless one.
 
 Every check here runs before any AWS call, so a bad value never leaves anything behind. The
-messages name the field, the offending value and the valid values (see ``Settings.parse``).
+messages name the field, the offending value and the valid values (see ``deployers.base``).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Literal, Self
+from typing import Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from deployers.base import Settings
 
 # Instance types offered by this project, CPU then GPU. The price table in bench/ prices these.
-INSTANCE_TYPES = (
-    "ml.c5.large",
-    "ml.c5.xlarge",
-    "ml.c5.2xlarge",
-    "ml.c5.4xlarge",
-    "ml.m5.large",
-    "ml.m5.xlarge",
-    "ml.m5.2xlarge",
-    "ml.g4dn.xlarge",
-    "ml.g4dn.2xlarge",
-)
-InstanceType = Literal[
-    "ml.c5.large",
-    "ml.c5.xlarge",
-    "ml.c5.2xlarge",
-    "ml.c5.4xlarge",
-    "ml.m5.large",
-    "ml.m5.xlarge",
-    "ml.m5.2xlarge",
-    "ml.g4dn.xlarge",
-    "ml.g4dn.2xlarge",
-]
+InstanceType = Literal["ml.c5.large", "ml.c5.xlarge", "ml.c5.2xlarge", "ml.c5.4xlarge",
+                       "ml.m5.large", "ml.m5.xlarge", "ml.m5.2xlarge",
+                       "ml.g4dn.xlarge", "ml.g4dn.2xlarge"]
+INSTANCE_TYPES: tuple[str, ...] = get_args(InstanceType)
 
 # <account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>
 ECR_IMAGE = re.compile(
@@ -125,8 +107,8 @@ class SageMakerSettings(Settings):
     )
     local: bool | None = Field(
         None,
-        description="Serve invocations through the local data plane (nginx + `mlflow models "
-        "serve`). Default: on when AWS_ENDPOINT_URL points at 127.0.0.1 or localhost.",
+        description="Serve invocations through the local SageMaker stand-in (nginx + `mlflow "
+        "models serve`). Default: on when the SageMaker control plane is on this machine.",
     )
     wait_timeout_s: float = Field(
         1800.0, gt=0, description="Seconds to wait for the endpoint to reach InService."

@@ -22,10 +22,10 @@ import mlflow.sagemaker as mlflow_sm
 from botocore.exceptions import ClientError
 from mlflow.models import Model
 
-from deployers import aws, iam
-from deployers.aws import Undo, absent
-from deployers.base import DeploymentFailed
-from deployers.sagemaker_settings import SageMakerSettings
+from deployers import aws, roles
+from deployers.aws import absent
+from deployers.base import DeployerError, Undo
+from deployers.sagemaker.settings import SageMakerSettings
 
 TAG_DEPLOYMENT = "niser-mlops:deployment"
 TAG_MODEL_URI = "niser-mlops:model-uri"
@@ -61,14 +61,14 @@ def default_bucket(acct: Account) -> str:
 
 
 def check_image(image: str) -> None:
-    """Raise ``DeploymentFailed`` with how to fix it when the image's ECR repository is missing."""
+    """Raise ``DeployerError`` with how to fix it when the image's ECR repository is missing."""
     repo = image.split("/", 1)[1].split(":")[0]
     try:
         aws.client("ecr").describe_repositories(repositoryNames=[repo])
     except ClientError as exc:
         if aws.error_code(exc) != "RepositoryNotFoundException":
             raise
-        raise DeploymentFailed(
+        raise DeployerError(
             f"serving image repository {repo!r} not found in ECR (image_url={image!r}); build and "
             "push it with `mlflow sagemaker build-and-push-container` (needs Docker), or set "
             "image_url to an existing mlflow-pyfunc image") from None
@@ -129,8 +129,8 @@ def create_model(model_uri: str, name: str, image: str, role: str, bucket: str,
             sm.create_model(**request)
             break
         except ClientError as exc:  # a fresh role needs a few seconds before SageMaker sees it
-            if not (role_is_new and iam.is_propagation_error(exc)
-                    and iam.wait_before_retry(started, attempt)):
+            if not (role_is_new and roles.is_propagation_error(exc)
+                    and roles.wait_before_retry(started, attempt)):
                 raise
             attempt += 1
     return model_name

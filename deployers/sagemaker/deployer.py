@@ -2,7 +2,7 @@
 
 Where MLflow's built-in ``sagemaker`` target is reused, and where not. Reused: the model archive
 layout, the container environment that the mlflow-pyfunc image reads, the flavor check, the
-default image and bucket names and the ``app_name`` tag (see ``sagemaker_resources``), so MLflow's
+default image and bucket names and the ``app_name`` tag (see ``resources``), so MLflow's
 own client (``mlflow.deployments.get_deploy_client("sagemaker")``) lists, reads and deletes what
 this deployer creates, and ``mlflow deployments create -t sagemaker`` stays the plain path. Not
 reused: its create/update/delete calls, because they build their own boto3 clients (bypassing
@@ -20,9 +20,10 @@ Blue/green update (``update``): a new model and endpoint config, ``UpdateEndpoin
 all-at-once blue/green policy (serverless variants take SageMaker's default replacement), wait
 for InService on the new config, then delete the old config, model and archive.
 
-Local mode (``settings.local``, default on when ``AWS_ENDPOINT_URL`` points at this machine, e.g.
-a moto server): once the control plane is done, ``sagemaker_runtime.LocalServing`` reads the
-archive back from S3 and serves it with ``mlflow models serve`` behind the nginx data plane, and
+Local mode (``settings.local``, default on when the SageMaker control plane is on this machine,
+e.g. a moto server): once the control plane is done, the SageMaker stand-in
+(``deployers.standins.LocalSageMaker``) reads the archive back from S3 and serves it with
+``mlflow models serve`` behind its nginx data plane, and
 the endpoint's invoker passes that ``endpoint_url`` to its ``sagemaker-runtime`` client only.
 The serving image is then never pulled, so its ECR repository is not required.
 """
@@ -30,10 +31,9 @@ The serving image is then never pulled, so its ECR repository is not required.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
-from deployers import aws, dataplane, iam
-from deployers import sagemaker_resources as res
+from deployers import aws, roles, standins
 from deployers.base import (
     CostDrivers,
     Deployer,
@@ -41,50 +41,44 @@ from deployers.base import (
     DeploymentFailed,
     Description,
     Endpoint,
-    Settings,
-    SettingsError,
+    Undo,
 )
-from deployers.sagemaker_runtime import LocalServing, SageMakerInvoker, control_plane_is_local
-from deployers.sagemaker_settings import SageMakerSettings
+from deployers.sagemaker import resources as res
+from deployers.sagemaker import role as sm_role
+from deployers.sagemaker.invoker import SageMakerInvoker
+from deployers.sagemaker.settings import SageMakerSettings
 
 
-class SageMakerDeployer(Deployer):
+def _serving() -> standins.LocalSageMaker:
+    return standins.current().sagemaker()
+
+
+def _served_url(name: str) -> str | None:
+    serving = standins.current().running_sagemaker()
+    return serving.url(name) if serving is not None else None
+
+
+class SageMakerDeployer(Deployer[SageMakerSettings]):
     """Hosts a registered model on a SageMaker endpoint; see the module docstring."""
 
     name: ClassVar[str] = "sagemaker"
-    settings_cls: ClassVar[type[Settings]] = SageMakerSettings
+    settings_cls = SageMakerSettings
+    gone = staticmethod(aws.absent)
 
-    def deploy(
-        self, model_uri: str, settings: Mapping[str, Any] | Settings | None = None,
-        name: str | None = None,
-    ) -> Endpoint:
+    def create(self, model_uri: str, s: SageMakerSettings, name: str, undo: Undo) -> Endpoint:
         """Create bucket (if absent), role (if none given), model, config, endpoint, autoscaling.
 
-        Blocks until InService (and, in local mode, until the local server answers). On failure,
-        deletes everything created, newest first, and raises ``DeploymentFailed``.
+        Blocks until InService (and, locally, until the stand-in's server answers).
         """
-        s = cast(SageMakerSettings, self.parse_settings(settings))
-        name = name or self.new_name()
-        if not dataplane.NAME.match(name):
-            raise SettingsError(f"name={name!r}: SageMaker endpoint names are 1-63 letters, digits "
-                                "and single dashes, starting and ending alphanumeric")
-        undo = aws.Undo()
-        try:
-            self._deploy(model_uri, s, name, undo)
-        except BaseException as exc:
-            problems = undo.run()
-            left = f"; cleanup problems: {problems}" if problems else "; everything created is gone"
-            raise DeploymentFailed(
-                f"deploying {model_uri} to SageMaker endpoint {name!r} failed: {exc}{left}"
-            ) from exc
+        self._create(model_uri, s, name, undo)
         return Endpoint(target=self.name, name=name, model_uri=model_uri, url=self._url(name),
                         invoke=self.invoker(name), settings=s)
 
-    def _deploy(self, model_uri: str, s: SageMakerSettings, name: str, undo: aws.Undo) -> None:
+    def _create(self, model_uri: str, s: SageMakerSettings, name: str, undo: Undo) -> None:
         sm = aws.client("sagemaker")
         acct = res.identity()
         image = s.image_url or res.default_image(acct)
-        local = s.local if s.local is not None else control_plane_is_local()
+        local = s.local if s.local is not None else aws.endpoint_is_local("sagemaker")
         if not local:  # in local mode the scoring server runs here: no image is ever pulled
             res.check_image(image)
         bucket = s.bucket or res.default_bucket(acct)
@@ -92,11 +86,11 @@ class SageMakerDeployer(Deployer):
         res.ensure_bucket(bucket, acct.region, undo)
         role = s.execution_role_arn
         if role is None:
-            role_res = iam.RoleResources(acct.account, acct.region, acct.partition, name, bucket,
-                                         f"{res.PREFIX}/{name}", image)
-            undo.push("execution role", lambda: iam.delete_role(iam.role_name(name)))
-            role = iam.create_role(role_res, {**s.tags, res.TAG_DEPLOYMENT: name})
-            tags[res.TAG_ROLE] = iam.role_name(name)
+            role_res = sm_role.RoleResources(acct.account, acct.region, acct.partition, name,
+                                             bucket, f"{res.PREFIX}/{name}", image)
+            undo.push("execution role", lambda: roles.delete_role(sm_role.role_name(name)))
+            role = sm_role.create_role(role_res, {**s.tags, res.TAG_DEPLOYMENT: name})
+            tags[res.TAG_ROLE] = sm_role.role_name(name)
         model_name = res.create_model(model_uri, name, image, role, bucket, tags,
                                       s.model_server_workers, undo,
                                       role_is_new=s.execution_role_arn is None)
@@ -113,18 +107,18 @@ class SageMakerDeployer(Deployer):
             undo.push("autoscaling", lambda: res.deregister_autoscaling(name))
             res.register_autoscaling(name, s)
         if local:
-            undo.push("local scoring server", lambda: LocalServing.stop(name))
-            LocalServing.serve(name, model_name, s.variant_name, s.model_server_workers)
+            undo.push("local scoring server", lambda: _serving().stop(name))
+            _serving().serve(name, model_name, s.variant_name, s.model_server_workers)
 
     def _url(self, name: str) -> str | None:
-        base = LocalServing.url(name)
+        base = _served_url(name)
         return f"{base}/endpoints/{name}/invocations" if base else None
 
     def invoker(self, name: str) -> SageMakerInvoker:
         """An invoker for endpoint ``name``, through the local data plane when served by this
         process; ``KeyError`` if the endpoint is absent."""
         self._owned_tags(name)
-        return SageMakerInvoker(name, LocalServing.url(name))
+        return SageMakerInvoker(name, _served_url(name))
 
     # ---- blue/green update ----------------------------------------------------------------
 
@@ -144,7 +138,7 @@ class SageMakerDeployer(Deployer):
         workers = container.get("Environment", {}).get("MLFLOW_MODELS_WORKERS")
         keep = {k: v for k, v in tags.items() if k not in {res.TAG_MODEL_URI, "app_name"}}
         bucket = container["ModelDataUrl"].removeprefix("s3://").split("/", 1)[0]
-        undo = aws.Undo()
+        undo = Undo(aws.absent)
         try:
             new_model = res.create_model(model_uri, name, container["Image"],
                                          first["ExecutionRoleArn"], bucket, keep,
@@ -164,18 +158,22 @@ class SageMakerDeployer(Deployer):
                     "MaximumExecutionTimeoutInSeconds": int(min(max(timeout_s, 600), 28800))}}
             if res.scalable_targets(name):  # keep the instance count autoscaling chose
                 request["RetainAllVariantProperties"] = True
-            self._update_endpoint(request)
+            sm.update_endpoint(**request)
             res.wait_in_service(name, new_config, timeout_s)
-            if LocalServing.url(name):
-                LocalServing.serve(name, new_model, variants[0]["VariantName"],
+            if _served_url(name):
+                _serving().serve(name, new_model, variants[0]["VariantName"],
                                    int(workers) if workers else None)
         except BaseException as exc:
             current = sm.describe_endpoint(EndpointName=name)["EndpointConfigName"]
-            if current != old_config:
+            if current != old_config:  # the switch began: the new config is what serves now
+                if not isinstance(exc, Exception):
+                    raise
                 raise DeploymentFailed(
                     f"updating {name!r} to {model_uri} failed after the switch to {current!r} "
                     f"began: {exc}; nothing was deleted, inspect the endpoint") from exc
             problems = undo.run()
+            if not isinstance(exc, Exception):  # Ctrl-C: cleaned up, re-raised unchanged
+                raise
             raise DeploymentFailed(
                 f"updating {name!r} to {model_uri} failed: {exc}; the endpoint still serves "
                 f"config {old_config!r}" + (f"; cleanup problems: {problems}" if problems else "")
@@ -188,10 +186,6 @@ class SageMakerDeployer(Deployer):
         return Endpoint(target=self.name, name=name, model_uri=model_uri, url=self._url(name),
                         invoke=self.invoker(name),
                         settings=_settings_of(variants[0], workers, self._url(name) is not None))
-
-    def _update_endpoint(self, request: dict[str, Any]) -> None:
-        """The one ``UpdateEndpoint`` call (a seam of its own: moto lacks this API)."""
-        aws.client("sagemaker").update_endpoint(**request)
 
     # ---- describe / list / teardown -------------------------------------------------------
 
@@ -251,7 +245,9 @@ class SageMakerDeployer(Deployer):
         """Delete the endpoint, autoscaling, every config/model/archive of ``name`` and the role
         created for it. Idempotent: leftovers of an interrupted run are swept up too."""
         sm = aws.client("sagemaker")
-        LocalServing.stop(name)
+        serving = standins.current().running_sagemaker()
+        if serving is not None:
+            serving.stop(name)
         try:
             tags = self._owned_tags(name)
         except KeyError:
@@ -268,9 +264,9 @@ class SageMakerDeployer(Deployer):
             for m in page["Models"]:
                 if m["ModelName"].startswith(f"{name[:50]}-m-") and _mine(m["ModelArn"], name):
                     res.delete_model(m["ModelName"])
-        role = iam.role_name(name)
-        if iam.role_tags(role).get(res.TAG_DEPLOYMENT) == name:
-            iam.delete_role(role)
+        role = sm_role.role_name(name)
+        if roles.role_tags(role).get(res.TAG_DEPLOYMENT) == name:
+            roles.delete_role(role)
 
 
 def _mine(arn: str, name: str) -> bool:
@@ -296,4 +292,4 @@ def _settings_of(v: Mapping[str, Any], workers: str | None, local: bool) -> Sage
                              "max_concurrency": sc["MaxConcurrency"]}
     else:
         raw.update(instance_type=v["InstanceType"], instance_count=v["InitialInstanceCount"])
-    return cast(SageMakerSettings, SageMakerSettings.parse(raw))
+    return SageMakerSettings.parse(raw)

@@ -15,8 +15,8 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from deployers.lambda_invoker import parse_report
-from deployers.lambda_runtime import FunctionConfig, LocalLambda
+from deployers.aws_lambda.invoker import parse_report
+from deployers.standins import FunctionConfig, LocalLambda
 from tests.deployers.lambda_support import build_or_skip, toy_package
 
 TOY = """
