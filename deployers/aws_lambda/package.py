@@ -43,9 +43,11 @@ class Package:
 def function_code(model_dir: Path) -> Path:
     """The function-code directory inside a downloaded model (``artifacts/lambda``), or a
     directory that is function code itself; ``DeployerError`` when there is none."""
-    for candidate in (model_dir, model_dir / "artifacts" / ARTIFACT):
-        if (candidate / REQUIREMENTS).is_file() and any(candidate.glob("*.py")):
-            return candidate
+    artifact = model_dir / "artifacts" / ARTIFACT
+    if (artifact / REQUIREMENTS).is_file():
+        return artifact
+    if not (model_dir / "MLmodel").exists() and (model_dir / REQUIREMENTS).is_file():
+        return model_dir
     raise DeployerError(f"{model_dir} holds no Lambda function code (artifacts/{ARTIFACT} with "
                         f"{REQUIREMENTS}); log the model with niser.registry.log_recommender")
 

@@ -233,6 +233,7 @@ def _update_endpoint_answered(seen: list[dict[str, Any]], error: str | None = No
     """Answer ``UpdateEndpoint`` (absent from moto) as AWS would: move the endpoint to the new
     config, or fail with ``error``. ``seen`` gets every validated request."""
     def answer(params: dict[str, Any], **_: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        params = json.loads(params["body"])  # the request as serialised for AWS
         seen.append(params)
         if error is not None:
             raise ClientError({"Error": {"Code": error, "Message": "injected"}}, "UpdateEndpoint")
