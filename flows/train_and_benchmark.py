@@ -41,6 +41,13 @@ def _start_run(experiment: str, run_name: str | None) -> mlflow.ActiveRun:
     return mlflow.start_run(run_name=run_name, tags=tags, log_system_metrics=True)
 
 
+def _experiment_name(experiment: str, experiment_id: str) -> str:
+    """``experiment``, unless ``mlflow run`` created the run (then the experiment it chose)."""
+    if os.environ.get("MLFLOW_RUN_ID"):
+        return mlflow.get_experiment(experiment_id).name
+    return experiment
+
+
 @flow(name="train-and-benchmark", log_prints=True)
 def train_and_benchmark(
     dataset: str = "synthetic",
@@ -79,6 +86,7 @@ def train_and_benchmark(
     budget = len(lv) * (warmup_seconds + level_seconds + load.timeout_s + 1)
     with _start_run(experiment, run_name) as run:
         run_id, experiment_id = run.info.run_id, run.info.experiment_id
+        flow_run_id = run.data.tags["prefect.flow_run_id"]
         create_link_artifact(key="mlflow-run", link=_run_url(experiment_id, run_id),
                              description=f"MLflow run {run_id}")
         data = tasks.load_data(dataset)
@@ -89,7 +97,9 @@ def train_and_benchmark(
                     registration.alias, registration.reason)
         outcomes = [tasks.benchmark(spec, registration.model_uri, data, lv, load, budget)
                     for spec in specs]
-        bench_run = (tasks.log_benchmarks(outcomes, slo_ms, workload, run_id, experiment_id)
+        bench_run = (tasks.log_benchmarks(outcomes, slo_ms, workload, run_id,
+                                          _experiment_name(experiment, experiment_id),
+                                          flow_run_id)
                      if specs else None)
     rows = tasks.summary_rows(outcomes, slo_ms)
     if rows:
@@ -98,7 +108,8 @@ def train_and_benchmark(
     summary = {"mlflow_run_id": run_id, "model_version": registration.version,
                "alias": registration.alias, "metrics": result.final, "targets": rows,
                "benchmark_run_id": bench_run.parent_run_id if bench_run else None,
-               "recommendation": tasks.recommendation_of(bench_run)}
+               "recommendation": bench_run.parent_tags.get("recommendation")
+               if bench_run else None}
     print(format_summary(summary))
     failed = [r["target"] for r in rows if r["status"] != "ok"]
     if failed:
