@@ -115,6 +115,7 @@ BenchmarkHook = Callable[[list[TargetSummary], float, Path], HookOutput]
 class BenchmarkRun:
     parent_run_id: str
     child_run_ids: dict[str, str]
+    parent_tags: dict[str, str] = field(default_factory=dict)  # as set on the parent run
 
 
 def default_hooks() -> list[BenchmarkHook]:
@@ -290,6 +291,7 @@ def log_benchmark(
                 client.log_metric(pid, key, value)
             for key, text in out.parent_tags.items():
                 client.set_tag(pid, key, text)
+                parent_tags[key] = text
         for path, fig in figures.items():
             client.log_figure(pid, fig, path)
             plt.close(fig)
@@ -302,7 +304,7 @@ def log_benchmark(
     finally:
         workdir.cleanup()
     client.set_terminated(pid, "FINISHED")
-    return BenchmarkRun(pid, children)
+    return BenchmarkRun(pid, children, parent_tags)
 
 
 def compare_table(

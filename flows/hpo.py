@@ -1,8 +1,9 @@
 """``hpo``: an Optuna study over NISER hyperparameters, one nested MLflow run per trial.
 
-The study lives in a journal file (``JournalStorage``), so a second run with the same
-``study_name`` and ``storage_path`` continues it. The best trial's parameters are logged on the
-parent run and its model is logged and registered like any training run.
+Every trial trains ``hyperparameters`` (any ``TrainConfig`` fields) with the searched ones
+replaced by the trial's. The study lives in a journal file (``JournalStorage``), so a second run
+with the same ``study_name`` and ``storage_path`` continues it. The best trial's parameters are
+logged on the parent run and its model is logged and registered like any training run.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows import tasks
+from flows.parameters import Count, train_config
 from niser.data import SessionData
 from niser.registry import log_training
 from niser.train import TrainConfig, TrainResult, train
@@ -40,10 +42,10 @@ def suggest(trial: optuna.Trial) -> dict[str, Any]:
 
 
 @task(cache_policy=NO_CACHE)
-def run_trial(number: int, params: dict[str, Any], base: dict[str, Any], data: SessionData,
+def run_trial(number: int, params: dict[str, Any], base: TrainConfig, data: SessionData,
               parent_run_id: str, experiment_id: str) -> TrainResult:
-    """Train one trial in a nested MLflow run and log it there."""
-    config = TrainConfig(**{**base, **params})
+    """Train one trial (``base`` with ``params`` replaced) in a nested MLflow run, logged there."""
+    config = TrainConfig(**{**base.model_dump(), **params})
     client = MlflowClient()
     child = client.create_run(experiment_id, run_name=f"trial-{number}",
                               tags={"mlflow.parentRunId": parent_run_id,
@@ -61,29 +63,33 @@ def run_trial(number: int, params: dict[str, Any], base: dict[str, Any], data: S
 @flow(name="hpo", log_prints=True)
 def hpo(
     dataset: str = "synthetic",
-    n_trials: int = 4,
-    epochs: int = 2,
+    n_trials: Count = 4,
+    epochs: Count = 2,
     metric: str = "recall_20",
     study_name: str = "niser-hpo",
     storage_path: str = str(DEFAULT_STORAGE),
     seed: int = 0,
     experiment: str = "niser-hpo",
+    hyperparameters: TrainConfig | None = None,
 ) -> dict[str, Any]:
-    """Run ``n_trials`` more trials of the study and register the best model of this run."""
-    if n_trials < 1:
-        raise ValueError(f"n_trials must be >= 1, got {n_trials}")
+    """Run ``n_trials`` more trials of the study and register the best model of this run.
+
+    ``hyperparameters`` are the ``TrainConfig`` fields every trial starts from (its ``epochs``
+    and ``seed``, when given, win over ``epochs`` and ``seed``); the search replaces the rest.
+    """
     logger = get_run_logger()
     Path(storage_path).parent.mkdir(parents=True, exist_ok=True)
     storage = JournalStorage(JournalFileBackend(storage_path))
     study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize",
                                 load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed))
-    base = {"epochs": epochs, "seed": seed}
+    base = train_config(hyperparameters, epochs=epochs, seed=seed)
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=f"hpo-{study_name}",
                           tags={"prefect.flow_run_id": str(flow_run.id or "")}) as parent:
         pid, eid = parent.info.run_id, parent.info.experiment_id
         mlflow.log_params({"study_name": study_name, "n_trials": n_trials, "metric": metric,
-                           "search_space": SEARCH_SPACE, "dataset": dataset, "epochs": epochs})
+                           "search_space": SEARCH_SPACE, "dataset": dataset,
+                           "epochs": base.epochs})
         data = tasks.load_data(dataset)
         best: tuple[float, TrainResult] | None = None
         for _ in range(n_trials):

@@ -78,7 +78,7 @@ def benchmark(spec: TargetSpec, model_uri: str, data: SessionData, levels: list[
 
 @task(retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def log_benchmarks(outcomes: list[TargetOutcome], slo_ms: float, workload: Workload, run_id: str,
-                   experiment_id: str) -> BenchmarkRun | None:
+                   experiment: str, flow_run_id: str) -> BenchmarkRun | None:
     """One benchmark run nested under the training run, a child per measured target, with cost,
     break-even and the cheapest deployment for ``workload``."""
     client = MlflowClient()
@@ -88,18 +88,9 @@ def log_benchmarks(outcomes: list[TargetOutcome], slo_ms: float, workload: Workl
     runs = [o.run for o in outcomes if o.run is not None]
     if not runs:
         return None
-    experiment = client.get_experiment(experiment_id).name
     return log_benchmark(runs, slo_ms, experiment_name=experiment, nest_under=run_id,
                          hooks=[*default_hooks(), recommend_hook(workload)],
-                         tags={"prefect.flow_run_id": client.get_run(run_id).data.tags.get(
-                             "prefect.flow_run_id", "")})
-
-
-def recommendation_of(bench_run: BenchmarkRun | None) -> str | None:
-    """The recommendation the benchmark logged on its parent run (tag ``recommendation``)."""
-    if bench_run is None:
-        return None
-    return MlflowClient().get_run(bench_run.parent_run_id).data.tags.get("recommendation")
+                         tags={"prefect.flow_run_id": flow_run_id}, client=client)
 
 
 def summary_rows(outcomes: list[TargetOutcome], slo_ms: float) -> list[dict[str, Any]]:

@@ -12,8 +12,9 @@ from prefect.runtime import flow_run
 
 from bench.load import LoadSettings
 from bench.recommend import Workload
-from bench.targets import validate_targets
+from bench.targets import TargetSpec
 from flows import tasks
+from flows.parameters import Count, Levels, Positive, check_targets, train_config
 from niser.train import TrainConfig
 
 DEFAULT_LEVELS = [1, 2, 4, 6, 8, 11, 16]
@@ -22,14 +23,14 @@ DEFAULT_LEVELS = [1, 2, 4, 6, 8, 11, 16]
 # instances, SageMaker (control plane: AWS or the local moto server; inference through the
 # SageMaker runtime API onto a real scoring server) and Lambda (the real package on the local
 # Lambda runtime). Override with the ``targets`` parameter.
-DEFAULT_TARGETS: list[dict[str, Any]] = [
-    {"name": "local-1x2", "deployer": "local", "settings": {"instances": 1, "workers": 1,
-                                                             "torch_threads": 2}},
-    {"name": "local-2x1", "deployer": "local", "settings": {"instances": 2, "workers": 1,
-                                                             "torch_threads": 1}},
-    {"name": "sagemaker-c5-xlarge", "deployer": "sagemaker",
-     "settings": {"instance_type": "ml.c5.xlarge", "instance_count": 1}},
-    {"name": "lambda-3008mb", "deployer": "lambda", "settings": {"memory_mb": 3008}},
+DEFAULT_TARGETS: list[TargetSpec] = [
+    TargetSpec(name="local-1x2", deployer="local",
+               settings={"instances": 1, "workers": 1, "torch_threads": 2}),
+    TargetSpec(name="local-2x1", deployer="local",
+               settings={"instances": 2, "workers": 1, "torch_threads": 1}),
+    TargetSpec(name="sagemaker-c5-xlarge", deployer="sagemaker",
+               settings={"instance_type": "ml.c5.xlarge", "instance_count": 1}),
+    TargetSpec(name="lambda-3008mb", deployer="lambda", settings={"memory_mb": 3008}),
 ]
 
 
@@ -41,14 +42,21 @@ def _start_run(experiment: str, run_name: str | None) -> mlflow.ActiveRun:
     return mlflow.start_run(run_name=run_name, tags=tags, log_system_metrics=True)
 
 
+def _experiment_name(experiment: str, experiment_id: str) -> str:
+    """``experiment``, unless ``mlflow run`` created the run (then the experiment it chose)."""
+    if os.environ.get("MLFLOW_RUN_ID"):
+        return mlflow.get_experiment(experiment_id).name
+    return experiment
+
+
 @flow(name="train-and-benchmark", log_prints=True)
 def train_and_benchmark(
     dataset: str = "synthetic",
-    epochs: int = 3,
-    hyperparameters: dict[str, Any] | None = None,
-    targets: list[dict[str, Any]] | None = None,
-    levels: list[int] | None = None,
-    slo_ms: float = 50.0,
+    epochs: Count = 3,
+    hyperparameters: TrainConfig | None = None,
+    targets: list[TargetSpec] | None = None,
+    levels: Levels | None = None,
+    slo_ms: Positive = 50.0,
     request_rate_rps: float = 20.0,
     burst_rps: float = 0.0,
     burst_fraction: float = 0.0,
@@ -59,19 +67,16 @@ def train_and_benchmark(
 ) -> dict[str, Any]:
     """Train NISER on ``dataset``, register it, benchmark it on every target, log it all.
 
-    ``hyperparameters`` are ``TrainConfig`` fields (e.g. ``{"lr": 0.001, "dim": 64}``);
-    ``targets`` a list of ``{"name", "deployer", "settings"}`` (``[]`` trains and registers
-    only); ``levels`` the closed-loop user counts; ``slo_ms`` the p95 latency target;
+    ``hyperparameters`` are ``TrainConfig`` fields (e.g. ``{"lr": 0.001, "dim": 64}``; its
+    ``epochs``, when given, wins over ``epochs``); ``targets`` a list of ``TargetSpec``
+    (``{"name", "deployer", "settings"}``; ``[]`` trains and registers only); ``levels`` the
+    closed-loop user counts; ``slo_ms`` the p95 latency target;
     ``request_rate_rps`` (plus ``burst_rps`` for ``burst_fraction`` of the time) the load for
     which the cheapest deployment is recommended.
     """
     logger = get_run_logger()
-    if levels is not None and (not levels or min(levels) < 1):
-        raise ValueError(f"levels={levels!r}: give one or more concurrent-user counts >= 1")
-    if slo_ms <= 0:
-        raise ValueError(f"slo_ms={slo_ms!r}: the p95 latency target must be > 0 ms")
-    config = TrainConfig(**{"epochs": epochs, **(hyperparameters or {})})
-    specs = validate_targets(DEFAULT_TARGETS if targets is None else targets)
+    config = train_config(hyperparameters, epochs=epochs)
+    specs = check_targets(DEFAULT_TARGETS if targets is None else targets)
     load = LoadSettings(warmup_s=warmup_seconds, duration_s=level_seconds)
     workload = Workload(base_rps=request_rate_rps, burst_rps=burst_rps,
                         burst_fraction=burst_fraction, p95_slo_ms=slo_ms)
@@ -79,6 +84,7 @@ def train_and_benchmark(
     budget = len(lv) * (warmup_seconds + level_seconds + load.timeout_s + 1)
     with _start_run(experiment, run_name) as run:
         run_id, experiment_id = run.info.run_id, run.info.experiment_id
+        flow_run_id = run.data.tags["prefect.flow_run_id"]
         create_link_artifact(key="mlflow-run", link=_run_url(experiment_id, run_id),
                              description=f"MLflow run {run_id}")
         data = tasks.load_data(dataset)
@@ -89,7 +95,9 @@ def train_and_benchmark(
                     registration.alias, registration.reason)
         outcomes = [tasks.benchmark(spec, registration.model_uri, data, lv, load, budget)
                     for spec in specs]
-        bench_run = (tasks.log_benchmarks(outcomes, slo_ms, workload, run_id, experiment_id)
+        bench_run = (tasks.log_benchmarks(outcomes, slo_ms, workload, run_id,
+                                          _experiment_name(experiment, experiment_id),
+                                          flow_run_id)
                      if specs else None)
     rows = tasks.summary_rows(outcomes, slo_ms)
     if rows:
@@ -98,7 +106,8 @@ def train_and_benchmark(
     summary = {"mlflow_run_id": run_id, "model_version": registration.version,
                "alias": registration.alias, "metrics": result.final, "targets": rows,
                "benchmark_run_id": bench_run.parent_run_id if bench_run else None,
-               "recommendation": tasks.recommendation_of(bench_run)}
+               "recommendation": bench_run.parent_tags.get("recommendation")
+               if bench_run else None}
     print(format_summary(summary))
     failed = [r["target"] for r in rows if r["status"] != "ok"]
     if failed:

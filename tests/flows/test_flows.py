@@ -1,4 +1,5 @@
-"""The flows under a real (temporary) Prefect server and a temporary SQLite MLflow."""
+"""The flows under a real (temporary) Prefect server and a temporary SQLite MLflow (parameter
+checks, which need no server, are in ``test_parameters.py``)."""
 
 from __future__ import annotations
 
@@ -53,30 +54,6 @@ def test_train_only_when_targets_empty(tracking_uri):
     summary = train_and_benchmark(dataset=TINY, epochs=1, hyperparameters={"dim": 16},
                                   targets=[], experiment="flow-test")
     assert summary["benchmark_run_id"] is None and summary["targets"] == []
-
-
-def test_unknown_hyperparameter_is_refused_naming_it(tracking_uri):
-    with pytest.raises(ValueError, match="learning_rate"):
-        train_and_benchmark(dataset=TINY, epochs=1, hyperparameters={"learning_rate": 0.1},
-                            targets=[])
-
-
-def test_unknown_deployer_is_refused_with_the_valid_names(tracking_uri):
-    with pytest.raises(KeyError, match=r"registered deployers: .*inprocess.*local"):
-        train_and_benchmark(dataset=TINY, epochs=1, targets=[{"name": "x", "deployer": "nope"}])
-
-
-@pytest.mark.parametrize(("kwargs", "name"), [({"levels": [0, 2]}, "levels"),
-                                              ({"slo_ms": 0}, "slo_ms")])
-def test_bad_benchmark_parameters_are_refused_naming_them(tracking_uri, kwargs, name):
-    with pytest.raises(ValueError, match=name):
-        train_and_benchmark(dataset=TINY, epochs=1, targets=INPROCESS, **kwargs)
-
-
-def test_bad_target_settings_are_refused_before_training(tracking_uri):
-    with pytest.raises(ValueError, match="unknown key 'bogus'"):
-        train_and_benchmark(dataset=TINY, epochs=1,
-                            targets=[{"name": "x", "deployer": "local", "settings": {"bogus": 1}}])
 
 
 def test_hpo_runs_nested_trials_and_logs_best_params(tracking_uri, tmp_path: Path):
