@@ -127,6 +127,9 @@ def start(with_runner: bool = True) -> None:
         if os.environ.get("NISER_AWS", "moto") == "moto":
             # No AWS account: a moto server is the AWS control plane; inference still runs on
             # real scoring servers through the SageMaker and Lambda runtime APIs.
+            if not (BIN / "moto_server").exists():
+                raise SystemExit("moto_server is not installed: `pip install -e '.[standins]'` "
+                                 "(scripts/setup.sh does), or set NISER_AWS=real")
             aport = free_port()
             moto = _spawn("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(aport)],
                           env)

@@ -9,7 +9,14 @@ from __future__ import annotations
 import re
 from typing import Literal, Self, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from deployers.base import Settings
 
@@ -27,6 +34,15 @@ ECR_IMAGE = re.compile(
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _TAG_CHARS = re.compile(r"^[\w\s.:/=+\-@]*$")
+# field -> (pattern, what a valid value looks like)
+_SHAPES: dict[str, tuple[re.Pattern[str], str]] = {
+    "image_url": (ECR_IMAGE, "an ECR image URI <account>.dkr.ecr.<region>.amazonaws.com/"
+                  "<repo>:<tag>, e.g. the one printed by `mlflow sagemaker "
+                  "build-and-push-container`"),
+    "execution_role_arn": (ROLE_ARN, "an IAM role ARN arn:aws:iam::<12-digit account>:role/"
+                           "<name>"),
+    "bucket": (BUCKET, "an S3 bucket name: 3-63 lowercase letters, digits, . or -"),
+}
 
 
 class _Part(BaseModel):
@@ -114,28 +130,12 @@ class SageMakerSettings(Settings):
         1800.0, gt=0, description="Seconds to wait for the endpoint to reach InService."
     )
 
-    @field_validator("image_url")
+    @field_validator("image_url", "execution_role_arn", "bucket")
     @classmethod
-    def _ecr_image(cls, value: str | None) -> str | None:
-        if value is not None and not ECR_IMAGE.match(value):
-            raise ValueError(
-                "expected an ECR image URI <account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>, "
-                "e.g. the one printed by `mlflow sagemaker build-and-push-container`"
-            )
-        return value
-
-    @field_validator("execution_role_arn")
-    @classmethod
-    def _role_arn(cls, value: str | None) -> str | None:
-        if value is not None and not ROLE_ARN.match(value):
-            raise ValueError("expected an IAM role ARN arn:aws:iam::<12-digit account>:role/<name>")
-        return value
-
-    @field_validator("bucket")
-    @classmethod
-    def _bucket(cls, value: str | None) -> str | None:
-        if value is not None and not BUCKET.match(value):
-            raise ValueError("expected an S3 bucket name: 3-63 lowercase letters, digits, . or -")
+    def _shaped(cls, value: str | None, info: ValidationInfo) -> str | None:
+        pattern, expected = _SHAPES[str(info.field_name)]
+        if value is not None and not pattern.match(value):
+            raise ValueError(f"expected {expected}")
         return value
 
     @field_validator("tags")
