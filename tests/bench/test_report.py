@@ -4,12 +4,15 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
-from bench.cli import main
-from bench.load import LoadSettings, sweep
+from bench.cli import compare
+from bench.hooks import HookOutput
+from bench.load_settings import LoadSettings
 from bench.payloads import Payloads
-from bench.report import HookOutput, TargetRun, compare_table, log_benchmark
+from bench.report import TargetRun, compare_table, log_benchmark
+from bench.sweep import sweep
 from deployers.base import CostDrivers, Description
 from tests.bench.support import sleeper
 
@@ -30,7 +33,7 @@ def targets():
         "slow", sweep(sleeper(0.006), payloads, LEVELS, settings),
         Description("lambda", "niser-fn", "Active",
                     CostDrivers(kind="lambda", memory_mb=3008, architecture="x86_64")),
-        provenance="extrapolated", settings=settings,
+        provenance="measured-real", settings=settings,
     )
     return [fast, slow]
 
@@ -95,7 +98,7 @@ def test_log_benchmark_writes_parent_children_metrics_and_artifacts(targets, tra
     slow = client.get_run(run.child_run_ids["slow"])
     assert "cold_start_s" not in slow.data.metrics
     assert slow.data.params["cost.memory_mb"] == "3008"
-    assert slow.data.tags["benchmark.provenance"] == "extrapolated"
+    assert slow.data.tags["benchmark.provenance"] == "measured-real"
 
     # raw latencies: every request of every level, read back from the artifact
     local = Path(client.download_artifacts(run.child_run_ids["fast"], "raw/latencies.parquet",
@@ -112,7 +115,7 @@ def test_log_benchmark_writes_parent_children_metrics_and_artifacts(targets, tra
     assert len(table["data"]) == 2 * len(LEVELS)
 
 
-def test_compare_reads_the_table_back(targets, tracking, capsys):
+def test_compare_reads_the_table_back(targets, tracking):
     uri, _client = tracking
     run = log_benchmark(targets, slo_ms=50, experiment_name="bench-test", hooks=[])
     t = compare_table(parent_run_id=run.parent_run_id)
@@ -124,8 +127,10 @@ def test_compare_reads_the_table_back(targets, tracking, capsys):
     by_exp = compare_table(experiment_name="bench-test")
     assert len(by_exp) == len(t)
 
-    assert main(["compare", "--parent-run-id", run.parent_run_id, "--tracking-uri", uri]) == 0
-    out = capsys.readouterr().out
+    result = CliRunner().invoke(
+        compare, ["--parent-run-id", run.parent_run_id, "--tracking-uri", uri])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
     assert "fast" in out and "slow" in out and "latency_p95_ms" in out
 
 

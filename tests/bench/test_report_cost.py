@@ -5,10 +5,11 @@ from mlflow.tracking import MlflowClient
 
 from bench import prices
 from bench.cost import cost_per_million_at_load
-from bench.load import LoadSettings, sweep
+from bench.load_settings import LoadSettings
 from bench.payloads import Payloads
 from bench.report import TargetRun, log_benchmark
 from bench.report_cost import cost_hook
+from bench.sweep import sweep
 from deployers.base import CostDrivers, Description
 from tests.bench.support import sleeper
 
