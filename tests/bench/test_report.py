@@ -8,13 +8,14 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
 from bench.cli import compare
+from bench.clock import FakeClock
 from bench.hooks import HookOutput
 from bench.load_settings import LoadSettings
 from bench.payloads import Payloads
 from bench.report import TargetRun, compare_table, log_benchmark
 from bench.sweep import sweep
 from deployers.base import CostDrivers, Description
-from tests.bench.support import sleeper
+from tests.bench.support import answers_after
 
 LEVELS = [1, 2, 4]
 
@@ -22,15 +23,16 @@ LEVELS = [1, 2, 4]
 @pytest.fixture(scope="module")
 def targets():
     settings = LoadSettings(warmup_s=0.02, duration_s=0.15, timeout_s=1.0)
+    clock = FakeClock()
     payloads = Payloads([[i, i + 1] for i in range(1, 100)])
     fast = TargetRun(
-        "fast", sweep(sleeper(0.002), payloads, LEVELS, settings),
+        "fast", sweep(answers_after(clock, 0.002), payloads, LEVELS, settings, clock=clock),
         Description("local", "niser-local-1", "running",
                     CostDrivers(kind="local", cpus=2.0), {"workers": 1}),
         cold_start_s=1.25, settings=settings,
     )
     slow = TargetRun(
-        "slow", sweep(sleeper(0.006), payloads, LEVELS, settings),
+        "slow", sweep(answers_after(clock, 0.006), payloads, LEVELS, settings, clock=clock),
         Description("lambda", "niser-fn", "Active",
                     CostDrivers(kind="lambda", memory_mb=3008, architecture="x86_64")),
         provenance="measured-real", settings=settings,
@@ -94,7 +96,7 @@ def test_log_benchmark_writes_parent_children_metrics_and_artifacts(targets, tra
     assert fast.data.metrics["cold_start_s"] == 1.25
     assert fast.data.metrics["breakeven_rps"] == 12.5
     p50 = {h.step: h.value for h in client.get_metric_history(fast.info.run_id, "latency_p50_ms")}
-    assert all(v >= 2.0 for v in p50.values())  # at least the 2 ms service time
+    assert set(p50.values()) == {2.0}  # the 2 ms service time, on the fake clock
     slow = client.get_run(run.child_run_ids["slow"])
     assert "cold_start_s" not in slow.data.metrics
     assert slow.data.params["cost.memory_mb"] == "3008"
