@@ -25,8 +25,8 @@ from typing import Literal
 
 from bench.cost import HOURS_PER_MONTH, lambda_cost_per_hour
 from bench.prices import LambdaPrices
+from bench.provenance import Provenance
 
-Provenance = Literal["measured", "extrapolated"]
 _EPS = 1e-9
 
 

@@ -1,140 +1,207 @@
-"""Command line: ``python -m bench.cli calibrate ...`` and ``python -m bench.cli compare ...``.
+"""The benchmark's commands, as click commands that ``niser-mlops`` adds to its group.
 
 - ``calibrate``: the honesty check (``bench.calibrate``); prints the table and exits 1 when a level
   misses the bound.
-- ``compare``: the benchmark table across target runs from MLflow (children of a parent run, or
-  all target runs of an experiment).
 - ``http``: a closed-loop sweep against any pyfunc scoring endpoint (e.g. ``mlflow models serve``)
   with payloads from a dataset's test sessions, printing the per-level statistics.
+- ``prices refresh|show``: rebuild the price table from the AWS Price List API, or print one
+  region's prices; a price problem exits 2 with the reason.
+- ``compare``: the benchmark table across target runs from MLflow.
 
-A bad argument exits with status 2 and a message naming the option.
+``python -m bench.cli ...`` runs the same commands. A bad argument exits 2 naming the option.
+Heavy imports happen inside the commands, so the command line starts fast.
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import logging
 import sys
+from pathlib import Path
+from typing import NoReturn
 
-import pandas as pd
+import click
 
-from bench.stats import saturation_throughput, stats_frame
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers such as 1,2,4,8, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
-    return values
+from bench.load_settings import DEFAULT_LEVELS
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
+class _IntList(click.ParamType):
+    """Comma-separated integers >= 1, e.g. ``1,2,4,8``."""
+
+    name = "N,N,..."
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> list[int]:
+        if isinstance(value, list):
+            return value
+        text = str(value)
+        try:
+            values = [int(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            self.fail(f"expected comma-separated integers such as 1,2,4,8, got {text!r}", param,
+                      ctx)
+        if not values or any(v < 1 for v in values):
+            self.fail(f"expected integers >= 1, got {text!r}", param, ctx)
+        return values
 
 
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
+INT_LIST = _IntList()
+POSITIVE = click.FloatRange(min=0, min_open=True)
+NON_NEGATIVE = click.FloatRange(min=0)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m bench.cli", description=__doc__.split("\n")[0])
-    sub = ap.add_subparsers(dest="command", required=True)
-
-    cal = sub.add_parser("calibrate", help="measure a stub server with a known delay")
-    cal.add_argument("--delay-ms", type=_positive, default=16.0, help="stub delay (default 16)")
-    cal.add_argument("--users", type=_int_list, default=[1, 2, 4, 8, 16, 24, 32],
-                     help="comma-separated user counts (default 1,2,4,8,16,24,32)")
-    cal.add_argument("--warmup-s", type=_non_negative, default=1.0, help="warm-up per level")
-    cal.add_argument("--duration-s", type=_positive, default=3.0, help="window per level")
-
-    cmp = sub.add_parser("compare", help="table of benchmark runs from MLflow")
-    which = cmp.add_mutually_exclusive_group(required=True)
-    which.add_argument("--parent-run-id", help="the benchmark's parent run")
-    which.add_argument("--experiment", help="every target run of this experiment")
-    cmp.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI)")
-
-    http = sub.add_parser("http", help="closed-loop sweep against a scoring endpoint")
-    http.add_argument("--url", required=True, help="e.g. http://127.0.0.1:5000/invocations")
-    http.add_argument("--data", required=True,
-                      help="preprocessed dataset folder (train_sessions.txt, test.tsv) whose "
-                           "test prefixes become the payloads")
-    http.add_argument("--batch-size", type=int, default=1, help="sessions per request")
-    http.add_argument("--users", type=_int_list, default=[1, 2, 4, 6, 8, 11, 16])
-    http.add_argument("--warmup-s", type=_non_negative, default=2.0)
-    http.add_argument("--duration-s", type=_positive, default=10.0)
-    http.add_argument("--timeout-s", type=_positive, default=10.0)
-    http.add_argument("--slo-ms", type=_positive, default=100.0)
-    return ap
+def _csv(values: list[int]) -> str:
+    return ",".join(str(v) for v in values)
 
 
-def _calibrate(args: argparse.Namespace) -> int:
-    from bench.calibrate import calibrate, format_table
+@click.command()
+@click.option("--delay-ms", type=POSITIVE, default=16.0, show_default=True, help="Stub delay.")
+@click.option("--users", type=INT_LIST, default=_csv([1, 2, 4, 8, 16, 24, 32]), show_default=True,
+              help="Comma-separated user counts.")
+@click.option("--warmup-s", type=NON_NEGATIVE, default=1.0, show_default=True,
+              help="Warm-up per level.")
+@click.option("--duration-s", type=POSITIVE, default=3.0, show_default=True,
+              help="Window per level.")
+def calibrate(delay_ms: float, users: list[int], warmup_s: float, duration_s: float) -> None:
+    """Measure a stub server with a known delay; exit 1 when a level misses the bound."""
+    from bench import calibrate as calibration
 
-    cal = calibrate(args.delay_ms, args.users, args.warmup_s, args.duration_s)
-    print(format_table(cal))
-    return 0 if cal.passed else 1
-
-
-def _compare(args: argparse.Namespace) -> int:
-    import mlflow
-
-    from bench.report import compare_table
-
-    if args.tracking_uri:
-        mlflow.set_tracking_uri(args.tracking_uri)
-    table = compare_table(args.parent_run_id, args.experiment)
-    if table.empty:
-        print("no benchmark target runs found", file=sys.stderr)
-        return 1
-    with pd.option_context("display.width", 200, "display.max_columns", 20,
-                           "display.float_format", "{:.3f}".format):
-        print(table.to_string(index=False))
-    return 0
+    cal = calibration.calibrate(delay_ms, users, warmup_s, duration_s)
+    click.echo(calibration.format_table(cal))
+    if not cal.passed:
+        sys.exit(1)
 
 
-def _http(args: argparse.Namespace) -> int:
-    from bench.load import LoadSettings, sweep
+@click.command()
+@click.option("--url", required=True, help="e.g. http://127.0.0.1:5000/invocations")
+@click.option("--data", required=True,
+              help="Preprocessed dataset folder (train_sessions.txt, test.tsv) whose test "
+                   "prefixes become the payloads.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Sessions per request.")
+@click.option("--users", type=INT_LIST, default=_csv(DEFAULT_LEVELS), show_default=True)
+@click.option("--warmup-s", type=NON_NEGATIVE, default=2.0, show_default=True)
+@click.option("--duration-s", type=POSITIVE, default=10.0, show_default=True)
+@click.option("--timeout-s", type=POSITIVE, default=10.0, show_default=True)
+@click.option("--slo-ms", type=POSITIVE, default=100.0, show_default=True)
+def http(url: str, data: str, batch_size: int, users: list[int], warmup_s: float,
+         duration_s: float, timeout_s: float, slo_ms: float) -> None:
+    """Closed-loop sweep against a scoring endpoint."""
+    import pandas as pd
+
+    from bench.load_settings import LoadSettings
     from bench.payloads import Payloads
+    from bench.stats import saturation_throughput, stats_frame
+    from bench.sweep import sweep
     from deployers.http import HttpInvoker
     from niser.data import load_preprocessed
 
-    data = load_preprocessed(args.data)
-    payloads = Payloads.from_samples(data.test, data.vocab, batch_size=args.batch_size)
-    settings = LoadSettings(warmup_s=args.warmup_s, duration_s=args.duration_s,
-                            timeout_s=args.timeout_s)
-    res = sweep(HttpInvoker(args.url, timeout_s=args.timeout_s), payloads, args.users, settings)
+    dataset = load_preprocessed(data)
+    payloads = Payloads.from_samples(dataset.test, dataset.vocab, batch_size=batch_size)
+    settings = LoadSettings(warmup_s=warmup_s, duration_s=duration_s, timeout_s=timeout_s)
+    res = sweep(HttpInvoker(url, timeout_s=timeout_s), payloads, users, settings)
     stats = res.stats()
     with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
-        print(stats_frame(stats).to_string(index=False))
-    print(f"saturation throughput (p95 <= {args.slo_ms:g} ms): "
-          f"{saturation_throughput(stats, args.slo_ms)}")
+        click.echo(stats_frame(stats).to_string(index=False))
+    click.echo(f"saturation throughput (p95 <= {slo_ms:g} ms): "
+               f"{saturation_throughput(stats, slo_ms)}")
     if res.stopped_reason:
-        print(f"stopped early: {res.stopped_reason}")
-    return 0
+        click.echo(f"stopped early: {res.stopped_reason}")
 
 
-def main(argv: list[str] | None = None) -> int:
+@click.command()
+@click.option("--parent-run-id", help="The benchmark's parent run.")
+@click.option("--experiment", help="Every target run of this experiment.")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI).")
+def compare(parent_run_id: str | None, experiment: str | None, tracking_uri: str | None) -> None:
+    """Table of benchmark runs from MLflow (give --parent-run-id or --experiment)."""
+    if (parent_run_id is None) == (experiment is None):
+        raise click.UsageError("give exactly one of --parent-run-id or --experiment")
+    import mlflow
+    import pandas as pd
+
+    from bench.report import compare_table
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    table = compare_table(parent_run_id, experiment)
+    if table.empty:
+        click.echo("no benchmark target runs found", err=True)
+        sys.exit(1)
+    with pd.option_context("display.width", 200, "display.max_columns", 20,
+                           "display.float_format", "{:.3f}".format):
+        click.echo(table.to_string(index=False))
+
+
+@click.group()
+def prices() -> None:
+    """Inspect or refresh the price table."""
+
+
+@prices.command()
+@click.option("--region", help="AWS region code to price (default: the table's default region).")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Where to write the new table (default: overwrite bench/prices.json).")
+@click.option("--base", type=click.Path(path_type=Path),
+              help="Table to start from (default: bench/prices.json).")
+def refresh(region: str | None, out: Path | None, base: Path | None) -> None:
+    """Rebuild prices from the AWS Price List API."""
+    from bench import price_list
+    from bench import prices as tables
+
+    try:
+        table, report = price_list.refresh(tables.load(base), region=region)
+        written = tables.save(table, out or tables.DEFAULT_PATH)
+    except tables.PriceError as exc:
+        _price_error(exc)
+    click.echo(f"wrote {written}")
+    for line in report:
+        click.echo(f"  {line}")
+
+
+@prices.command()
+@click.option("--region", help="AWS region code.")
+@click.option("--table", type=click.Path(path_type=Path), help="Price table to read.")
+def show(region: str | None, table: Path | None) -> None:
+    """Print the prices of one region."""
+    from bench import prices as tables
+
+    try:
+        loaded = tables.load(table)
+        name = region or loaded.default_region
+        data = loaded.region(name).model_dump(mode="json", by_alias=True)
+    except tables.PriceError as exc:
+        _price_error(exc)
+    click.echo(json.dumps({name: data, "local": loaded.local.model_dump(mode="json")}, indent=2))
+
+
+def _price_error(exc: Exception) -> NoReturn:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(2)
+
+
+@click.command(name="serve-stub", hidden=True)
+@click.option("--delay-ms", type=POSITIVE, default=16.0)
+def serve_stub(delay_ms: float) -> None:
+    """Run the calibration stub server until SIGTERM (started by ``StubServer``)."""
+    from bench.stub_server import serve
+
+    serve(delay_ms)
+
+
+COMMANDS: list[click.Command] = [calibrate, http, prices, serve_stub]
+"""What ``niser-mlops`` adds to its group (it has its own ``compare``)."""
+
+
+@click.group(name="python -m bench.cli")
+def bench() -> None:
+    """Benchmark commands (also under ``niser-mlops``)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    handler = {"calibrate": _calibrate, "compare": _compare, "http": _http}[args.command]
-    return handler(args)
+
+
+for _command in [*COMMANDS, compare]:
+    bench.add_command(_command)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    bench()

@@ -26,7 +26,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench.prices import Architecture, LambdaPrices, PriceError, PriceTable, ServerlessPrices
-from deployers.base import CostDrivers
+from deployers.base import CostDrivers, CostKind
+
+ALWAYS_ON: frozenset[CostKind] = frozenset({"instance", "local", "inprocess"})
+"""Cost kinds billed per hour whether used or not (priced by ``hourly_cost``)."""
 
 SECONDS_PER_HOUR = 3600.0
 HOURS_PER_MONTH = 730.0  # AWS's billing convention for "a month" of always-on capacity
@@ -42,6 +45,11 @@ def _positive(name: str, value: float, allow_zero: bool = True) -> None:
         raise ValueError(f"{name} must be {bound}, got {value!r}")
 
 
+def is_always_on(kind: CostKind) -> bool:
+    """True for capacity billed per hour whether used or not (instances, local machines)."""
+    return kind in ALWAYS_ON
+
+
 def hourly_cost(drivers: CostDrivers, table: PriceTable, region: str | None = None) -> float:
     """USD per hour of always-on capacity: instances x hosting price, or local machines."""
     count = drivers.instance_count if drivers.instance_count is not None else 1
@@ -50,7 +58,7 @@ def hourly_cost(drivers: CostDrivers, table: PriceTable, region: str | None = No
         if not drivers.instance_type:
             raise ValueError("an 'instance' deployment needs CostDrivers.instance_type, got None")
         return count * table.instance_hourly(drivers.instance_type, region).usd
-    if drivers.kind in ("local", "inprocess"):
+    if is_always_on(drivers.kind):
         local = table.local
         if local.per_machine_hour is not None:
             return count * local.per_machine_hour.usd
@@ -281,7 +289,7 @@ def cost_per_million_at_load(
     charge). ``duration_ms`` (billed duration per request) is required for Lambda and serverless.
     """
     _positive("served_rps", served_rps, allow_zero=False)
-    if drivers.kind in ("instance", "local", "inprocess"):
+    if is_always_on(drivers.kind):
         return cost_per_inference_at_load(hourly_cost(drivers, table, region), served_rps) * 1e6
     if duration_ms is None or drivers.memory_mb is None:
         raise ValueError(f"a {drivers.kind!r} deployment needs duration_ms and "

@@ -7,17 +7,14 @@ Promises:
 - ``PriceTable.region(name)`` falls back to ``default_region`` when ``name`` is ``None`` and
   raises ``PriceError`` listing the known regions for an unknown one.
 - No price lives in Python code: every figure the cost functions use comes from a table.
-- ``python -m bench.prices refresh [--region R] [--out PATH]`` rebuilds the table from the AWS
-  Price List API (see ``bench/price_list.py``); without AWS credentials it stops with a message
-  saying how to provide them.
+- ``niser-mlops prices refresh [--region R] [--out PATH]`` rebuilds the table from the AWS
+  Price List API (``bench/price_list.py``).
 """
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
-import sys
 from pathlib import Path
 from typing import Literal
 
@@ -107,7 +104,7 @@ class PriceTable(_Strict):
             known = ", ".join(sorted(self.regions)) or "(none)"
             raise PriceError(
                 f"no prices for region {key!r}; the table knows: {known}. "
-                f"Run `python -m bench.prices refresh --region {key}` to fetch them."
+                f"Run `niser-mlops prices refresh --region {key}` to fetch them."
             ) from None
 
     def instance_hourly(self, instance_type: str, region: str | None = None) -> Price:
@@ -173,52 +170,3 @@ def save(table: PriceTable, path: str | Path) -> Path:
     data = table.model_dump(mode="json", by_alias=True)
     file.write_text(json.dumps(data, indent=2) + "\n")
     return file
-
-
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench.prices",
-                                     description="Inspect or refresh the price table.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    refresh = sub.add_parser("refresh", help="rebuild prices from the AWS Price List API")
-    refresh.add_argument("--region", default=None,
-                         help="AWS region code to price (default: the table's default region)")
-    refresh.add_argument("--out", type=Path, default=None,
-                         help="where to write the new table (default: overwrite bench/prices.json)")
-    refresh.add_argument("--base", type=Path, default=None,
-                         help="table to start from (default: bench/prices.json)")
-    show = sub.add_parser("show", help="print the prices of one region")
-    show.add_argument("--region", default=None, help="AWS region code")
-    show.add_argument("--table", type=Path, default=None, help="price table to read")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry: ``refresh`` or ``show``. Returns the exit status."""
-    args = _build_parser().parse_args(argv)
-    try:
-        if args.command == "refresh":
-            from bench.price_list import refresh  # boto3 only when refreshing
-
-            base = load(args.base)
-            table, report = refresh(base, region=args.region)
-            out = save(table, args.out or DEFAULT_PATH)
-            print(f"wrote {out}")
-            for line in report:
-                print(f"  {line}")
-        else:
-            table = load(args.table)
-            region = args.region or table.default_region
-            data = table.region(region).model_dump(mode="json", by_alias=True)
-            print(json.dumps({region: data, "local": table.local.model_dump(mode="json")},
-                             indent=2))
-    except PriceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    # Run the imported module's main so every class comes from ``bench.prices``, not ``__main__``.
-    from bench.prices import main as _main
-
-    sys.exit(_main())

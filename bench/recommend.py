@@ -8,8 +8,8 @@ Promises:
   base, Lambda for the overflow above their capacity).
 - A profile whose p95 SLO is stricter than the workload's cannot prove anything and is rejected
   with its reason, as is any profile the price table cannot price; nothing is dropped silently.
-- Every figure is a ``Figure`` labelled "measured" or "extrapolated": an option is "measured"
-  only if every profile it rests on was measured on a real deployment of that target.
+- Every figure is a ``Figure`` labelled with its provenance: the ``bench.provenance.combine`` of
+  the profiles it rests on (``measured-local`` as soon as one of them is).
 
 Model (stated so it can be checked): a workload is a base rate plus, for ``burst_fraction`` of the
 time, ``burst_rps`` more. Lambda/serverless concurrency in use = rate x billed duration (Little's
@@ -23,20 +23,18 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench import cost
 from bench.prices import PriceError, PriceTable, RegionPrices
+from bench.provenance import Provenance, combine
 from deployers.base import CostDrivers
-
-Provenance = Literal["measured", "extrapolated"]
 
 
 @dataclass(frozen=True)
 class Figure:
-    """A number with its unit and whether it rests on a real deployment or on extrapolation."""
+    """A number with its unit and its provenance (``bench.provenance.combine`` of its inputs)."""
 
     value: float
     unit: str
@@ -92,7 +90,7 @@ class Profile(BaseModel):
         default=0.0, ge=0, description="INIT duration of a cold start (Lambda).")
     bytes_per_request: float = Field(
         default=0.0, ge=0, description="Payload in + out (serverless).")
-    provenance: Provenance = Field(description="'measured' on the real target or 'extrapolated'.")
+    provenance: Provenance = Field(description="Where the figures come from (bench.provenance).")
 
 
 @dataclass(frozen=True)
@@ -123,13 +121,9 @@ class Recommendation:
         return self.options[0] if self.options else None
 
 
-def _prov(*profiles: Profile) -> Provenance:
-    return "measured" if all(p.provenance == "measured" for p in profiles) else "extrapolated"
-
-
 def _option(name: str, drivers: Sequence[CostDrivers], per_hour: float, wl: Workload,
             p95: float, profiles: Sequence[Profile], notes: Iterable[str]) -> Option:
-    prov = _prov(*profiles)
+    prov = combine(*(p.provenance for p in profiles))
     per_million = (per_hour / (wl.mean_rps * cost.SECONDS_PER_HOUR) * 1e6
                    if wl.mean_rps > 0 else math.inf)
     return Option(
@@ -261,7 +255,7 @@ def recommend(workload: Workload, profiles: Sequence[Profile], table: PriceTable
                                   "its saturation under this SLO"))
             continue
         try:
-            if p.drivers.kind in ("instance", "local", "inprocess"):
+            if cost.is_always_on(p.drivers.kind):
                 options += _instances(p, workload, table, region)
             elif p.drivers.kind == "lambda":
                 options += _lambdas(p, workload, table.region(region))

@@ -13,11 +13,10 @@ Promises:
   request, warm-up and errors included) and ``summary.json`` (``mlflow.log_table``).
 - The parent run gets the combined summary table and PNG plots: latency (p50 and p95) and
   throughput against concurrency for all targets.
-- Hooks (``BenchmarkHook``) add figures, tables, files and metrics computed from the summaries:
-  this is where the cost model plugs in. ``default_hooks()`` is ``bench.report_cost.cost_hook``
+- Hooks (``bench.hooks.BenchmarkHook``) add figures, tables, files and metrics computed from the
+  summaries: this is where the cost model plugs in. ``default_hooks()`` is ``bench.report_cost.cost_hook``
   over the packaged price table (cost per 1M inferences per level, break-even plots).
-- Every figure is labelled with its provenance: ``measured-real`` (a real cloud deployment),
-  ``measured-local`` (a local stand-in for a platform) or ``extrapolated``.
+- Every figure is labelled with its provenance (``bench.provenance``).
 - NaN figures (e.g. latency at a level where nothing succeeded) are not logged as metrics; they
   stay visible in the summary table.
 """
@@ -26,10 +25,9 @@ from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import matplotlib
 
@@ -40,11 +38,13 @@ from matplotlib.figure import Figure
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from bench.load import LoadSettings, SweepResult
-from bench.stats import LevelStats, saturation_throughput, stats_frame
+from bench.hooks import BenchmarkHook, HookOutput, TargetSummary
+from bench.load_settings import LoadSettings
+from bench.provenance import Provenance
+from bench.report_cost import cost_hook
+from bench.stats import saturation_throughput, stats_frame
+from bench.sweep import SweepResult
 from deployers.base import Description
-
-Provenance = Literal["measured-real", "measured-local", "extrapolated"]
 
 STEP_METRICS = {
     "latency_p50_ms": "p50_ms", "latency_p90_ms": "p90_ms", "latency_p95_ms": "p95_ms",
@@ -72,46 +72,6 @@ class TargetRun:
 
 
 @dataclass(frozen=True)
-class TargetSummary:
-    """What hooks see of one target: its statistics per level and its cost drivers."""
-
-    name: str
-    mode: str
-    stats: list[LevelStats]
-    saturation_rps: float | None
-    cold_start_s: float | None
-    description: Description | None
-    provenance: Provenance
-    metrics: dict[str, float] = field(default_factory=dict)  # TargetRun.metrics
-
-    def billed_ms(self, latency_ms: float) -> float:
-        """Billed duration per request: the platform's own figure when it reported one (Lambda
-        REPORT lines), else the client-side latency (an over-estimate: it includes transport)."""
-        return self.metrics.get("lambda_billed_ms_mean", latency_ms)
-
-
-@dataclass
-class HookOutput:
-    """What a hook adds. ``step_metrics``: target -> metric -> [(level, value)];
-    ``summary_metrics``: target -> metric -> value; ``figures`` (artifact path -> figure),
-    ``tables`` (artifact path -> frame), ``files`` ((artifact dir, local file) pairs, written
-    under the hook's ``workdir``), ``parent_metrics`` and ``parent_tags`` go to the parent run."""
-
-    figures: dict[str, Figure] = field(default_factory=dict)
-    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
-    files: list[tuple[str, Path]] = field(default_factory=list)
-    step_metrics: dict[str, dict[str, list[tuple[float, float]]]] = field(default_factory=dict)
-    summary_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
-    parent_metrics: dict[str, float] = field(default_factory=dict)
-    parent_tags: dict[str, str] = field(default_factory=dict)
-
-
-BenchmarkHook = Callable[[list[TargetSummary], float, Path], HookOutput]
-"""``hook(summaries, slo_ms, workdir) -> HookOutput``: cost per 1M inferences, break-even plots.
-``workdir`` is a scratch directory that lives until the outputs are logged."""
-
-
-@dataclass(frozen=True)
 class BenchmarkRun:
     parent_run_id: str
     child_run_ids: dict[str, str]
@@ -120,8 +80,6 @@ class BenchmarkRun:
 
 def default_hooks() -> list[BenchmarkHook]:
     """The cost hook over the packaged price table (``bench.report_cost``)."""
-    from bench.report_cost import cost_hook
-
     return [cost_hook()]
 
 

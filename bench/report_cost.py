@@ -1,6 +1,6 @@
 """Cost figures for a benchmark report: measured statistics priced with ``bench.cost``.
 
-``cost_hook(table, region)`` is a ``bench.report.BenchmarkHook``. Promises:
+``cost_hook(table, region)`` is a ``bench.hooks.BenchmarkHook``. Promises:
 
 - Per target and level, ``cost_per_1m_usd`` = ``bench.cost.cost_per_million_at_load`` at the
   throughput that level actually served. Lambda and SageMaker serverless bill duration: the
@@ -31,22 +31,13 @@ import pandas as pd
 
 from bench import prices as price_tables
 from bench.breakeven import InstanceOffer, LambdaOffer, break_even, plot_break_even
-from bench.breakeven import Provenance as CostProvenance
-from bench.cost import cost_per_million_at_load, hourly_cost
+from bench.cost import cost_per_million_at_load, hourly_cost, is_always_on
+from bench.hooks import BenchmarkHook, HookOutput, TargetSummary
 from bench.prices import PriceError, PriceTable
-from bench.report import BenchmarkHook, HookOutput, TargetSummary
-
-ALWAYS_ON = ("instance", "local", "inprocess")
 
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
-
-
-def _measured(p: str) -> CostProvenance:
-    """Priced figures count as measured only when the target ran on the real platform: a local
-    stand-in for SageMaker or Lambda is an extrapolation of the cloud's figures."""
-    return "measured" if p == "measured-real" else "extrapolated"
 
 
 def cost_hook(table: PriceTable | None = None, region: str | None = None) -> BenchmarkHook:
@@ -71,7 +62,7 @@ def cost_hook(table: PriceTable | None = None, region: str | None = None) -> Ben
                     for st in s.stats if st.throughput_rps > 0 and not math.isnan(st.mean_ms)
                 ]
                 summary: dict[str, float] = {}
-                if drivers.kind in ALWAYS_ON:
+                if is_always_on(drivers.kind):
                     summary["cost_per_hour_usd"] = hourly_cost(drivers, tbl, region)
                 if s.saturation_rps:
                     at_sat = max((st for st in s.stats if st.throughput_rps == s.saturation_rps),
@@ -120,7 +111,7 @@ def _break_evens(
     out: HookOutput,
 ) -> list[dict[str, str]]:
     notes: list[dict[str, str]] = []
-    instances = [s for s in summaries if s.description and s.description.cost.kind in ALWAYS_ON]
+    instances = [s for s in summaries if s.description and is_always_on(s.description.cost.kind)]
     lambdas = [s for s in summaries if s.description and s.description.cost.kind == "lambda"]
     for inst in instances:
         for lam in lambdas:
@@ -136,10 +127,10 @@ def _break_evens(
                 continue
             try:
                 offer_i = InstanceOffer(inst.name, hourly_cost(inst.description.cost, tbl, region),
-                                        inst.saturation_rps, _measured(inst.provenance))
+                                        inst.saturation_rps, inst.provenance)
                 offer_l = LambdaOffer(
                     lam.name, base[0].mean_ms, lam.description.cost.memory_mb,
-                    tbl.region(region).lambda_, _measured(lam.provenance),
+                    tbl.region(region).lambda_, lam.provenance,
                     lam.description.cost.architecture or "x86_64",
                     lam.description.cost.provisioned_concurrency or 0,
                 )

@@ -4,8 +4,8 @@ Each measured target becomes a ``bench.recommend.Profile``: its cost drivers, th
 its saturation level (or at the first level when nothing held the SLO), the saturation throughput
 per instance, and for Lambda the billed duration (the REPORT lines' mean when the target
 reported them, else the mean latency at one user, an over-estimate) and the cold start as INIT.
-A target measured on a local stand-in for a cloud platform is "extrapolated" for pricing: the
-cloud's own hardware was not measured. The hook logs ``recommendation.json`` (every option,
+Every option carries the provenance of the targets it rests on (``bench.provenance``). The
+hook logs ``recommendation.json`` (every option,
 cheapest first, with provenance), ``recommendation_rejected.json`` (every target left out and
 why), the best option's cost per hour as the parent metric ``recommended_cost_per_hour_usd`` and
 its description as the parent tag ``recommendation``.
@@ -18,9 +18,9 @@ from pathlib import Path
 import pandas as pd
 
 from bench import prices as price_tables
+from bench.hooks import BenchmarkHook, HookOutput, TargetSummary
 from bench.prices import PriceTable
 from bench.recommend import Profile, Workload, recommend
-from bench.report import BenchmarkHook, HookOutput, TargetSummary
 
 
 def profile(s: TargetSummary, slo_ms: float) -> Profile | None:
@@ -35,7 +35,7 @@ def profile(s: TargetSummary, slo_ms: float) -> Profile | None:
         p95_ms=max(at.p95_ms, 1e-3), saturation_rps=s.saturation_rps or None,
         duration_ms=s.billed_ms(ok[0].mean_ms) if lambda_like else None,
         init_ms=(s.cold_start_s or 0.0) * 1000 if lambda_like else 0.0,
-        provenance="measured" if s.provenance == "measured-real" else "extrapolated")
+        provenance=s.provenance)
 
 
 def recommend_hook(workload: Workload, table: PriceTable | None = None) -> BenchmarkHook:

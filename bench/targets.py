@@ -12,17 +12,18 @@ init and billed durations are logged with the target.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
 
 from pydantic import Field
 
-from bench.load import LoadSettings, PayloadSource, SweepResult, cold_start, sweep
-from bench.report import Provenance, TargetRun
+from bench import provenance
+from bench.cold_start import cold_start
+from bench.load_settings import LoadSettings, PayloadSource
+from bench.report import TargetRun
+from bench.sweep import SweepResult, sweep
 from deployers.base import Description, Invoker, Prediction, Settings
 from deployers.registry import get_deployer
 
@@ -80,18 +81,6 @@ class TargetOutcome:
     error: str | None = None
 
 
-def _aws_is_local() -> bool:
-    url = os.environ.get("AWS_ENDPOINT_URL", "")
-    return bool(url) and urlparse(url).hostname in {"127.0.0.1", "localhost", "::1"}
-
-
-def provenance(deployer: str) -> Provenance:
-    """``measured-local`` unless an AWS deployer ran against real AWS."""
-    if deployer in {"sagemaker", "lambda"} and not _aws_is_local():
-        return "measured-real"
-    return "measured-local"
-
-
 def validate_targets(specs: list[dict[str, Any]] | list[TargetSpec]) -> list[TargetSpec]:
     """Parse every target and its deployer settings before anything is deployed."""
     out = []
@@ -125,6 +114,6 @@ def benchmark_target(
         log.exception("target %s failed", spec.name)
         return TargetOutcome(spec, None, f"{type(exc).__name__}: {exc}")
     params = {"deployer": spec.deployer, "deploy_seconds": f"{(ready - started) / 1e9:.3f}"}
-    run = TargetRun(spec.name, result, description, cold.seconds, provenance(spec.deployer), load,
-                    params, invoke.metrics())
+    run = TargetRun(spec.name, result, description, cold.seconds,
+                    provenance.of_target(spec.deployer), load, params, invoke.metrics())
     return TargetOutcome(spec, run)

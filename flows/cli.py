@@ -4,6 +4,9 @@
     niser-mlops benchmark --epochs 1 --targets targets.json
     niser-mlops hpo --n-trials 4
     niser-mlops compare --experiment niser
+    niser-mlops calibrate                        # load-generator honesty check
+    niser-mlops http --url URL --data DIR        # sweep any scoring endpoint
+    niser-mlops prices show|refresh --region us-east-1
 
 Without MLFLOW_TRACKING_URI the tracking store is ``.state/mlflow.db`` (SQLite) in the current
 directory; without PREFECT_API_URL, Prefect runs the flow on a temporary local server.
@@ -17,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+
+from bench.cli import COMMANDS
+from bench.load_settings import DEFAULT_LEVELS
 
 
 def _defaults() -> None:
@@ -66,7 +72,7 @@ def train(dataset: str, epochs: int, hyperparameters: str | None, experiment: st
 @click.option("--dataset", default="synthetic", show_default=True)
 @click.option("--epochs", type=int, default=3, show_default=True, callback=_positive)
 @click.option("--targets", help="Target list as JSON or a JSON file (default: the four built-in).")
-@click.option("--levels", default="1,2,4,6,8,11,16", show_default=True,
+@click.option("--levels", default=",".join(map(str, DEFAULT_LEVELS)), show_default=True,
               help="Closed-loop user counts, comma-separated.")
 @click.option("--slo-ms", type=float, default=50.0, show_default=True)
 @click.option("--level-seconds", type=float, default=3.0, show_default=True)
@@ -132,6 +138,10 @@ def compare(experiment: str, parent_run_id: str | None, latest: bool) -> None:
                           experiment_name=None if parent_run_id else experiment)
     with pd.option_context("display.max_rows", 500, "display.width", 200):
         click.echo(table.to_string(index=False))
+
+
+for _command in COMMANDS:
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

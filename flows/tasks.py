@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from bench.load import LoadSettings
+from bench.load_settings import LoadSettings
 from bench.payloads import Payloads
 from bench.recommend import Workload
 from bench.report import BenchmarkRun, default_hooks, log_benchmark

@@ -10,14 +10,12 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
-from bench.load import LoadSettings
+from bench.load_settings import DEFAULT_LEVELS, LoadSettings
 from bench.recommend import Workload
 from bench.targets import TargetSpec
 from flows import tasks
 from flows.parameters import Count, Levels, Positive, check_targets, train_config
 from niser.train import TrainConfig
-
-DEFAULT_LEVELS = [1, 2, 4, 6, 8, 11, 16]
 
 # The seed paper's platforms, all runnable on one machine: the on-premise server with one and two
 # instances, SageMaker (control plane: AWS or the local moto server; inference through the
@@ -81,7 +79,7 @@ def train_and_benchmark(
     workload = Workload(base_rps=request_rate_rps, burst_rps=burst_rps,
                         burst_fraction=burst_fraction, p95_slo_ms=slo_ms)
     lv = levels or DEFAULT_LEVELS
-    budget = len(lv) * (warmup_seconds + level_seconds + load.timeout_s + 1)
+    budget = load.sweep_budget_s(lv)
     with _start_run(experiment, run_name) as run:
         run_id, experiment_id = run.info.run_id, run.info.experiment_id
         flow_run_id = run.data.tags["prefect.flow_run_id"]

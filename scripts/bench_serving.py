@@ -20,7 +20,7 @@ from typing import Any
 
 import mlflow
 
-from bench.load import LoadSettings
+from bench.load_settings import DEFAULT_LEVELS, LoadSettings
 from bench.payloads import Payloads
 from bench.report import log_benchmark
 from bench.targets import TargetSpec, benchmark_target, validate_targets
@@ -44,7 +44,7 @@ def main() -> None:
     p.add_argument("--recommender", type=Path, help="a saved Recommender (default: untrained "
                    "Diginetica-size weights, which time the same as trained ones)")
     p.add_argument("--targets", help="JSON list of targets (default: inprocess, local-1x2, local-2x1)")
-    p.add_argument("--levels", default="1,2,4,6,8,11,16")
+    p.add_argument("--levels", default=",".join(map(str, DEFAULT_LEVELS)))
     p.add_argument("--seconds", type=float, default=5.0, help="steady-state window per level")
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--slo-ms", type=float, default=50.0)

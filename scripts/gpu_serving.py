@@ -15,7 +15,7 @@ each device of ``--devices`` (default ``cuda,cpu``):
    (p50/p90/p99 over ``--requests`` payloads after a warm-up) and batch-100 sessions/s;
 2. served: ``NISER_DEVICE=<device> mlflow models serve -m <model> --env-manager local -w 1`` on a
    free port, ``/ping`` within ``--ping-timeout``, one checked request, then a closed-loop sweep
-   (``bench.load.sweep`` through ``deployers.http.HttpInvoker``) over ``--levels`` users; the
+   (``bench.sweep.sweep`` through ``deployers.http.HttpInvoker``) over ``--levels`` users; the
    server is ended by process group afterwards, whatever happened.
 
 Results are rewritten into ``--out`` (JSON) after every step, so a run cut short keeps what it
@@ -161,8 +161,9 @@ def served(model: Path, sessions: list[list[int]], device: str, levels: list[int
            logs: Path | None = None, cpu_threads: int = 0) -> dict[str, Any]:
     """A closed-loop sweep against ``mlflow models serve`` with ``NISER_DEVICE=device``; the
     server's log (access lines left out) is copied into ``logs`` when given."""
-    from bench.load import LoadSettings, sweep
+    from bench.load_settings import LoadSettings
     from bench.payloads import Payloads
+    from bench.sweep import sweep
     from deployers import procs
     from deployers.http import HttpInvoker, free_port, tail, wait_for_ping
 

@@ -29,7 +29,7 @@ def test_batches_cycle_through_many_distinct_sessions():
     assert tuple(p.next_batch()[0]) == first[0]  # then it cycles
 
 
-def test_batch_size_and_seed():
+def test_batches_have_the_batch_size_and_the_same_seed_gives_the_same_batches():
     a = Payloads([[i] for i in range(1, 21)], batch_size=4, seed=7)
     b = Payloads([[i] for i in range(1, 21)], batch_size=4, seed=7)
     c = Payloads([[i] for i in range(1, 21)], batch_size=4, seed=8)

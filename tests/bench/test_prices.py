@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import runpy
-import sys
 import warnings
 from typing import Any
 
 import boto3
 import pytest
 from botocore.stub import Stubber
+from click.testing import CliRunner
 
 from bench import price_list, prices
+from bench.cli import prices as prices_command
 from deployers import aws
 
 TODAY = dt.date(2026, 11, 28)
@@ -246,19 +246,25 @@ def test_refresh_without_credentials_says_how_to_provide_them(no_credentials):
         price_list.refresh(prices.load(), region="us-east-1")
 
 
-def test_cli_refresh_without_credentials_exits_2_with_the_reason(no_credentials, capsys):
-    assert prices.main(["refresh"]) == 2
-    assert "no AWS credentials found" in capsys.readouterr().err
+def run_prices(*args: str):
+    """``niser-mlops prices ARGS`` in-process: (exit code, stdout, stderr)."""
+    result = CliRunner().invoke(prices_command, list(args))
+    return result.exit_code, result.stdout, result.stderr
 
 
-def test_cli_bad_option_is_named(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        prices.main(["refresh", "--regoin", "us-east-1"])
-    assert exit_.value.code == 2
-    assert "--regoin" in capsys.readouterr().err
+def test_cli_refresh_without_credentials_exits_2_with_the_reason(no_credentials):
+    code, _out, err = run_prices("refresh")
+    assert code == 2
+    assert "no AWS credentials found" in err
 
 
-def test_cli_refresh_writes_a_new_table(monkeypatch, tmp_path, small_base, capsys):
+def test_cli_bad_option_is_named():
+    code, _out, err = run_prices("refresh", "--regoin", "us-east-1")
+    assert code == 2
+    assert "--regoin" in err
+
+
+def test_cli_refresh_writes_a_loadable_dated_table(monkeypatch, tmp_path, small_base):
     base = prices.save(small_base, tmp_path / "base.json")
     client = _pricing_client()
     stubber = Stubber(client)
@@ -267,36 +273,25 @@ def test_cli_refresh_writes_a_new_table(monkeypatch, tmp_path, small_base, capsy
     monkeypatch.setattr(price_list, "_require_credentials", lambda: None)
     monkeypatch.setattr(price_list, "pricing_client", lambda: client)
     out = tmp_path / "new.json"
-    assert prices.main(["refresh", "--region", "us-west-2", "--base", str(base),
-                        "--out", str(out)]) == 0
-    stubber.assert_no_pending_responses()
-    table = prices.load(out)
-    c5 = table.instance_hourly("ml.c5.xlarge", "us-west-2")
-    assert c5.source == "AWS Price List API" and c5.as_of == dt.date.today()
-    assert f"wrote {out}" in capsys.readouterr().out
-
-
-def test_python_dash_m_refresh_writes_a_loadable_table(monkeypatch, tmp_path, small_base):
-    base = prices.save(small_base, tmp_path / "base.json")
-    client = _pricing_client()
-    stubber = Stubber(client)
-    _stub_refresh(stubber)
-    stubber.activate()
-    monkeypatch.setattr(price_list, "_require_credentials", lambda: None)
-    monkeypatch.setattr(price_list, "pricing_client", lambda: client)
-    out = tmp_path / "new.json"
-    monkeypatch.setattr(sys, "argv", ["bench.prices", "refresh", "--region", "us-west-2",
-                                      "--base", str(base), "--out", str(out)])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a serialisation mismatch would warn
-        warnings.filterwarnings("ignore", ".*found in sys.modules", RuntimeWarning)  # runpy's
-        with pytest.raises(SystemExit) as exit_:
-            runpy.run_module("bench.prices", run_name="__main__")
-    assert exit_.value.code == 0
-    assert prices.load(out).instance_hourly("ml.c5.xlarge", "us-west-2").usd == 0.204
+        code, stdout, _err = run_prices("refresh", "--region", "us-west-2", "--base", str(base),
+                                        "--out", str(out))
+    assert code == 0
+    stubber.assert_no_pending_responses()
+    c5 = prices.load(out).instance_hourly("ml.c5.xlarge", "us-west-2")
+    assert (c5.usd, c5.source, c5.as_of) == (0.204, "AWS Price List API", dt.date.today())
+    assert f"wrote {out}" in stdout
 
 
-def test_cli_show_prints_the_region(capsys):
-    assert prices.main(["show", "--region", "us-east-1"]) == 0
-    shown = json.loads(capsys.readouterr().out)
+def test_cli_show_prints_the_region():
+    code, stdout, _err = run_prices("show", "--region", "us-east-1")
+    assert code == 0
+    shown = json.loads(stdout)
     assert shown["us-east-1"]["sagemaker_hosting_per_hour"]["ml.c5.xlarge"]["usd"] == 0.204
+
+
+def test_cli_show_of_an_unknown_region_exits_2_naming_the_known_ones():
+    code, _out, err = run_prices("show", "--region", "xx-nowhere-1")
+    assert code == 2
+    assert "no prices for region 'xx-nowhere-1'" in err and "us-east-1" in err

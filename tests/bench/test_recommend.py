@@ -6,7 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from bench import prices
-from bench.recommend import Profile, Provenance, Workload, recommend
+from bench.provenance import Provenance
+from bench.recommend import Profile, Workload, recommend
 from deployers.base import CostDrivers
 
 # Per-request Lambda cost at 3 GB / 100 ms: 0.3 GB-s x 0.0000166667 + 0.20/1M = 5.20001e-6.
@@ -18,14 +19,14 @@ def table() -> prices.PriceTable:
     return prices.load()
 
 
-def c5(provenance: Provenance = "measured", slo_ms: float = 100) -> Profile:
+def c5(provenance: Provenance = "measured-real", slo_ms: float = 100) -> Profile:
     return Profile(target="sagemaker", provenance=provenance, slo_ms=slo_ms, p95_ms=60,
                    saturation_rps=10.8,  # 648 invocations per minute
                    drivers=CostDrivers(kind="instance", instance_type="ml.c5.xlarge",
                                        instance_count=1))
 
 
-def lambda3gb(provenance: Provenance = "measured", **drivers) -> Profile:
+def lambda3gb(provenance: Provenance = "measured-real", **drivers) -> Profile:
     return Profile(target="lambda", provenance=provenance, slo_ms=100, p95_ms=80,
                    duration_ms=100, init_ms=1000,
                    drivers=CostDrivers(kind="lambda", memory_mb=3072, architecture="x86_64",
@@ -73,22 +74,22 @@ def test_bursts_are_served_by_a_hybrid_with_cold_starts_billed(table):
     assert rec.best is not None and rec.best.cost_per_hour.value == min(costs.values())
 
 
-def test_every_figure_is_labelled_and_extrapolation_propagates(table):
+def test_every_figure_is_labelled_and_a_measured_local_input_makes_it_measured_local(table):
     rec = recommend(Workload(base_rps=30, p95_slo_ms=100),
-                    [c5(provenance="extrapolated"), lambda3gb(provenance="measured")], table)
+                    [c5(provenance="measured-local"), lambda3gb(provenance="measured-real")], table)
     for option in rec.options:
         figures = [option.cost_per_hour, option.cost_per_month, option.cost_per_million,
                    option.p95_ms]
         assert {f.provenance for f in figures} == {option.provenance}
         assert str(option.cost_per_hour).endswith(f"({option.provenance})")
     by_name = {o.name: o.provenance for o in rec.options}
-    assert by_name["3 x ml.c5.xlarge"] == "extrapolated"
-    assert by_name["lambda 3072 MB x86_64, provisioned 0"] == "measured"
-    assert all(p == "extrapolated" for n, p in by_name.items() if n.startswith("hybrid"))
+    assert by_name["3 x ml.c5.xlarge"] == "measured-local"
+    assert by_name["lambda 3072 MB x86_64, provisioned 0"] == "measured-real"
+    assert all(p == "measured-local" for n, p in by_name.items() if n.startswith("hybrid"))
 
 
 def test_profiles_that_cannot_show_the_slo_or_be_priced_are_rejected_with_reasons(table):
-    local = Profile(target="local", provenance="measured", slo_ms=100, p95_ms=20,
+    local = Profile(target="local", provenance="measured-local", slo_ms=100, p95_ms=20,
                     saturation_rps=50, drivers=CostDrivers(kind="local", cpus=2))
     too_loose = c5(slo_ms=200)
     capped = lambda3gb(max_concurrency=2)  # 30 req/s x 0.1 s needs 3
@@ -113,14 +114,14 @@ def test_without_cold_starts_lambda_keeps_the_peak_provisioned(table):
 
 
 def test_serverless_is_priced_per_gb_second_of_memory(table):
-    sls = Profile(target="sagemaker-serverless", provenance="extrapolated", slo_ms=100,
+    sls = Profile(target="sagemaker-serverless", provenance="measured-local", slo_ms=100,
                   p95_ms=90, duration_ms=100,
                   drivers=CostDrivers(kind="serverless", memory_mb=2048, max_concurrency=20))
     rec = recommend(Workload(base_rps=10, p95_slo_ms=100), [sls], table)
     assert rec.best is not None and rec.best.name == "sagemaker serverless 2048 MB"
     # 36,000 req/h x 0.1 s x 2 GB x 0.00002 = 0.144 $/h
     assert rec.best.cost_per_hour.value == pytest.approx(0.144)
-    assert rec.best.provenance == "extrapolated"
+    assert rec.best.provenance == "measured-local"
 
 
 def test_workload_and_profile_refuse_unknown_or_impossible_settings():

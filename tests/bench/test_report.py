@@ -4,14 +4,18 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
-from bench.cli import main
-from bench.load import LoadSettings, sweep
+from bench.cli import compare
+from bench.clock import FakeClock
+from bench.hooks import HookOutput
+from bench.load_settings import LoadSettings
 from bench.payloads import Payloads
-from bench.report import HookOutput, TargetRun, compare_table, log_benchmark
+from bench.report import TargetRun, compare_table, log_benchmark
+from bench.sweep import sweep
 from deployers.base import CostDrivers, Description
-from tests.bench.support import sleeper
+from tests.bench.support import answers_after
 
 LEVELS = [1, 2, 4]
 
@@ -19,18 +23,19 @@ LEVELS = [1, 2, 4]
 @pytest.fixture(scope="module")
 def targets():
     settings = LoadSettings(warmup_s=0.02, duration_s=0.15, timeout_s=1.0)
+    clock = FakeClock()
     payloads = Payloads([[i, i + 1] for i in range(1, 100)])
     fast = TargetRun(
-        "fast", sweep(sleeper(0.002), payloads, LEVELS, settings),
+        "fast", sweep(answers_after(clock, 0.002), payloads, LEVELS, settings, clock=clock),
         Description("local", "niser-local-1", "running",
                     CostDrivers(kind="local", cpus=2.0), {"workers": 1}),
         cold_start_s=1.25, settings=settings,
     )
     slow = TargetRun(
-        "slow", sweep(sleeper(0.006), payloads, LEVELS, settings),
+        "slow", sweep(answers_after(clock, 0.006), payloads, LEVELS, settings, clock=clock),
         Description("lambda", "niser-fn", "Active",
                     CostDrivers(kind="lambda", memory_mb=3008, architecture="x86_64")),
-        provenance="extrapolated", settings=settings,
+        provenance="measured-real", settings=settings,
     )
     return [fast, slow]
 
@@ -91,11 +96,11 @@ def test_log_benchmark_writes_parent_children_metrics_and_artifacts(targets, tra
     assert fast.data.metrics["cold_start_s"] == 1.25
     assert fast.data.metrics["breakeven_rps"] == 12.5
     p50 = {h.step: h.value for h in client.get_metric_history(fast.info.run_id, "latency_p50_ms")}
-    assert all(v >= 2.0 for v in p50.values())  # at least the 2 ms service time
+    assert set(p50.values()) == {2.0}  # the 2 ms service time, on the fake clock
     slow = client.get_run(run.child_run_ids["slow"])
     assert "cold_start_s" not in slow.data.metrics
     assert slow.data.params["cost.memory_mb"] == "3008"
-    assert slow.data.tags["benchmark.provenance"] == "extrapolated"
+    assert slow.data.tags["benchmark.provenance"] == "measured-real"
 
     # raw latencies: every request of every level, read back from the artifact
     local = Path(client.download_artifacts(run.child_run_ids["fast"], "raw/latencies.parquet",
@@ -112,7 +117,7 @@ def test_log_benchmark_writes_parent_children_metrics_and_artifacts(targets, tra
     assert len(table["data"]) == 2 * len(LEVELS)
 
 
-def test_compare_reads_the_table_back(targets, tracking, capsys):
+def test_compare_reads_the_table_back(targets, tracking):
     uri, _client = tracking
     run = log_benchmark(targets, slo_ms=50, experiment_name="bench-test", hooks=[])
     t = compare_table(parent_run_id=run.parent_run_id)
@@ -124,8 +129,10 @@ def test_compare_reads_the_table_back(targets, tracking, capsys):
     by_exp = compare_table(experiment_name="bench-test")
     assert len(by_exp) == len(t)
 
-    assert main(["compare", "--parent-run-id", run.parent_run_id, "--tracking-uri", uri]) == 0
-    out = capsys.readouterr().out
+    result = CliRunner().invoke(
+        compare, ["--parent-run-id", run.parent_run_id, "--tracking-uri", uri])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
     assert "fast" in out and "slow" in out and "latency_p95_ms" in out
 
 

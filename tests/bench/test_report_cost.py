@@ -4,30 +4,33 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bench import prices
+from bench.clock import FakeClock
 from bench.cost import cost_per_million_at_load
-from bench.load import LoadSettings, sweep
+from bench.load_settings import LoadSettings
 from bench.payloads import Payloads
 from bench.report import TargetRun, log_benchmark
 from bench.report_cost import cost_hook
+from bench.sweep import sweep
 from deployers.base import CostDrivers, Description
-from tests.bench.support import sleeper
+from tests.bench.support import answers_after
 
 
 @pytest.fixture(scope="module")
 def targets():
     settings = LoadSettings(warmup_s=0.02, duration_s=0.15, timeout_s=1.0)
+    clock = FakeClock()
     payloads = Payloads([[i] for i in range(1, 100)])
-    inst = TargetRun("c5", sweep(sleeper(0.003), payloads, [1, 2], settings),
+    inst = TargetRun("c5", sweep(answers_after(clock, 0.003), payloads, [1, 2], settings, clock=clock),
                      Description("sagemaker", "ep", "InService",
                                  CostDrivers(kind="instance", instance_type="ml.c5.xlarge",
                                              instance_count=1)),
                      provenance="measured-local")
-    lam = TargetRun("fn", sweep(sleeper(0.004), payloads, [1, 2], settings),
+    lam = TargetRun("fn", sweep(answers_after(clock, 0.004), payloads, [1, 2], settings, clock=clock),
                     Description("lambda", "fn", "Active",
                                 CostDrivers(kind="lambda", memory_mb=3008,
                                             architecture="x86_64")),
                     provenance="measured-local")
-    local = TargetRun("box", sweep(sleeper(0.003), payloads, [1, 2], settings),
+    local = TargetRun("box", sweep(answers_after(clock, 0.003), payloads, [1, 2], settings, clock=clock),
                       Description("local", "box", "running", CostDrivers(kind="local", cpus=2)))
     return [inst, lam, local]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.hooks import TargetSummary
 from bench.recommend import Workload
-from bench.report import TargetSummary
 from bench.report_recommend import profile, recommend_hook
 from bench.stats import LevelStats
 from deployers.base import CostDrivers, Description
@@ -34,10 +34,10 @@ LAMBDA = summary("fn", "lambda", CostDrivers("lambda", memory_mb=2048, architect
 def test_profile_uses_saturation_level_and_lambda_duration():
     p = profile(INSTANCE, 50.0)
     assert p is not None and p.saturation_rps == 200.0 and p.p95_ms == 40
-    assert p.provenance == "measured" and p.duration_ms is None
+    assert p.provenance == "measured-real" and p.duration_ms is None
     lam = profile(LAMBDA, 50.0)
     assert lam is not None and lam.duration_ms == 10.0 and lam.init_ms == 600.0
-    assert lam.provenance == "extrapolated"  # a local stand-in for Lambda
+    assert lam.provenance == "measured-local"  # a local stand-in for Lambda
 
 
 def test_hook_logs_options_cheapest_first_and_a_parent_tag(tmp_path: Path):
@@ -48,8 +48,8 @@ def test_hook_logs_options_cheapest_first_and_a_parent_tag(tmp_path: Path):
     best = table.iloc[0]
     assert out.parent_metrics["recommended_cost_per_hour_usd"] == best["cost_per_hour_usd"]
     assert best["option"] in out.parent_tags["recommendation"]
-    # every option resting on the local Lambda stand-in is labelled extrapolated
-    assert set(table[table["option"].str.contains("ambda")]["provenance"]) == {"extrapolated"}
+    # every option resting on the local Lambda stand-in is labelled measured-local
+    assert set(table[table["option"].str.contains("ambda")]["provenance"]) == {"measured-local"}
 
 
 def test_hook_says_so_when_nothing_meets_the_slo(tmp_path: Path):

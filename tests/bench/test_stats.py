@@ -20,7 +20,7 @@ def _level(level, p95, thr, err=0.0, ok=10):
     return LevelStats(level, 10, ok, 0, 0, p95, p95, p95, p95, p95, p95, thr, err, 1.0)
 
 
-def test_summarize_fixed_numbers():
+def test_summarize_100_requests_of_1_to_100_ms_gives_the_hand_computed_figures():
     # 100 requests intended at 0..99 ms with latencies 1..100 ms, all ok, window [0, 100 ms).
     intended = np.arange(100, dtype=np.int64) * MS
     latency = np.arange(1, 101, dtype=np.float64)

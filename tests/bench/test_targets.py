@@ -1,10 +1,10 @@
-"""Target specs, provenance and the recording of Lambda REPORT figures."""
+"""Target specs and the recording of Lambda REPORT figures."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.targets import RecordingInvoker, provenance, validate_targets
+from bench.targets import RecordingInvoker, validate_targets
 from deployers.base import Prediction
 
 
@@ -27,14 +27,6 @@ def test_recording_invoker_adds_nothing_for_other_targets():
     rec = RecordingInvoker(lambda sessions, k=20: Prediction([[1]], [[1.0]], raw={"x": 1}))
     rec([[1]])
     assert rec.metrics() == {}
-
-
-def test_provenance_is_local_against_a_local_control_plane(monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")
-    assert provenance("sagemaker") == "measured-local"
-    monkeypatch.delenv("AWS_ENDPOINT_URL")
-    assert provenance("lambda") == "measured-real"
-    assert provenance("local") == "measured-local"
 
 
 def test_validate_targets_refuses_duplicates_and_bad_settings():

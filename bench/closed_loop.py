@@ -1,0 +1,121 @@
+"""Closed loop: N user threads sending back to back against any deployer's ``Invoker``.
+
+Promises:
+
+- No think time. A warm-up (bounded in time and in requests) is followed by a steady-state window
+  that ends after ``duration_s`` or ``max_requests``, whichever comes first.
+- The level stops by itself at most ``timeout_s`` + ``load_settings.GRACE_S`` after its window, whatever the
+  target does: requests still in flight then are recorded as ``AbandonedInFlight`` timeouts and
+  their threads are left behind.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import partial
+
+from bench.clock import MONOTONIC, Clock
+from bench.level import LevelClock, LevelResult, Record, call, finish
+from bench.load_settings import LoadSettings, PayloadSource
+from bench.stats import TIMEOUT
+from deployers.base import Invoker
+
+
+class ClosedLoopState:
+    """Shared by the user threads of one closed-loop level; every field guarded by ``lock``."""
+
+    def __init__(self, users: int, s: LoadSettings, base: int) -> None:
+        self.lock = threading.Lock()
+        self.s = s
+        self.phase = "warm"
+        self.warm_deadline = base + int(s.warmup_s * 1e9)
+        self.n_warm = 0
+        self.n_steady = 0
+        self.t0 = base
+        self.t1 = base
+        self.window_deadline = 0
+        self.records: list[Record] = []
+        self.inflight: list[tuple[int, bool] | None] = [None] * users
+        self.closed = False
+        self.running = users
+        self.all_done = threading.Event()
+
+    def claim(self, now: int) -> tuple[bool, bool]:
+        """Under ``lock``: may a user send now, and is it warm-up?"""
+        if self.phase == "warm":
+            if now < self.warm_deadline and self.n_warm < self.s.warmup_requests:
+                self.n_warm += 1
+                return True, True
+            self.phase, self.t0 = "steady", now
+            self.window_deadline = now + int(self.s.duration_s * 1e9)
+        if self.phase == "steady":
+            if now < self.window_deadline and self.n_steady < self.s.max_requests:
+                self.n_steady += 1
+                return True, False
+            self.phase, self.t1 = "done", min(now, self.window_deadline)
+        return False, False
+
+    def user_done(self) -> None:
+        """Under ``lock``: one user thread has stopped."""
+        self.running -= 1
+        if self.running == 0:
+            self.all_done.set()
+
+    def close(self, now: int) -> int:
+        """Under ``lock``: end the level at ``now``; requests in flight become timeouts.
+        Returns how many were abandoned."""
+        self.closed = True
+        if self.phase != "done":  # the window never closed by itself (stuck requests)
+            if self.phase == "warm":
+                self.t0 = now
+            self.t1 = min(now, self.window_deadline) if self.window_deadline else now
+        abandoned = 0
+        for item in self.inflight:
+            if item is not None:
+                abandoned += 1
+                self.records.append((item[0], item[0], now, TIMEOUT, "AbandonedInFlight", item[1]))
+        return abandoned
+
+
+def closed_loop(
+    invoker: Invoker, payloads: PayloadSource, users: int, settings: LoadSettings | None = None,
+    clock: Clock = MONOTONIC,
+) -> LevelResult:
+    """``users`` threads sending back to back; see the module docstring for the promises."""
+    s = settings or LoadSettings()
+    if users < 1:
+        raise ValueError(f"users must be >= 1, got {users!r}")
+    timeout_ns = int(s.timeout_s * 1e9)
+    started = LevelClock.start(clock)
+    base = started.wall0_ns
+    st = ClosedLoopState(users, s, base)
+
+    def user(i: int) -> None:
+        prev: Record | None = None
+        while True:
+            with st.lock:
+                if st.closed:
+                    return
+                if prev is not None:
+                    st.records.append(prev)
+                now = clock.now_ns()
+                go, warm = st.claim(now)
+                st.inflight[i] = (now, warm) if go else None
+                if not go:
+                    st.user_done()
+                    return
+            batch = payloads.next_batch()
+            start, end, status, err = call(invoker, batch, s.k, timeout_ns, clock)
+            prev = (start, start, end, status, err, warm)
+
+    for i in range(users):
+        clock.spawn(partial(user, i), name=f"user-{i}")
+    # Hard stop: warm-up + window + one timeout + grace, whatever the target does.
+    hard_stop = base + int(s.level_worst_case_s() * 1e9)
+    clock.wait(st.all_done, (hard_stop - clock.now_ns()) / 1e9)
+    with st.lock:
+        abandoned = st.close(clock.now_ns())
+        records = list(st.records)
+    return finish("closed", users, records, base, (st.t0, st.t1), started, s, threads=users,
+                  abandoned=abandoned)
+
