@@ -12,26 +12,22 @@ A figure is only as good as its weakest input: resting on any ``measured-local``
 
 from __future__ import annotations
 
-import os
 from typing import Literal, get_args
-from urllib.parse import urlparse
+
+from deployers import aws
+from deployers.registry import deployer_class
 
 Provenance = Literal["measured-real", "measured-local", "predicted"]
 PROVENANCES: tuple[Provenance, ...] = get_args(Provenance)
 
-AWS_DEPLOYERS = frozenset({"sagemaker", "lambda"})
 _WEAKEST_FIRST: tuple[Provenance, ...] = ("measured-local", "predicted", "measured-real")
-_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
-
-
-def _aws_is_local() -> bool:
-    url = os.environ.get("AWS_ENDPOINT_URL", "")
-    return bool(url) and urlparse(url).hostname in _LOCAL_HOSTS
 
 
 def of_target(deployer: str) -> Provenance:
-    """``measured-real`` for an AWS deployer run against real AWS, else ``measured-local``."""
-    if deployer in AWS_DEPLOYERS and not _aws_is_local():
+    """``measured-real`` for a deployer of an AWS service reached in AWS, else
+    ``measured-local`` (this machine's targets, and AWS services reached on this machine)."""
+    service = deployer_class(deployer).aws_service
+    if service is not None and not aws.endpoint_is_local(service):
         return "measured-real"
     return "measured-local"
 

@@ -221,6 +221,9 @@ class Deployer(ABC, Generic[S]):
 
     name: ClassVar[str]
     settings_cls: type[S]
+    # The AWS service the deployment runs on (None: this machine); ``aws.endpoint_is_local`` of
+    # it tells a real endpoint from a stand-in.
+    aws_service: ClassVar[str | None] = None
 
     def parse_settings(self, raw: Mapping[str, Any] | Settings | None) -> S:
         """Validate settings before any resource exists (``SettingsError`` when refused)."""

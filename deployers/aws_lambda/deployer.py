@@ -81,6 +81,7 @@ class LambdaDeployer(Deployer[LambdaSettings]):
     name: ClassVar[str] = "lambda"
     settings_cls = LambdaSettings
     gone = staticmethod(aws.absent)
+    aws_service: ClassVar[str | None] = "lambda"
 
     def deployment_name(self, settings: LambdaSettings, name: str | None) -> str:
         """The function name: ``name`` or ``settings.function_name`` (they must agree)."""

@@ -64,6 +64,7 @@ class SageMakerDeployer(Deployer[SageMakerSettings]):
     name: ClassVar[str] = "sagemaker"
     settings_cls = SageMakerSettings
     gone = staticmethod(aws.absent)
+    aws_service: ClassVar[str | None] = "sagemaker"
 
     def create(self, model_uri: str, s: SageMakerSettings, name: str, undo: Undo) -> Endpoint:
         """Create bucket (if absent), role (if none given), model, config, endpoint, autoscaling.

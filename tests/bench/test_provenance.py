@@ -40,3 +40,10 @@ def test_predicted_outranks_measured_real_and_real_alone_stays_real():
 def test_combining_nothing_is_refused():
     with pytest.raises(ValueError, match="at least one"):
         combine()
+
+
+def test_a_service_specific_local_endpoint_makes_only_that_target_local(monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", "http://localhost:4566")
+    assert of_target("sagemaker") == "measured-local"
+    assert of_target("lambda") == "measured-real"

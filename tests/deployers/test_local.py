@@ -13,10 +13,10 @@ import pandas as pd
 import psutil
 import pytest
 
-from deployers.local import deployer as local_module
 from deployers.base import DeploymentFailed, SettingsError
 from deployers.http import HttpInvoker
 from deployers.local import LocalDeployer
+from deployers.local import deployer as local_module
 
 SESSIONS = [[100_000, 100_007, 100_014], [100_021], [100_035, 100_000], [999_999_999]]
 
