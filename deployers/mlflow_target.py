@@ -111,6 +111,8 @@ class NiserDeploymentClient(BaseDeploymentClient):
         try:
             self.deployer.deploy(model_uri, settings, name)
             return _as_dict(self.deployer.describe(name))
+        except SettingsError as exc:  # e.g. a deployment name that breaks the rule
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
         except DeployerError as exc:
             raise MlflowException(str(exc), error_code=INTERNAL_ERROR) from exc
 
@@ -129,6 +131,8 @@ class NiserDeploymentClient(BaseDeploymentClient):
         try:
             self.deployer.deploy(uri, settings, name)
             return _as_dict(self.deployer.describe(name))
+        except SettingsError as exc:  # e.g. a deployment name that breaks the rule
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
         except DeployerError as exc:
             raise MlflowException(str(exc), error_code=INTERNAL_ERROR) from exc
 
@@ -163,6 +167,8 @@ class NiserDeploymentClient(BaseDeploymentClient):
                                   error_code=RESOURCE_DOES_NOT_EXIST) from None
         try:
             pred = invoke(sessions, k)
+        except SettingsError as exc:  # e.g. a deployment name that breaks the rule
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
         except DeployerError as exc:
             raise MlflowException(str(exc), error_code=INTERNAL_ERROR) from exc
         return PredictionsResponse({"predictions": wire.response_rows(pred)})

@@ -225,7 +225,9 @@ class LambdaDeployer(Deployer[LambdaSettings]):
 
     def teardown(self, name: str) -> None:
         """Delete the function (versions and alias with it), its S3 code, the role it created
-        and its local package. Idempotent."""
+        and its local package. Idempotent; a name no deployment can have is absent."""
+        if not NAME_RULE.match(name):  # a name is never a path
+            return
         self._forget(name)
         try:
             tags = res.function_tags(name)
@@ -237,5 +239,4 @@ class LambdaDeployer(Deployer[LambdaSettings]):
                             tags.get(res.TAG_BUCKET_CREATED) == "true")
         if res.TAG_ROLE in tags:
             roles.delete_role(tags[res.TAG_ROLE])
-        if NAME_RULE.match(name):  # a name is never a path
-            shutil.rmtree(standins.code_dir() / name, ignore_errors=True)
+        shutil.rmtree(standins.code_dir() / name, ignore_errors=True)

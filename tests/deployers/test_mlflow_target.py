@@ -60,6 +60,23 @@ def test_config_strings_are_coerced_and_unknown_keys_refused(
         client.get_deployment("refused")
 
 
+def test_a_name_that_is_a_path_is_refused_and_deletes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state, victim = tmp_path / "state", tmp_path / "victim"
+    state.mkdir()
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    monkeypatch.setenv("NISER_LOCAL_STATE_DIR", str(state))
+    client = get_deploy_client("niser-local")
+    with pytest.raises(MlflowException, match="deployment name is") as info:
+        client.create_deployment("../victim", "models:/niser/1")
+    assert info.value.error_code == "INVALID_PARAMETER_VALUE"
+    client.delete_deployment("../victim")
+    with pytest.raises(MlflowException, match="not a deployment name"):
+        client.get_deployment("../victim")
+    assert (victim / "keep.txt").read_text() == "mine" and list(state.iterdir()) == []
+
+
 def test_inprocess_target_through_mlflow_client(registered_model_uri: str) -> None:
     client = get_deploy_client("niser-inprocess")
     created = client.create_deployment("ip-one", registered_model_uri)
