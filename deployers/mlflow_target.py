@@ -107,7 +107,9 @@ class NiserDeploymentClient(BaseDeploymentClient):
                           ) -> dict[str, Any]:
         """Deploy ``model_uri`` as ``name``, blocking until it answers."""
         _check_flavor(flavor)
-        settings = self._settings(config)
+        return self._deploy(model_uri, self._settings(config), name)
+
+    def _deploy(self, model_uri: str, settings: Any, name: str) -> dict[str, Any]:
         try:
             self.deployer.deploy(model_uri, settings, name)
             return _as_dict(self.deployer.describe(name))
@@ -128,13 +130,7 @@ class NiserDeploymentClient(BaseDeploymentClient):
             raise MlflowException(f"{name!r} does not record its model; pass --model-uri",
                                   error_code=INVALID_PARAMETER_VALUE)
         self.deployer.teardown(name)
-        try:
-            self.deployer.deploy(uri, settings, name)
-            return _as_dict(self.deployer.describe(name))
-        except SettingsError as exc:  # e.g. a deployment name that breaks the rule
-            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
-        except DeployerError as exc:
-            raise MlflowException(str(exc), error_code=INTERNAL_ERROR) from exc
+        return self._deploy(uri, settings, name)
 
     def delete_deployment(self, name: str, config: dict[str, Any] | None = None,
                           endpoint: str | None = None) -> None:
@@ -167,8 +163,6 @@ class NiserDeploymentClient(BaseDeploymentClient):
                                   error_code=RESOURCE_DOES_NOT_EXIST) from None
         try:
             pred = invoke(sessions, k)
-        except SettingsError as exc:  # e.g. a deployment name that breaks the rule
-            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
         except DeployerError as exc:
             raise MlflowException(str(exc), error_code=INTERNAL_ERROR) from exc
         return PredictionsResponse({"predictions": wire.response_rows(pred)})
