@@ -203,3 +203,15 @@ def test_real_half_cpu_quota_holds_a_busy_loop_to_half_a_cpu(
     share = (after.used_cpu_s - before.used_cpu_s) / (t1 - t0)
     assert 0 < share <= 0.6
     assert after.throttled_periods > before.throttled_periods
+
+
+def test_backend_warns_once_when_shaping_is_unavailable(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(shaping, "detect", lambda: None)
+    shaping.backend.cache_clear()
+    try:
+        assert shaping.backend() is None and shaping.backend() is None
+    finally:
+        shaping.backend.cache_clear()
+    warnings = [r for r in caplog.records if "shaping unavailable" in r.getMessage()]
+    assert len(warnings) == 1
