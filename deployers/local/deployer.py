@@ -5,8 +5,8 @@ One deployment is ``instances`` scoring servers, each ``mlflow models serve -m <
 threads per worker (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``: the local analogue of the paper's
 4/8/16 cores). With ``cpus`` set, each instance's server runs in a cgroup of its own with that
 CPU quota (``deployers.standins.shaping``); its uvicorn workers, forked later, inherit it. Several
-instances sit behind one nginx load balancer (the paper's "2 instances of
-4 cores"); the endpoint's URL is the balancer's, or the single server's.
+instances sit behind one nginx load balancer (the paper's "2 instances of 4 cores"); the
+endpoint's URL is the balancer's, or the single server's.
 
 Promises:
 
