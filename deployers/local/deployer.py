@@ -3,8 +3,10 @@
 One deployment is ``instances`` scoring servers, each ``mlflow models serve -m <model_uri>
 --env-manager local -h 127.0.0.1 -p <free port> -w <workers>`` with ``torch_threads`` intra-op
 threads per worker (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``: the local analogue of the paper's
-4/8/16 cores). Several instances sit behind one nginx load balancer (the paper's "2 instances of
-4 cores"); the endpoint's URL is the balancer's, or the single server's.
+4/8/16 cores). With ``cpus`` set, each instance's server runs in a cgroup of its own with that
+CPU quota (``deployers.standins.shaping``); its uvicorn workers, forked later, inherit it. Several
+instances sit behind one nginx load balancer (the paper's "2 instances of 4 cores"); the
+endpoint's URL is the balancer's, or the single server's.
 
 Promises:
 
@@ -15,8 +17,12 @@ Promises:
   state file under ``state_dir`` as soon as it exists, so deployments outlive the process that
   made them (``mlflow deployments create`` exits at once), and ``list``/``describe``/``teardown``/
   ``invoker`` work from any process that uses the same ``state_dir``.
-- ``teardown`` ends every process group of the deployment (servers, their workers, nginx), removes
-  its files and state, and is idempotent.
+- ``cpus`` above the cores this process may use is refused (``SettingsError``) before anything
+  starts: a shape is never run smaller than asked. Without root or a writable cgroup tree the
+  deployment warns once and runs unshaped; ``describe`` says which (``shaping``: ``none``,
+  ``cgroup-v1`` or ``cgroup-v2``, and the cgroups' names).
+- ``teardown`` ends every process group of the deployment (servers, their workers, nginx), then
+  removes its cgroups, files and state, and is idempotent.
 
 ``state_dir`` defaults to ``$NISER_LOCAL_STATE_DIR``, else ``$XDG_STATE_HOME/niser-mlops/local``
 (``~/.local/state/niser-mlops/local``).
@@ -28,9 +34,11 @@ import contextlib
 import functools
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -45,10 +53,13 @@ from deployers.base import (
     DeployerError,
     Description,
     Endpoint,
+    Settings,
+    SettingsError,
     Undo,
 )
 from deployers.http import HttpInvoker, free_port, ping, tail, wait_for_ping
 from deployers.local.settings import LocalSettings
+from deployers.standins import shaping
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -124,6 +135,17 @@ class LocalDeployer(Deployer[LocalSettings]):
             ) from None
 
     # -- deploy ------------------------------------------------------------------------------
+    def parse_settings(self, raw: Mapping[str, Any] | Settings | None) -> LocalSettings:
+        """The typed settings; ``SettingsError`` also when ``cpus`` exceeds this machine's cores."""
+        s = super().parse_settings(raw)
+        cores = len(os.sched_getaffinity(0))
+        if s.cpus is not None and s.cpus > cores:
+            raise SettingsError(
+                f"cpus={s.cpus}: this machine has {cores} cores (those this process may use) and"
+                f" the shape needs {s.cpus}; lower cpus to at most {cores}, or deploy it on a"
+                " machine with enough cores (it is never run smaller than asked)")
+        return s
+
     def create(self, model_uri: str, s: LocalSettings, name: str, undo: Undo) -> Endpoint:
         """Start the servers (and balancer) and wait for ``/ping``; see the module docstring."""
         if self._path(name).exists():
@@ -133,7 +155,7 @@ class LocalDeployer(Deployer[LocalSettings]):
         state: dict[str, Any] = {
             "name": name, "model_uri": model_uri, "settings": s.model_dump(),
             "workdir": str(workdir), "created": time.time(), "servers": [], "balancer": None,
-            "url": None,
+            "url": None, "shaping": "none", "cgroups": [],
         }
         undo.push(f"local deployment {name}", lambda: self.teardown(name))
         self._save(state)
@@ -143,12 +165,23 @@ class LocalDeployer(Deployer[LocalSettings]):
     def _start(self, model_uri: str, s: LocalSettings, state: dict[str, Any], workdir: Path,
                undo: Undo) -> str:
         env = server_env(s)
+        backend = shaping.backend() if s.cpus is not None else None
+        state["shaping"] = backend.version if backend is not None else "none"
         started = []
         for i in range(s.instances):
+            group = None
+            if backend is not None:
+                group = backend.create(f"{state['name']}-{i + 1}-{secrets.token_hex(3)}",
+                                       shaping.Shape(cpus=s.cpus))
+                undo.push(f"cgroup {group.name}", group.remove)
+                state["cgroups"].append(group.as_json())
+                self._save(state)
             port = free_port()
             record, proc = procs.spawn(server_argv(model_uri, port, s, i), env,
                                        workdir / f"server-{i}.log", cwd=workdir)
             undo.push(f"server {i + 1}", functools.partial(procs.end, record))
+            if group is not None:
+                _join(group, record)
             state["servers"].append({"url": f"http://127.0.0.1:{port}", "port": port,
                                      "process": record.as_json()})
             self._save(state)
@@ -189,6 +222,10 @@ class LocalDeployer(Deployer[LocalSettings]):
         return url
 
     @staticmethod
+    def _groups(state: dict[str, Any]) -> list[shaping.Group]:
+        return [shaping.group_from_json(raw) for raw in state.get("cgroups", [])]
+
+    @staticmethod
     def _invoker(url: str, s: LocalSettings) -> HttpInvoker:
         return HttpInvoker(url, timeout_s=s.request_timeout_s)
 
@@ -221,7 +258,10 @@ class LocalDeployer(Deployer[LocalSettings]):
             "workers": s.workers, "torch_threads": s.torch_threads,
             "ports": [sv["port"] for sv in state["servers"]],
             "pids": [r.pid for r in records], "logs": [r.log for r in records],
+            "shaping": state.get("shaping", "none"),
         }
+        if state.get("cgroups"):
+            details["cgroups"] = [g.name for g in self._groups(state)]
         if front:
             details.update(balancer_port=front["port"], balancer_pid=front["process"]["pid"],
                            balancer_policy=front["policy"],
@@ -229,7 +269,8 @@ class LocalDeployer(Deployer[LocalSettings]):
         return Description(
             target=self.name, name=name, status=status, details=details,
             cost=CostDrivers(kind="local", instance_count=s.instances,
-                             cpus=float(s.workers * s.torch_threads)),
+                             cpus=s.cpus if s.cpus is not None
+                             else float(s.workers * s.torch_threads)),
         )
 
     def teardown(self, name: str) -> None:
@@ -242,6 +283,8 @@ class LocalDeployer(Deployer[LocalSettings]):
         groups += state["servers"]
         for entry in groups:
             procs.end(procs.ProcessRecord.from_json(entry["process"]))
+        for group in self._groups(state):
+            group.remove()
         with contextlib.suppress(OSError):
             shutil.rmtree(state["workdir"])
         with contextlib.suppress(FileNotFoundError, KeyError):
@@ -258,3 +301,15 @@ class LocalDeployer(Deployer[LocalSettings]):
         state = self._load(name)
         return "\n".join(f"--- {sv['process']['log']}\n{tail(sv['process']['log'], lines)}"
                          for sv in state["servers"])
+
+
+def _join(group: shaping.Group, record: procs.ProcessRecord) -> None:
+    """Move the server, and whatever it forked before it was moved, into ``group``."""
+    try:
+        group.add(record.pid)
+        for member in procs.members(record):
+            if member.pid != record.pid:
+                group.add(member.pid)
+    except shaping.ShapingError:
+        if procs.alive(record):  # one that died at start is reported by its /ping wait
+            raise

@@ -1,4 +1,5 @@
-"""Settings of a local deployment: instances, workers, threads, balancer, pinning, timeouts."""
+"""Settings of a local deployment: instances, workers, threads, balancer, pinning, CPU quota,
+timeouts."""
 
 from __future__ import annotations
 
@@ -31,6 +32,14 @@ class LocalSettings(Settings):
     )
     request_timeout_s: float = Field(
         60.0, gt=0, le=3600, description="Per-request timeout of the invoker and the balancer."
+    )
+    cpus: float | None = Field(
+        None, gt=0, le=1024,
+        description="CPU quota of each instance (fractional allowed: 0.5 is 50 ms of CPU per "
+        "100 ms), enforced by a cgroup around the instance's scoring server and its workers. "
+        "None: unshaped. Needs root and a writable cgroup tree, else it warns and runs "
+        "unshaped (describe says shaping=none); more than the cores this process may use is "
+        "refused.",
     )
     cpu_affinity: bool = Field(
         False,

@@ -13,7 +13,8 @@ State is owned one way: one ``StandIns`` object per process (``current()``) hold
 stand-in, starts each on first use and stops them all at interpreter exit (or ``close()``).
 Nothing of theirs outlives the process except the Lambda function code kept under
 ``code_dir()``, the stand-in's copy of what AWS would store, so another process can host a
-function that was deployed earlier. Resource shaping of the stand-ins belongs here too.
+function that was deployed earlier. Resource shaping (``shaping``: a CPU quota, visible cores
+and a memory limit per process group, through cgroup v1 or v2) belongs here too.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import textwrap
@@ -17,6 +18,7 @@ from deployers.base import DeploymentFailed, SettingsError
 from deployers.http import HttpInvoker
 from deployers.local import LocalDeployer
 from deployers.local import deployer as local_module
+from deployers.standins import shaping
 
 SESSIONS = [[100_000, 100_007, 100_014], [100_021], [100_035, 100_000], [999_999_999]]
 
@@ -73,6 +75,75 @@ def test_bad_settings_refused_before_anything_starts(deployer: LocalDeployer) ->
     assert not deployer.state_dir.exists() or not any(deployer.state_dir.iterdir())
 
 
+def test_cpus_above_the_machines_cores_is_refused_before_anything_starts(
+        deployer: LocalDeployer) -> None:
+    cores = len(os.sched_getaffinity(0))
+    with pytest.raises(SettingsError, match=f"this machine has {cores} cores") as info:
+        deployer.deploy("models:/whatever/1", {"cpus": cores + 0.5})
+    assert f"needs {cores + 0.5}" in str(info.value)
+    assert deployer.list() == []
+    assert not deployer.state_dir.exists() or not any(deployer.state_dir.iterdir())
+
+
+def _cgroup_v1_writable() -> bool:
+    return os.geteuid() == 0 and os.access("/sys/fs/cgroup/cpu", os.W_OK) and Path(
+        "/sys/fs/cgroup/cpu/cpu.cfs_quota_us").is_file()
+
+
+def _cpu_cgroup(pid: int) -> str:
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "cpu" in controllers.split(","):
+            return path
+    return ""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _cgroup_v1_writable(), reason="needs root and a writable cgroup v1 tree")
+def test_cpus_puts_the_server_and_its_workers_in_a_cgroup_teardown_removes_it(
+        deployer: LocalDeployer, registered_model_uri: str) -> None:
+    ep = deployer.deploy(registered_model_uri, {"workers": 2, "cpus": 0.5})
+    desc = deployer.describe(ep.name)
+    assert desc.details["shaping"] == "cgroup-v1" and desc.cost.cpus == 0.5
+    [group] = desc.details["cgroups"]
+    cpu_dir = Path("/sys/fs/cgroup/cpu/niser-mlops") / group
+    assert (cpu_dir / "cpu.cfs_quota_us").read_text().strip() == "50000"
+    processes = _tree(desc.details["pids"])
+    assert len(processes) >= 3  # mlflow CLI -> uvicorn supervisor -> 2 workers
+    assert {_cpu_cgroup(p.pid) for p in processes} == {f"/niser-mlops/{group}"}
+    assert ep.invoke(SESSIONS, k=3).items
+    deployer.teardown(ep.name)
+    assert not cpu_dir.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _cgroup_v1_writable(), reason="needs root and a writable cgroup v1 tree")
+def test_failed_shaped_deploy_removes_its_cgroup(
+        deployer: LocalDeployer, tracking_uri: str) -> None:
+    with pytest.raises(DeploymentFailed, match="exited with code"):
+        deployer.deploy("models:/no-such-model-5e2b/1", {"cpus": 0.5}, name="shaped-dies")
+    assert not list(Path("/sys/fs/cgroup/cpu/niser-mlops").glob("shaped-dies-*"))
+    assert not list(Path("/sys/fs/cgroup/cpuacct/niser-mlops").glob("shaped-dies-*"))
+    assert deployer.list() == []
+
+
+def test_cpus_without_shaping_starts_the_server_unshaped_and_records_none(
+        deployer: LocalDeployer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shaping, "backend", lambda: None)
+    recorded: list[dict[str, object]] = []
+
+    def stop_at_spawn(argv: list[str], *args: object, **kwargs: object) -> None:
+        recorded.append(json.loads((deployer.state_dir / "unshaped.json").read_text()))
+        raise RuntimeError("stopped where the server would start")
+
+    monkeypatch.setattr(local_module.procs, "spawn", stop_at_spawn)
+    with pytest.raises(DeploymentFailed, match="stopped where the server would start"):
+        deployer.deploy("models:/whatever/1", {"cpus": 0.5}, name="unshaped")
+    [state] = recorded
+    assert state["shaping"] == "none" and state["cgroups"] == []
+    assert deployer.list() == []
+
+
 @pytest.mark.slow
 def test_deploy_predict_teardown_leaves_no_process(
         deployer: LocalDeployer, registered_model_uri: str) -> None:
@@ -80,6 +151,7 @@ def test_deploy_predict_teardown_leaves_no_process(
     desc = deployer.describe(ep.name)
     assert desc.status == "running" and desc.cost.kind == "local"
     assert desc.cost.instance_count == 1 and desc.cost.cpus == 2.0
+    assert desc.details["shaping"] == "none" and "cgroups" not in desc.details
     assert ep.url == desc.details["url"] and ep.name in deployer.list()
     processes = _tree(desc.details["pids"])
     assert len(processes) >= 3  # mlflow CLI -> uvicorn supervisor -> 2 workers
