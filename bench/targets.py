@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,14 @@ from bench.cold_start import cold_start
 from bench.load_settings import LoadSettings, PayloadSource
 from bench.report import TargetRun
 from bench.sweep import SweepResult, sweep
-from deployers.base import Description, Invoker, Prediction, Settings
+from deployers.base import (
+    Description,
+    Invoker,
+    Prediction,
+    Settings,
+    SettingsError,
+    UnknownDeployerError,
+)
 from deployers.registry import get_deployer
 
 log = logging.getLogger(__name__)
@@ -81,13 +89,24 @@ class TargetOutcome:
     error: str | None = None
 
 
-def validate_targets(specs: list[dict[str, Any]] | list[TargetSpec]) -> list[TargetSpec]:
-    """Parse every target and its deployer settings before anything is deployed."""
+def validate_targets(specs: Sequence[Mapping[str, Any] | TargetSpec]) -> list[TargetSpec]:
+    """Parse every target and its deployer settings before anything is deployed.
+
+    A ``ValueError`` names the refused target by its place in the list, e.g.
+    ``targets[1].deployer='nope': ...`` or ``targets[0].settings (x): ...``.
+    """
     out = []
-    for raw in specs:
-        spec = TargetSpec.parse(raw)
-        assert isinstance(spec, TargetSpec)
-        get_deployer(spec.deployer).parse_settings(spec.settings)
+    for i, raw in enumerate(specs):
+        try:
+            spec = TargetSpec.parse(raw)
+        except SettingsError as exc:
+            raise ValueError(f"targets[{i}]: {exc}") from None
+        try:
+            get_deployer(spec.deployer).parse_settings(spec.settings)
+        except UnknownDeployerError as exc:
+            raise ValueError(f"targets[{i}].deployer={spec.deployer!r}: {exc}") from None
+        except SettingsError as exc:
+            raise ValueError(f"targets[{i}].settings ({spec.name}): {exc}") from None
         out.append(spec)
     names = [s.name for s in out]
     if len(set(names)) != len(names):

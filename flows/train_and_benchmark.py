@@ -12,9 +12,9 @@ from prefect.runtime import flow_run
 
 from bench.load_settings import DEFAULT_LEVELS, LoadSettings
 from bench.recommend import Workload
-from bench.targets import TargetSpec
+from bench.targets import TargetSpec, validate_targets
 from flows import tasks
-from flows.parameters import Count, Levels, Positive, check_targets, train_config
+from flows.parameters import Count, Levels, Positive, train_config
 from niser.train import TrainConfig
 
 # The seed paper's platforms, all runnable on one machine: the on-premise server with one and two
@@ -74,7 +74,7 @@ def train_and_benchmark(
     """
     logger = get_run_logger()
     config = train_config(hyperparameters, epochs=epochs)
-    specs = check_targets(DEFAULT_TARGETS if targets is None else targets)
+    specs = validate_targets(DEFAULT_TARGETS if targets is None else targets)
     load = LoadSettings(warmup_s=warmup_seconds, duration_s=level_seconds)
     workload = Workload(base_rps=request_rate_rps, burst_rps=burst_rps,
                         burst_fraction=burst_fraction, p95_slo_ms=slo_ms)

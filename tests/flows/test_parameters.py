@@ -9,9 +9,9 @@ import pytest
 from prefect.exceptions import ParameterTypeError
 from prefect.utilities.callables import parameter_schema
 
-from bench.targets import TargetSpec
+from bench.targets import TargetSpec, validate_targets
 from flows.hpo import hpo
-from flows.parameters import check_targets, train_config
+from flows.parameters import train_config
 from flows.train_and_benchmark import DEFAULT_TARGETS, train_and_benchmark
 from niser.train import TrainConfig
 
@@ -72,20 +72,20 @@ def test_epochs_given_in_hyperparameters_win_over_the_epochs_parameter():
 def test_unknown_deployer_is_refused_naming_the_target_and_the_valid_deployers():
     specs = [TargetSpec(**INPROCESS), TargetSpec(name="x", deployer="nope")]
     with pytest.raises(ValueError, match=r"targets\[1\]\.deployer='nope': .*inprocess.*local"):
-        check_targets(specs)
+        validate_targets(specs)
 
 
 def test_settings_the_deployer_refuses_are_named_with_the_target():
     specs = [TargetSpec(name="x", deployer="local", settings={"bogus": 1})]
     with pytest.raises(ValueError, match=r"(?s)targets\[0\]\.settings \(x\):.*unknown key 'bogus'"):
-        check_targets(specs)
+        validate_targets(specs)
 
 
 def test_duplicate_target_names_are_refused():
     with pytest.raises(ValueError, match="unique"):
-        check_targets([TargetSpec(**INPROCESS)] * 2)
+        validate_targets([TargetSpec(**INPROCESS)] * 2)
 
 
 def test_the_default_targets_pass_the_checks():
-    assert [s.name for s in check_targets(DEFAULT_TARGETS)] == [
+    assert [s.name for s in validate_targets(DEFAULT_TARGETS)] == [
         "local-1x2", "local-2x1", "sagemaker-c5-xlarge", "lambda-3008mb"]
