@@ -105,6 +105,7 @@ def summary_rows(outcomes: list[TargetOutcome], slo_ms: float) -> list[dict[str,
         rows.append({
             "target": o.spec.name,
             "status": "ok",
+            "provenance": o.run.provenance,
             "p50_ms@1": round(stats[0].p50_ms, 2) if stats else None,
             "p95_ms@max": round(stats[-1].p95_ms, 2) if stats else None,
             "max_rps": round(max(s.throughput_rps for s in stats), 1) if stats else None,
