@@ -31,7 +31,7 @@ import re
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -155,6 +155,42 @@ class Description:
         for key, value in self.details.items():
             out[f"detail.{key}"] = str(value)
         return out
+
+
+@dataclass(frozen=True)
+class Usage:
+    """CPU the shaped process groups of one stand-in deployment used so far (cumulative).
+
+    ``shaping`` is the cgroup layout (``cgroup-v1``/``cgroup-v2``); ``groups`` counts every
+    group the deployment had, ended ones included (a Lambda environment that was discarded
+    keeps its last reading), ``live`` those that exist now; ``quota_cpus`` is each group's CPU
+    quota (``None``: no quota). ``since(earlier)`` is what was used between two readings.
+    """
+
+    shaping: str
+    groups: int
+    live: int
+    quota_cpus: float | None
+    periods: int = 0
+    throttled_periods: int = 0
+    throttled_s: float = 0.0
+    used_cpu_s: float = 0.0
+
+    def since(self, earlier: Usage) -> Usage:
+        """What was used between ``earlier`` and this reading (group counts: this reading's)."""
+        return replace(self, periods=self.periods - earlier.periods,
+                       throttled_periods=self.throttled_periods - earlier.throttled_periods,
+                       throttled_s=self.throttled_s - earlier.throttled_s,
+                       used_cpu_s=self.used_cpu_s - earlier.used_cpu_s)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """How many requests this machine can serve at once at a deployment's configured shape
+    (e.g. Lambda environments of that memory size at their full CPU share), and why."""
+
+    concurrency: int
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -288,6 +324,16 @@ class Deployer(ABC, Generic[S]):
     @abstractmethod
     def list(self) -> list[str]:
         """Names of the deployments this deployer can see."""
+
+    def usage(self, name: str) -> Usage | None:
+        """CPU used by the shaped groups of ``name`` so far; ``None`` when it is not shaped (a
+        real AWS endpoint, an unshaped stand-in, no cgroup support)."""
+        return None
+
+    def capacity(self, name: str) -> Capacity | None:
+        """How much concurrency this machine can give ``name`` at its configured shape;
+        ``None`` when this machine sets no such limit (a real AWS endpoint, an unshaped one)."""
+        return None
 
     def new_name(self) -> str:
         """A fresh deployment name that follows ``NAME_RULE``."""

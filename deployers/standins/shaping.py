@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import math
 import os
 import re
 import time
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from deployers.base import DeployerError
+from deployers.base import DeployerError, Usage
 
 PARENT = "niser-mlops"
 PERIOD_US = 100_000  # the CFS period of every quota: 100 ms
@@ -142,6 +143,32 @@ class Group:
         return CpuStat(stat.get("nr_periods", 0), stat.get("nr_throttled", 0),
                        stat.get("throttled_time", 0) / 1e9, usage_ns / 1e9)
 
+    def memory_peak_mb(self) -> int | None:
+        """Peak memory charged to the group since it was made, in MB (v1
+        ``memory.max_usage_in_bytes``, v2 ``memory.peak``); ``None`` without a memory limit."""
+        for d in self.dirs:
+            for key in ("memory.max_usage_in_bytes", "memory.peak"):
+                if (d / key).is_file():
+                    return math.ceil(int((d / key).read_text().strip() or 0) / 2**20)
+        return None
+
+    def oom_kills(self) -> int:
+        """Processes of the group the kernel killed for memory so far (v1 ``memory.oom_control``
+        ``oom_kill``, v2 ``memory.events`` ``oom_kill``); 0 without a memory limit."""
+        for d in self.dirs:
+            for key in ("memory.oom_control", "memory.events"):
+                if (d / key).is_file():
+                    return parse_cpu_stat((d / key).read_text()).get("oom_kill", 0)
+        return 0
+
+    def launch_argv(self, argv: list[str]) -> list[str]:
+        """``argv`` wrapped so that the process joins this group before it runs (a shell writes
+        its own pid into each ``cgroup.procs``, then execs ``argv``): nothing runs unshaped."""
+        joins = " && ".join(f'echo $$ > "${i + 1}"' for i in range(len(self.dirs)))
+        script = f'{joins} && shift {len(self.dirs)} && exec "$@"'
+        return ["/bin/sh", "-c", script, "sh", *(str(d / "cgroup.procs") for d in self.dirs),
+                *argv]
+
     def remove(self, wait_s: float = 5.0) -> None:
         """Remove the group once its processes have ended; idempotent. ``ShapingError`` when
         processes are still in it after ``wait_s``."""
@@ -237,6 +264,8 @@ class V1:
             _write(d / "cpuset.mems", (d.parent / "cpuset.mems").read_text().strip())
         elif controller == "memory" and shape.memory_mb:
             _write(d / "memory.limit_in_bytes", str(shape.memory_mb * 2**20))
+            if (d / "memory.memsw.limit_in_bytes").is_file():  # no swapping past the limit
+                _write(d / "memory.memsw.limit_in_bytes", str(shape.memory_mb * 2**20))
 
 
 class V2:
@@ -273,6 +302,8 @@ class V2:
                 _write(d / "cpuset.cpus", shape.core_list())
             if shape.memory_mb:
                 _write(d / "memory.max", str(shape.memory_mb * 2**20))
+                if (d / "memory.swap.max").is_file():
+                    _write(d / "memory.swap.max", "0")
         except BaseException:
             group.remove(wait_s=0)
             raise
@@ -306,3 +337,19 @@ def backend() -> Backend | None:
         log.warning("resource shaping unavailable (needs root and a writable cgroup tree at %s);"
                     " stand-ins run unshaped and are tagged shaping=none", DEFAULT_ROOT)
     return found
+
+
+def usage(version: str, groups: list[Group], quota_cpus: float | None,
+          ended: CpuStat | None = None, ended_groups: int = 0) -> Usage:
+    """The summed reading of ``groups`` (plus ``ended``: the last readings of groups already
+    removed, ``ended_groups`` of them) as the deployers' ``Usage``."""
+    stats = [g.stat() for g in groups] + ([ended] if ended is not None else [])
+    return Usage(version, len(groups) + ended_groups, len(groups), quota_cpus,
+                 sum(s.periods for s in stats), sum(s.throttled_periods for s in stats),
+                 sum(s.throttled_s for s in stats), sum(s.used_cpu_s for s in stats))
+
+
+def add_stats(a: CpuStat, b: CpuStat) -> CpuStat:
+    """Two readings summed (to keep an ended group's last reading in a running total)."""
+    return CpuStat(a.periods + b.periods, a.throttled_periods + b.throttled_periods,
+                   a.throttled_s + b.throttled_s, a.used_cpu_s + b.used_cpu_s)
