@@ -31,6 +31,7 @@ class TargetSummary:
     description: Description | None
     provenance: Provenance
     metrics: dict[str, float] = field(default_factory=dict)  # TargetRun.metrics
+    shaping: str = "none"  # TargetRun.shaping
 
     def billed_ms(self, latency_ms: float) -> float:
         """Billed duration per request: the platform's own figure when it reported one (Lambda

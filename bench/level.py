@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from bench.clock import Clock
+from bench.level_usage import LevelUsage
 from bench.load_settings import LoadSettings
 from bench.stats import ERROR, OK, TIMEOUT, LevelStats, summarize
 from deployers.base import Invoker
@@ -56,6 +57,7 @@ class LevelResult:
     late_starts: int = 0
     threads: int = 0
     abandoned: int = 0
+    usage: LevelUsage | None = None  # the shaped stand-in's CPU (``bench.level_usage``)
 
     def stats(self) -> LevelStats:
         return summarize(

@@ -7,7 +7,10 @@ Promises:
 - Each child run gets, with ``step`` = concurrency level (or arrival rate, rounded, in open loop):
   ``latency_p50_ms``, ``latency_p90_ms``, ``latency_p95_ms``, ``latency_p99_ms``,
   ``latency_mean_ms``, ``latency_max_ms``, ``throughput_rps``, ``error_rate``, ``timeouts``,
-  ``requests``, ``late_starts``, ``generator_cpu_fraction``; the summary metrics
+  ``requests``, ``late_starts``, ``generator_cpu_fraction``, and for a shaped stand-in its CPU
+  (``standin_cpu_share``, ``standin_cpu_quota``, ``cpu_throttled_periods``, ``shaping_bound``,
+  ... as ``bench.level_usage`` defines them); tag ``benchmark.shaping`` (``cgroup-v1``,
+  ``cgroup-v2``, ``none`` for an unshaped stand-in, ``aws``); the summary metrics
   ``saturation_throughput_rps`` and ``cold_start_s`` (when measured); params from
   ``Description.as_params()`` plus the load settings; artifacts ``raw/latencies.parquet`` (every
   request, warm-up and errors included) and ``summary.json`` (``mlflow.log_table``).
@@ -69,6 +72,8 @@ class TargetRun:
     settings: LoadSettings | None = None
     params: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)  # e.g. Lambda init durations
+    shaping: str = "none"  # cgroup-v1 | cgroup-v2 | none (an unshaped stand-in) | aws
+    notes: dict[str, str] = field(default_factory=dict)  # child-run tags, e.g. a capacity limit
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,8 @@ def _finite(v: float) -> bool:
 def summarize_target(t: TargetRun, slo_ms: float) -> TargetSummary:
     stats = t.sweep.stats()
     return TargetSummary(t.name, t.sweep.mode, stats, saturation_throughput(stats, slo_ms),
-                         t.cold_start_s, t.description, t.provenance, dict(t.metrics))
+                         t.cold_start_s, t.description, t.provenance, dict(t.metrics),
+                         t.shaping)
 
 
 def summary_table(summaries: Sequence[TargetSummary]) -> pd.DataFrame:
@@ -102,6 +108,7 @@ def summary_table(summaries: Sequence[TargetSummary]) -> pd.DataFrame:
     frames = []
     for s in summaries:
         f = stats_frame(s.stats)
+        f.insert(0, "shaping", s.shaping)
         f.insert(0, "provenance", s.provenance)
         f.insert(0, "target", s.name)
         frames.append(f)
@@ -176,6 +183,8 @@ def _log_child(
             vals = {m: float(getattr(st, f)) for m, f in STEP_METRICS.items()}
             vals["late_starts"] = float(lv.late_starts)
             vals["generator_cpu_fraction"] = float(lv.cpu_fraction)
+            if lv.usage is not None:
+                vals |= lv.usage.metrics(lv.level, lv.mode)
             metrics += [Metric(k, v, ts, step) for k, v in vals.items() if _finite(v)]
         if s.saturation_rps is not None:
             metrics.append(Metric("saturation_throughput_rps", s.saturation_rps, ts, 0))
@@ -189,7 +198,9 @@ def _log_child(
                 if _finite(v):
                     metrics.append(Metric(name, float(v), ts, 0))
         params = [Param(k, v) for k, v in _child_params(t, slo_ms).items()]
-        tags = [RunTag("benchmark.generator_cpu_saturated", str(t.sweep.cpu_saturated))]
+        tags = [RunTag("benchmark.generator_cpu_saturated", str(t.sweep.cpu_saturated)),
+                RunTag("benchmark.shaping", t.shaping)]
+        tags += [RunTag(f"benchmark.{k}", v[:5000]) for k, v in t.notes.items()]
         if t.sweep.stopped_reason:
             tags.append(RunTag("benchmark.stopped_reason", t.sweep.stopped_reason[:5000]))
         for i in range(0, max(len(metrics), 1), 900):
@@ -199,12 +210,22 @@ def _log_child(
             raw = Path(tmp) / "latencies.parquet"
             t.sweep.frame().to_parquet(raw, index=False)
             client.log_artifact(rid, str(raw), "raw")
-        client.log_table(rid, stats_frame(s.stats), "summary.json")
+        client.log_table(rid, _level_frame(t, s), "summary.json")
     except Exception:
         client.set_terminated(rid, "FAILED")
         raise
     client.set_terminated(rid, "FINISHED")
     return rid
+
+
+def _level_frame(t: TargetRun, s: TargetSummary) -> pd.DataFrame:
+    """The target's level statistics, with the stand-in's CPU per level when it was shaped."""
+    frame = stats_frame(s.stats)
+    if any(lv.usage is not None for lv in t.sweep.levels):
+        rows = [lv.usage.metrics(lv.level, lv.mode) if lv.usage else {} for lv in t.sweep.levels]
+        extra = pd.DataFrame(rows, index=frame.index)
+        frame = pd.concat([frame, extra], axis=1)
+    return frame
 
 
 def log_benchmark(

@@ -22,10 +22,12 @@ from pydantic import Field
 
 from bench import provenance
 from bench.cold_start import cold_start
+from bench.level_usage import assert_outside_shaped_groups
 from bench.load_settings import LoadSettings, PayloadSource
 from bench.report import TargetRun
 from bench.sweep import SweepResult, sweep
 from deployers.base import (
+    Capacity,
     Description,
     Invoker,
     Prediction,
@@ -114,25 +116,60 @@ def validate_targets(specs: Sequence[Mapping[str, Any] | TargetSpec]) -> list[Ta
     return out
 
 
+def limit_levels(levels: list[int], capacity: Capacity | None) -> tuple[list[int], str | None]:
+    """The levels this machine can serve at the target's shape, and a sentence about the rest.
+
+    Levels above ``capacity.concurrency`` are not measured (running them would share CPU the
+    shape promises each request, so the figure would not be the target's); when every level is
+    above it, the capacity itself is measured too (the last point of the curve).
+    """
+    if capacity is None:
+        return list(levels), None
+    kept = [lv for lv in levels if lv <= capacity.concurrency]
+    skipped = [lv for lv in levels if lv > capacity.concurrency]
+    if not skipped:
+        return kept, None
+    if capacity.concurrency not in kept:  # the curve runs up to what the machine holds
+        kept.append(capacity.concurrency)
+    return kept, (f"levels {', '.join(str(x) for x in skipped)} not measured: {capacity.reason}"
+                  f" (at most {capacity.concurrency} at once)")
+
+
 def benchmark_target(
     spec: TargetSpec, model_uri: str, payloads: PayloadSource, levels: list[int],
     load: LoadSettings, budget_s: float | None = None, cold_start_timeout_s: float = 120.0,
 ) -> TargetOutcome:
-    """Deploy ``model_uri`` to ``spec``, measure, always tear down."""
+    """Deploy ``model_uri`` to ``spec``, measure, always tear down.
+
+    The load generator (this process) must be outside every shaped cgroup; a shaped stand-in's
+    CPU is read around every level (``Deployer.usage``), and levels beyond what this machine
+    can hold at the target's shape (``Deployer.capacity``) are left out, with a note saying so.
+    """
     deployer = get_deployer(spec.deployer)
     started = time.perf_counter_ns()
+    notes: dict[str, str] = {}
     try:
+        assert_outside_shaped_groups()
         with deployer.deployed(model_uri, spec.settings) as endpoint:
             ready = time.perf_counter_ns()
             invoke = RecordingInvoker(endpoint.invoke)
             cold = cold_start(invoke, payloads.next_batch(), since_ns=ready,
                               timeout_s=cold_start_timeout_s, k=load.k)
             description: Description = deployer.describe(endpoint.name)
-            result: SweepResult = sweep(invoke, payloads, levels, load, budget_s)
+            first = deployer.usage(endpoint.name)
+            kept, skipped = limit_levels(levels, deployer.capacity(endpoint.name))
+            if skipped:
+                log.warning("target %s: %s", spec.name, skipped)
+                notes["capacity_limit"] = skipped
+            result: SweepResult = sweep(invoke, payloads, kept, load, budget_s,
+                                        observe=lambda: deployer.usage(endpoint.name))
     except Exception as exc:  # one target's failure must not lose the others' figures
         log.exception("target %s failed", spec.name)
         return TargetOutcome(spec, None, f"{type(exc).__name__}: {exc}")
     params = {"deployer": spec.deployer, "deploy_seconds": f"{(ready - started) / 1e9:.3f}"}
-    run = TargetRun(spec.name, result, description, cold.seconds,
-                    provenance.of_target(spec.deployer), load, params, invoke.metrics())
+    source = provenance.of_target(spec.deployer)
+    shaping = first.shaping if first is not None else (
+        "aws" if source == "measured-real" else "none")
+    run = TargetRun(spec.name, result, description, cold.seconds, source, load, params,
+                    invoke.metrics(), shaping, notes)
     return TargetOutcome(spec, run)

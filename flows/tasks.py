@@ -106,11 +106,23 @@ def summary_rows(outcomes: list[TargetOutcome], slo_ms: float) -> list[dict[str,
             "target": o.spec.name,
             "status": "ok",
             "provenance": o.run.provenance,
+            "shaping": o.run.shaping,
+            "cpu@max": _cpu_at_last_level(o),
             "p50_ms@1": round(stats[0].p50_ms, 2) if stats else None,
             "p95_ms@max": round(stats[-1].p95_ms, 2) if stats else None,
             "max_rps": round(max(s.throughput_rps for s in stats), 1) if stats else None,
             "rps_within_slo": round(max(s.throughput_rps for s in best), 1) if best else 0.0,
             "errors": int(sum(s.errors + s.timeouts for s in stats)),
             "cold_start_s": round(o.run.cold_start_s, 3) if o.run.cold_start_s else None,
+            "note": o.run.notes.get("capacity_limit", ""),
         })
     return rows
+
+
+def _cpu_at_last_level(o: TargetOutcome) -> str | None:
+    """CPU the shaped stand-in used at the last level, over its quota ("0.50/0.50")."""
+    usage = o.run.sweep.levels[-1].usage if o.run and o.run.sweep.levels else None
+    if usage is None:
+        return None
+    quota = usage.quota_total
+    return f"{usage.cpu_share:.2f}" + ("" if quota is None else f"/{quota:.2f}")

@@ -127,12 +127,14 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"niser v{summary['model_version']} ({summary['alias']}): "
              f"Recall@20 {m.get('recall_20', float('nan')):.2f}  "
              f"MRR@20 {m.get('mrr_20', float('nan')):.2f}   MLflow run {summary['mlflow_run_id']}"]
-    cols = ["target", "status", "provenance", "p50_ms@1", "p95_ms@max", "max_rps",
-            "rps_within_slo", "errors", "cold_start_s"]
+    cols = ["target", "status", "provenance", "shaping", "cpu@max", "p50_ms@1", "p95_ms@max",
+            "max_rps", "rps_within_slo", "errors", "cold_start_s"]
     if summary.get("recommendation"):
         lines.append(f"cheapest deployment for the workload: {summary['recommendation']}")
     if summary["targets"]:
         lines.append("  ".join(f"{c:>14}" for c in cols))
         for row in summary["targets"]:
             lines.append("  ".join(f"{row.get(c, '')!s:>14}"[:60] for c in cols))
+        lines += [f"{row['target']}: {row['note']}" for row in summary["targets"]
+                  if row.get("note")]
     return "\n".join(lines)

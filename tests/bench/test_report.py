@@ -143,3 +143,25 @@ def test_log_benchmark_refuses_empty_or_duplicate_targets(targets, tracking):
         log_benchmark([targets[0], targets[0]], slo_ms=50, experiment_name="bench-test")
     with pytest.raises(ValueError, match="exactly one"):
         compare_table()
+
+
+def test_a_shaped_targets_cpu_per_level_and_its_shaping_reach_mlflow(tracking):
+    from deployers.base import Usage
+
+    _uri, client = tracking
+    settings = LoadSettings(warmup_s=0.02, duration_s=0.15, timeout_s=1.0)
+    clock = FakeClock()
+    used = iter([0.0, 0.05, 0.05, 0.2])
+    result = sweep(answers_after(clock, 0.002), Payloads([[1, 2]]), [1, 4], settings,
+                   clock=clock, machine=lambda: (0.0, 0.0),
+                   observe=lambda: Usage("cgroup-v1", 1, 1, 0.5, 10, 9, 0.5, next(used)))
+    shaped = TargetRun("shaped", result, settings=settings, shaping="cgroup-v1",
+                       notes={"capacity_limit": "levels 8 not measured: one environment"})
+    run = log_benchmark([shaped], slo_ms=50, experiment_name="bench-test", hooks=[])
+    child = client.get_run(run.child_run_ids["shaped"])
+    assert child.data.tags["benchmark.shaping"] == "cgroup-v1"
+    assert child.data.tags["benchmark.capacity_limit"].startswith("levels 8 not measured")
+    for metric in ("standin_cpu_share", "standin_cpu_quota", "cpu_throttled_periods",
+                   "shaping_bound"):
+        assert sorted(h.step for h in client.get_metric_history(child.info.run_id, metric)) \
+            == [1, 4], metric
