@@ -20,15 +20,18 @@ from niser.train import TrainConfig
 # The seed paper's platforms, all runnable on one machine: the on-premise server with one and two
 # instances, SageMaker (control plane: AWS or the local moto server; inference through the
 # SageMaker runtime API onto a real scoring server) and Lambda (the real package on the local
-# Lambda runtime). Override with the ``targets`` parameter.
+# Lambda runtime). With the local stand-ins each is shaped like its target (cgroups: the
+# instance's vCPUs and memory; per Lambda environment memory_mb / 1,769 vCPU and memory_mb), so
+# the shapes are ones this 2-core machine can hold: ml.c5.large (2 vCPU) and 1,024 MB Lambda
+# environments (0.58 vCPU each, three at once). Override with the ``targets`` parameter.
 DEFAULT_TARGETS: list[TargetSpec] = [
     TargetSpec(name="local-1x2", deployer="local",
                settings={"instances": 1, "workers": 1, "torch_threads": 2}),
     TargetSpec(name="local-2x1", deployer="local",
                settings={"instances": 2, "workers": 1, "torch_threads": 1}),
-    TargetSpec(name="sagemaker-c5-xlarge", deployer="sagemaker",
-               settings={"instance_type": "ml.c5.xlarge", "instance_count": 1}),
-    TargetSpec(name="lambda-3008mb", deployer="lambda", settings={"memory_mb": 3008}),
+    TargetSpec(name="sagemaker-c5-large", deployer="sagemaker",
+               settings={"instance_type": "ml.c5.large", "instance_count": 1}),
+    TargetSpec(name="lambda-1024mb", deployer="lambda", settings={"memory_mb": 1024}),
 ]
 
 

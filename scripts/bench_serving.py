@@ -7,6 +7,13 @@ prints one table per target. With ``--mlflow`` the results are also logged there
 
     python scripts/bench_serving.py --recommender /tmp/digi-model      # saved by bench_niser.py
     python scripts/bench_serving.py --levels 1,2,4,8,11,16 --seconds 10
+    python scripts/bench_serving.py --levels 1,2,4,8 --targets '[
+      {"name": "cpus-0.5", "deployer": "local", "settings": {"torch_threads": 1, "cpus": 0.5}},
+      {"name": "cpus-1", "deployer": "local", "settings": {"torch_threads": 1, "cpus": 1}}]'
+
+A shaped deployment (``cpus``) also prints, per level, the CPU its cgroups used per wall second,
+the quota, the CFS periods throttled, whether the quota bound where it was meant to
+(``bench.level_usage``) and how busy the whole machine was.
 """
 
 from __future__ import annotations
@@ -84,12 +91,25 @@ def main() -> None:
             continue
         runs.append(outcome.run)
         print(f"\n{spec.name}  (cold start {outcome.run.cold_start_s or float('nan'):.3f} s)")
-        print(f"{'users':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>6}")
+        print(f"{'users':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>6}"
+              f" {'CPU used':>8} {'quota':>6} {'throttled':>9} {'bound':>5} {'machine':>7}")
         rows = []
-        for st in outcome.run.sweep.stats():
-            print(f"{int(st.level):>5} {st.p50_ms:>8.2f} {st.p95_ms:>8.2f} {st.p99_ms:>8.2f} "
-                  f"{st.throughput_rps:>8.1f} {st.errors + st.timeouts:>6}")
-            rows.append({k: float(v) for k, v in vars(st).items()})
+        for lv, st in zip(outcome.run.sweep.levels, outcome.run.sweep.stats(), strict=True):
+            row = {k: float(v) for k, v in vars(st).items()}
+            line = (f"{int(st.level):>5} {st.p50_ms:>8.2f} {st.p95_ms:>8.2f} {st.p99_ms:>8.2f} "
+                    f"{st.throughput_rps:>8.1f} {st.errors + st.timeouts:>6}")
+            if lv.usage is not None:  # a shaped deployment: what its cgroups used
+                u = lv.usage
+                row |= u.metrics(lv.level, lv.mode)
+                bound = {1.0: "yes", 0.0: "NO"}.get(row.get("shaping_bound", -1.0), "-")
+                line += (f" {u.cpu_share:>8.3f} {u.quota_total or float('nan'):>6.2f}"
+                         f" {u.throttled_periods:>4}/{u.periods:<4} {bound:>5}"
+                         f" {100 * u.machine_busy:>6.0f}%")
+            print(line)
+            rows.append(row)
+        sat = outcome.run.sweep.stats()
+        print(f"saturation throughput (max req/s over levels): "
+              f"{max(st.throughput_rps for st in sat):.1f}; shaping: {outcome.run.shaping}")
         results[spec.name] = rows
     if runs:
         bench = log_benchmark(runs, args.slo_ms, experiment_name="serving-benchmark")

@@ -88,4 +88,4 @@ def test_duplicate_target_names_are_refused():
 
 def test_the_default_targets_pass_the_checks():
     assert [s.name for s in validate_targets(DEFAULT_TARGETS)] == [
-        "local-1x2", "local-2x1", "sagemaker-c5-xlarge", "lambda-3008mb"]
+        "local-1x2", "local-2x1", "sagemaker-c5-large", "lambda-1024mb"]
