@@ -8,13 +8,14 @@ Lambda's resources follow from the memory size alone (the facts this module enco
   ``memory_mb / 1769`` CPUs at every size (5.79 at the 10,240 MB maximum).
 - Visible cores: not documented by AWS; measured from inside environments (py-cpuinfo across
   memory sizes, github.com/rwnx/lambda-cpuinfo): 2 cores up to 3,008 MB, 3 up to 5,307, 4 up
-  to 7,076, 5 up to 8,845, 6 above (``CORE_STEPS``). Above 3,008 MB that is one core per
-  started 1,769 MB, so an environment may see more cores than its quota can keep busy.
+  to 7,076, 5 up to 8,845, 6 above (``CORE_STEPS``). Above 3,008 MB that is
+  ``ceil(memory_mb / 1769)``, so an environment sees more cores than its quota keeps busy.
 - Memory: the memory size is the environment's limit; past it the kernel kills the runtime
   and the invocation fails with ``Runtime.OutOfMemory``.
 
 ``lambda_shape`` is the one place these rules live; ``capacity`` says how many environments of a
-size this machine holds at once at their full share. Both are pure.
+size this machine holds at once at their full share. Both are pure; ``machine_cores`` and
+``mem_available_mb`` read this machine for them.
 """
 
 from __future__ import annotations
