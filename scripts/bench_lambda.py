@@ -7,7 +7,12 @@ Without ``--recommender`` the model is a randomly initialised NISER of Diginetic
 real Diginetica test prefixes when ``../shared/data`` exists, else random sessions. Prints:
 package size unzipped/zipped for x86_64 and arm64; per cold start the Init Duration (REPORT) and
 the client-side time to the first answer; warm boto3 ``lambda.invoke`` p50/p90/p99 at one
-session per request, with the handler's own Duration p50.
+session per request, with the handler's own Duration p50; the peak memory of the warm
+environment after those invokes: REPORT's Max Memory Used (the environment's cgroup peak when
+the stand-in is shaped, i.e. run as root with a writable cgroup tree; else VmHWM) and the
+process's peak resident set (VmHWM), which also counts shared libraries the cgroup was not
+charged for. Lambda, a fresh microVM per environment, is charged for both kinds of page: read
+the larger figure as the closer estimate of its Max Memory Used.
 """
 
 from __future__ import annotations
@@ -111,6 +116,13 @@ def main() -> None:
         print(f"warm boto3 invoke x{len(lat)} (1 session, k=20): p50 {p50:.2f} ms, "
               f"p90 {p90:.2f} ms, p99 {p99:.2f} ms; handler Duration p50 "
               f"{np.median(dur):.2f} ms")
+        last = svc.reports[-1]
+        served = sum(r.environment == last.environment for r in svc.reports)
+        source = "cgroup peak" if svc.shaping != "none" else "VmHWM"
+        print(f"peak memory of the warm environment after {served} invokes "
+              f"(shaping {svc.shaping}, memory size {args.memory} MB): Max Memory Used "
+              f"{last.max_memory_mb} MB ({source}); process peak RSS (VmHWM) "
+              f"{last.peak_rss_mb} MB")
 
 
 if __name__ == "__main__":
