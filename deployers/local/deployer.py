@@ -20,7 +20,8 @@ Promises:
 - ``cpus`` above the cores this process may use is refused (``SettingsError``) before anything
   starts: a shape is never run smaller than asked. Without root or a writable cgroup tree the
   deployment warns once and runs unshaped; ``describe`` says which (``shaping``: ``none``,
-  ``cgroup-v1`` or ``cgroup-v2``, and the cgroups' names).
+  ``cgroup-v1`` or ``cgroup-v2``, and the cgroups' names), and ``usage`` sums the CPU its
+  cgroups used (``None`` when unshaped).
 - ``teardown`` ends every process group of the deployment (servers, their workers, nginx), then
   removes its cgroups, files and state, and is idempotent.
 
@@ -56,6 +57,7 @@ from deployers.base import (
     Settings,
     SettingsError,
     Undo,
+    Usage,
 )
 from deployers.http import HttpInvoker, free_port, ping, tail, wait_for_ping
 from deployers.local.settings import LocalSettings
@@ -272,6 +274,15 @@ class LocalDeployer(Deployer[LocalSettings]):
                              cpus=s.cpus if s.cpus is not None
                              else float(s.workers * s.torch_threads)),
         )
+
+    def usage(self, name: str) -> Usage | None:
+        """CPU used so far by the cgroups of ``name``'s instances, summed (``quota_cpus``: each
+        instance's ``cpus``); ``None`` when it runs unshaped, ``KeyError`` if absent."""
+        state = self._load(name)
+        if state.get("shaping", "none") == "none":
+            return None
+        s = LocalSettings.model_validate(state["settings"])
+        return shaping.usage(state["shaping"], self._groups(state), s.cpus)
 
     def teardown(self, name: str) -> None:
         """Stop every process of ``name`` (balancer first), remove its files; idempotent."""
