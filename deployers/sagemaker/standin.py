@@ -3,9 +3,10 @@
 Promises:
 
 - ``is_local(s)`` says whether the stand-in serves a deployment, without any AWS call.
-- ``check_fits(s)`` refuses (``SettingsError``) a locally served instance type of more vCPUs
-  than the cores this process may use (``os.sched_getaffinity``): a shape is never run smaller
-  than asked. Against AWS, and for serverless variants, nothing is refused.
+- ``check_fits(s)`` refuses (``SettingsError``) a locally served endpoint whose instances
+  together have more vCPUs (instance_count x the type's vCPUs) than the cores this process may
+  use (``os.sched_getaffinity``): a shape is never run smaller than asked, and instances do not
+  share cores. Against AWS, and for serverless variants, nothing is refused.
 - ``server_shape(variant)``: each instance is one scoring server shaped like the instance type
   (``instances.json``: vCPUs as CPU quota and as visible cores, its memory); a serverless variant
   is one server limited to its memory only. SageMaker gives serverless endpoints CPU in
@@ -36,16 +37,25 @@ def check_fits(s: SageMakerSettings) -> SageMakerSettings:
     module docstring); the message says how to price it or what fits instead."""
     if s.serverless is not None or not is_local(s):
         return s
-    need, cores = instance_shape(s.instance_type).vcpus, len(os.sched_getaffinity(0))
+    vcpus, cores = instance_shape(s.instance_type).vcpus, machine_cores()
+    need = vcpus * s.instance_count
     if need > cores:
         fits = ", ".join(fitting(cores)) or f"none: no type in the table has <= {cores}"
+        shape = (f"instance_type={s.instance_type!r}" if s.instance_count == 1 else
+                 f"instance_count={s.instance_count} x instance_type={s.instance_type!r}")
         raise SettingsError(
-            f"instance_type={s.instance_type!r}: the shape needs {need} vCPUs and this machine "
-            f"has {cores} cores (those this process may use); the local SageMaker stand-in "
-            "never runs an instance smaller than asked. Price it with the prediction from "
-            "measured smaller shapes (`niser-mlops predict`), pick ml.c5.large or another "
-            f"type of at most {cores} vCPUs ({fits}), or deploy against AWS (local=false).")
+            f"{shape}: the shape needs {need} vCPUs and this machine has {cores} cores (those"
+            " this process may use); the local SageMaker stand-in never runs an endpoint"
+            " smaller than asked, nor lets its instances share cores. Price it with the"
+            " prediction from measured smaller shapes (`niser-mlops predict`), pick one"
+            f" instance of at most {cores} vCPUs ({fits}), or deploy against AWS"
+            " (local=false).")
     return s
+
+
+def machine_cores() -> int:
+    """The cores this process may use (``os.sched_getaffinity``)."""
+    return len(os.sched_getaffinity(0))
 
 
 def server_shape(variant: Mapping[str, Any]) -> tuple[Shape, int]:

@@ -18,7 +18,7 @@ import pytest
 
 from deployers import aws, procs, standins
 from deployers.base import DeploymentFailed, SettingsError
-from deployers.sagemaker import SageMakerDeployer
+from deployers.sagemaker import SageMakerDeployer, standin
 from deployers.standins import shaping
 from deployers.standins.sagemaker_dataplane import DataPlane, ScoringServer
 from deployers.standins.shaping import Group, Shape
@@ -46,7 +46,7 @@ def test_xlarge_on_the_local_standin_is_refused_before_any_aws_call(
         SageMakerDeployer().deploy("models:/whatever/1", {"instance_type": "ml.c5.xlarge"})
     message = str(err.value)
     assert "the shape needs 4 vCPUs" in message and f"this machine has {CORES} cores" in message
-    assert "never runs an instance smaller than asked" in message
+    assert "never runs an endpoint smaller than asked" in message
     assert "prediction from measured smaller shapes" in message and "ml.c5.large" in message
     assert aws_calls == []
     assert leftovers() == NOTHING
@@ -125,7 +125,9 @@ def _stat(group: Group, periods: int, throttled: int, used_s: float) -> None:
 
 @pytest.mark.skipif(CORES < 2, reason="an ml.c5.large needs 2 cores")
 def test_each_instance_is_a_server_in_its_own_group_shaped_like_the_instance(
-        moto_server: str, model_dir: str, v1_root: Path, started: Starts) -> None:
+        moto_server: str, model_dir: str, v1_root: Path, started: Starts,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(standin, "machine_cores", lambda: 4)  # room for 2 x 2 vCPUs
     dep = SageMakerDeployer()
     dep.deploy(model_dir, {"instance_type": "ml.c5.large", "instance_count": 2}, name="ep-two")
     assert len(started.groups) == 2 and None not in started.groups
@@ -189,7 +191,9 @@ def test_a_serverless_server_is_limited_by_its_memory_only(
 
 
 def test_a_failed_serve_removes_the_groups_it_made_and_everything_else(
-        moto_server: str, model_dir: str, v1_root: Path, started: Starts) -> None:
+        moto_server: str, model_dir: str, v1_root: Path, started: Starts,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(standin, "machine_cores", lambda: 4)  # room for 2 x 2 vCPUs
     started.fail_at = 1  # the second instance fails to start
     with pytest.raises(DeploymentFailed, match="injected start-up failure"):
         SageMakerDeployer().deploy(model_dir, {"instance_count": 2}, name="ep-half")
@@ -221,3 +225,12 @@ def test_against_aws_usage_and_capacity_are_none_and_describe_says_no_shaping(
     assert "shaping" not in dep.describe("ep-aws").details
     dep.teardown("ep-aws")
 
+
+
+def test_instances_that_together_need_more_cores_than_the_machine_are_refused(
+        moto_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(standin, "machine_cores", lambda: 2)
+    with pytest.raises(SettingsError, match=r"instance_count=2 x instance_type='ml.c5.large': "
+                       r"the shape needs 4 vCPUs and this machine has \d+ cores") as err:
+        SageMakerDeployer().parse_settings({"instance_type": "ml.c5.large", "instance_count": 2})
+    assert "nor lets its instances share cores" in str(err.value)
