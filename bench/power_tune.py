@@ -12,9 +12,12 @@ Figures of one size (memory ``M`` MB, architecture ``a``):
 - CPU share configured = ``M / 1769`` vCPU (Lambda gives one vCPU of time per 1,769 MB).
 - CPU share measured = ``used_cpu_s / wall_s`` over a probe of back-to-back invocations of the
   heaviest payload lasting at least ``probe_s`` (``Deployer.usage`` before and after: the CPU
-  time of the deployment's cgroups). The wall time includes each round trip's client side, so
-  it reads a little low. Where ``usage`` is ``None`` (real AWS, an unshaped stand-in) it is not
-  measured: NaN, shown as ``n/a``.
+  time of the deployment's cgroups). It is what the function used, so it reaches the
+  configured share only when the handler runs for the whole probe and the quota binds; the
+  client's side of each round trip leaves it idle for a while (``CpuProbe.busy_fraction`` =
+  sum of the probe's REPORT Duration / wall s says how long), so it reads low for a light
+  model. Where ``usage`` is ``None`` (real AWS, an unshaped stand-in) it is not measured: NaN,
+  shown as ``n/a``.
 - Init = mean Init Duration (REPORT ``init_ms``) over the cold starts, each the first
   invocation of a freshly deployed function (``bench.power_tune_measure`` says why).
 - Warm p50 / p95 / mean = of the Billed Duration of the mix's invocations, after warm-up.
@@ -66,6 +69,22 @@ DEFAULT_BALANCED_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)
+class CpuProbe:
+    """The CPU probe of one size: what the deployment's groups used during it (``usage``:
+    share = CPU s / wall s) and how long the handler ran in it (``busy_s``: the sum of the
+    probe invocations' REPORT Duration)."""
+
+    usage: LevelUsage
+    busy_s: float
+    invocations: int
+
+    @property
+    def busy_fraction(self) -> float:
+        """Share of the probe's wall time the handler was running: ``busy_s / wall_s``."""
+        return self.busy_s / self.usage.wall_s if self.usage.wall_s > 0 else math.nan
+
+
+@dataclass(frozen=True)
 class SizeMeasurement:
     """The raw figures of one memory size (``bench.power_tune_measure.measure_size``)."""
 
@@ -77,7 +96,7 @@ class SizeMeasurement:
     classes: tuple[str, ...]  # the session class of each warm invocation
     fallback_sessions: int  # sessions the model answered with its popularity fallback
     sessions: int  # sessions in the warm invocations
-    probe: LevelUsage | None  # the CPU probe; None: usage() is None (unshaped, real AWS)
+    probe: CpuProbe | None  # None: usage() is None (unshaped, real AWS)
     provenance: Provenance
     deployments: tuple[str, ...] = ()
 
@@ -142,7 +161,7 @@ def profile(m: SizeMeasurement, prices: LambdaPrices) -> SizeProfile:
     inits = [x for x in m.init_ms if not math.isnan(x)]
     init = float(np.mean(inits)) if inits else math.nan
     p = m.probe
-    measured = p.cpu_share if p is not None else math.nan
+    measured = p.usage.cpu_share if p is not None else math.nan
     p50, p95 = (float(v) for v in np.percentile(billed, [50, 95]))
     total, duration = cost_per_million(m.billed_ms, m.memory_mb, prices, m.architecture)
     return SizeProfile(
@@ -151,7 +170,7 @@ def profile(m: SizeMeasurement, prices: LambdaPrices) -> SizeProfile:
         cold_starts=len(inits), p50_ms=p50, p95_ms=p95, mean_ms=float(billed.mean()),
         cost_per_1m_usd=total, duration_cost_per_1m_usd=duration,
         cold_start_usd=cold_start_cost(init, m.memory_mb, prices, m.architecture),
-        provenance=m.provenance, shaping=p.shaping if p is not None else "none")
+        provenance=m.provenance, shaping=p.usage.shaping if p is not None else "none")
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,10 @@
 4. CPU probe: ``Deployer.usage`` before and after back-to-back invocations of the heaviest
    payload, repeated until ``probe_s`` seconds have passed (at least one), as a
    ``bench.level_usage.LevelUsage`` at one request in flight (share = CPU s / wall s, throttled
-   periods, how busy the whole machine was). Below 1,769 MB the quota is meant to bind; when it
-   did not (``LevelUsage.bound`` false) the machine's contention, not the shape, held the
-   function back, and ``progress`` says so. Skipped when usage is ``None`` (real AWS, an
+   periods, how busy the whole machine was) and the handler's busy time. Below 1,769 MB the
+   quota is meant to bind; when it did not (``LevelUsage.bound`` false), ``probe_note`` says
+   why: the handler idled through the client's round trips, or the machine's contention held
+   it back. Skipped when usage is ``None`` (real AWS, an
    unshaped stand-in): nothing could read the CPU it used. This process must run outside every
    shaped group (``assert_outside_shaped_groups``), or its CPU would count against the quota.
 
@@ -58,6 +59,7 @@ from bench.level_usage import LevelUsage, MachineTimes, assert_outside_shaped_gr
 from bench.power_tune import (
     DEFAULT_BALANCED_WEIGHT,
     DEFAULT_MEMORY_MB,
+    CpuProbe,
     SizeMeasurement,
     SizeOutcome,
 )
@@ -68,6 +70,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 200
 """Sessions per invocation (the module docstring says why)."""
+
+BUSY_MIN = 0.9
+"""A probe whose handler ran less than this share of its wall time could not make the quota
+bind: the client's round trips, not contention, kept the share low."""
 
 
 class TuneSettings(Settings):
@@ -120,25 +126,41 @@ def _cold_start(endpoint: Endpoint, payload: MixedPayload, k: int) -> float:
 
 def probe_cpu(deployer: Deployer[Any], endpoint: Endpoint, payload: MixedPayload, seconds: float,
               k: int, clock: Clock = MONOTONIC, machine: MachineTimes = machine_times
-              ) -> LevelUsage | None:
+              ) -> CpuProbe | None:
     """CPU used by ``endpoint``'s groups over back-to-back invocations of ``payload`` lasting
-    at least ``seconds`` (one invocation at least), as ``bench.level_usage.LevelUsage`` (share
-    = used CPU s / wall s); ``None`` when ``usage`` is ``None``. ``RuntimeError`` when this
-    process runs inside a shaped group (its CPU would count against the quota)."""
+    at least ``seconds`` (one invocation at least), with the handler's busy time (sum of
+    REPORT Duration); ``None`` when ``usage`` is ``None``. ``RuntimeError`` when this process
+    runs inside a shaped group (its CPU would count against the quota)."""
     before = deployer.usage(endpoint.name)
     if before is None:
         return None
     assert_outside_shaped_groups()
     m0, start = machine(), clock.now_ns()
-    count = 0
+    count, busy_ms = 0, 0.0
     while count == 0 or clock.now_ns() - start < seconds * 1e9:
-        endpoint.invoke(payload.sessions, k)
+        busy_ms += report_of(endpoint.invoke(payload.sessions, k)).get("duration_ms", 0.0)
         count += 1
     wall, m1 = (clock.now_ns() - start) / 1e9, machine()
     after = deployer.usage(endpoint.name)
     if after is None:
         return None
-    return LevelUsage.between(before, after, wall, m0, m1)
+    return CpuProbe(LevelUsage.between(before, after, wall, m0, m1), busy_ms / 1000, count)
+
+
+def probe_note(memory_mb: int, probe: CpuProbe) -> str | None:
+    """A sentence when the quota was meant to bind in the probe (below 1,769 MB) but did not:
+    the handler idled through the client's round trips (busy under ``BUSY_MIN`` of the time),
+    or the machine's contention held it back. ``None`` otherwise."""
+    u = probe.usage
+    if not u.meant_to_bind(1, "closed") or u.bound:
+        return None
+    if probe.busy_fraction < BUSY_MIN:
+        return (f"{memory_mb} MB: the handler ran {probe.busy_fraction:.0%} of the CPU probe "
+                "(the rest was the client's side of each round trip), so its measured share "
+                f"({u.cpu_share:.3f}) reads below its quota ({u.quota_total:.3f} CPU)")
+    return (f"{memory_mb} MB: the CPU quota ({u.quota_total:.3f} CPU) was meant to bind but the "
+            f"function used {u.cpu_share:.3f} CPU with the machine {u.machine_busy:.0%} busy: "
+            "contention, not the shape, limited it")
 
 
 def measure_size(deployer: Deployer[Any], model_uri: str, memory_mb: int, mix: PayloadMix,
@@ -169,10 +191,9 @@ def measure_size(deployer: Deployer[Any], model_uri: str, memory_mb: int, mix: P
             fell_back += fallbacks(pred)
             sessions += len(payload.sessions)
         probe = probe_cpu(deployer, endpoint, mix.heaviest(), s.probe_s, s.k, clock)
-        if probe is not None and probe.meant_to_bind(1, "closed") and not probe.bound:
-            progress(f"{memory_mb} MB: the CPU quota ({probe.quota_total} CPU) was meant to "
-                     f"bind but the function used {probe.cpu_share:.2f} CPU with the machine "
-                     f"{probe.machine_busy:.0%} busy: contention, not the shape, limited it")
+        note = probe_note(memory_mb, probe) if probe is not None else None
+        if note:
+            progress(note)
     for n in range(2, s.cold_starts + 1):
         progress(f"{memory_mb} MB: cold start {n} of {s.cold_starts} (a fresh deployment)")
         with deployer.deployed(model_uri, settings) as endpoint:

@@ -8,7 +8,8 @@ Promises:
   ``fallback_rate`` (sessions answered by the popularity fallback / sessions sent) and, when the
   CPU was probed, the probe's ``bench.level_usage`` metrics at one request in flight
   (``standin_cpu_share``, ``cpu_throttled_periods``, ``machine_cpu_busy``, ``shaping_bound``
-  where the quota was meant to bind, ...); tags
+  where the quota was meant to bind, ...), ``probe_busy_fraction`` and ``probe_invocations``;
+  tags
   ``provenance``, ``shaping`` (``Usage.shaping`` or ``none``) and ``memory_mb``; the run's
   params; artifact ``raw/invocations.json`` (class, Billed Duration and Duration of every warm
   invocation). A size that failed is a FAILED child run with tag ``error``.
@@ -121,9 +122,12 @@ def _child(client: MlflowClient, exp_id: str, parent_id: str, memory: int,
             metrics.append(Metric("fallback_rate",
                                   measurement.fallback_sessions / measurement.sessions, ts,
                                   memory))
-        if measurement.probe is not None:
-            metrics += [Metric(key, value, ts, memory)
-                        for key, value in measurement.probe.metrics(1, "closed").items()
+        probe = measurement.probe
+        if probe is not None:
+            extra = {**probe.usage.metrics(1, "closed"),
+                     "probe_busy_fraction": probe.busy_fraction,
+                     "probe_invocations": float(probe.invocations)}
+            metrics += [Metric(key, value, ts, memory) for key, value in extra.items()
                         if not math.isnan(value)]
         child_params = {**params, "memory_mb": str(memory),
                         "architecture": measurement.architecture,

@@ -38,7 +38,7 @@ def size(memory: int, cost: float, duration: float) -> pt.SizeProfile:
 
 def measurement(memory: int = 1024, billed: tuple[float, ...] = (10.0, 20.0, 30.0),
                 init: tuple[float, ...] = (250.0, 350.0),
-                probe: LevelUsage | None = None) -> pt.SizeMeasurement:
+                probe: pt.CpuProbe | None = None) -> pt.SizeMeasurement:
     return pt.SizeMeasurement(
         memory_mb=memory, architecture="x86_64", init_ms=init, billed_ms=billed,
         duration_ms=tuple(b - 0.5 for b in billed), classes=("short",) * len(billed),
@@ -79,10 +79,12 @@ def test_without_a_usage_reading_the_cpu_share_is_not_measured(lam):
 
 
 def test_the_measured_share_is_cpu_seconds_over_wall_seconds(lam):
-    probe = LevelUsage("cgroup-v1", wall_s=2.0, used_cpu_s=0.58, quota_cpus=0.289, groups=1,
+    usage = LevelUsage("cgroup-v1", wall_s=2.0, used_cpu_s=0.58, quota_cpus=0.289, groups=1,
                        periods=20, throttled_periods=18, throttled_s=1.4, machine_busy=0.5)
+    probe = pt.CpuProbe(usage, busy_s=1.9, invocations=10)
     p = pt.profile(measurement(memory=512, probe=probe), lam)
     assert p.cpu_measured == pytest.approx(0.29) and p.shaping == "cgroup-v1"
+    assert probe.busy_fraction == pytest.approx(0.95)
 
 
 def test_a_cold_start_without_init_duration_is_not_counted(lam):

@@ -14,7 +14,16 @@ import pytest
 from pydantic import Field
 
 from bench.clock import FakeClock
-from bench.power_tune_measure import TuneSettings, measure_size, power_tune, probe_cpu, report_of
+from bench.level_usage import LevelUsage
+from bench.power_tune import CpuProbe
+from bench.power_tune_measure import (
+    TuneSettings,
+    measure_size,
+    power_tune,
+    probe_cpu,
+    probe_note,
+    report_of,
+)
 from bench.power_tune_mix import PayloadMix
 from deployers.base import (
     CostDrivers,
@@ -129,10 +138,26 @@ def test_the_probe_reads_usage_before_and_after_at_least_probe_s_of_calls():
     m = measure_size(lam, "models:/m/1", 512, mix(), settings(cold_starts=1, probe_s=2.0),
                      clock)
     assert m.probe is not None
-    assert m.probe.wall_s >= 2.0
+    assert m.probe.usage.wall_s >= 2.0
     # 50 ms of CPU per call stretched to 50 / 0.289 ms of wall: a share of 512 / 1769
-    assert m.probe.cpu_share == pytest.approx(512 / 1769)
-    assert m.probe.shaping == "cgroup-v1"
+    assert m.probe.usage.cpu_share == pytest.approx(512 / 1769)
+    assert m.probe.usage.shaping == "cgroup-v1"
+    assert m.probe.busy_fraction == pytest.approx(1.0)  # the fake has no client side
+    assert probe_note(512, m.probe) is None, "the quota bound: nothing to explain"
+
+
+def usage(share: float, quota: float, throttled: int) -> LevelUsage:
+    return LevelUsage("cgroup-v1", 2.0, share * 2.0, quota, 1, 20, throttled, 0.0, 0.97)
+
+
+def test_a_quota_that_did_not_bind_is_explained_by_idle_time_or_contention():
+    idle = CpuProbe(usage(0.2, 0.289, 0), busy_s=1.0, invocations=40)  # busy half the time
+    note = probe_note(512, idle)
+    assert note is not None and "ran 50% of the CPU probe" in note
+    busy = CpuProbe(usage(0.2, 0.289, 0), busy_s=1.95, invocations=40)
+    note = probe_note(512, busy)
+    assert note is not None and "contention" in note and "97% busy" in note
+    assert probe_note(3008, CpuProbe(usage(1.0, 1.7, 0), 2.0, 40)) is None  # not meant to bind
 
 
 def test_an_unshaped_deployment_is_not_probed():

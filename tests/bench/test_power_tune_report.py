@@ -3,9 +3,8 @@ plot; a failed size is a failed child."""
 
 from __future__ import annotations
 
-import math
-
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
@@ -15,7 +14,7 @@ from bench.level_usage import LevelUsage
 from bench.power_tune_report import log_power_tune, plot_power_tune
 
 
-def measured(memory: int, billed: float, probe: LevelUsage | None = None
+def measured(memory: int, billed: float, probe: pt.CpuProbe | None = None
              ) -> tuple[pt.SizeProfile, pt.SizeMeasurement]:
     m = pt.SizeMeasurement(
         memory_mb=memory, architecture="x86_64", init_ms=(300.0,), billed_ms=(billed,) * 4,
@@ -27,7 +26,7 @@ def measured(memory: int, billed: float, probe: LevelUsage | None = None
 
 @pytest.fixture
 def logged(tracking_uri):
-    probe = LevelUsage("cgroup-v1", 2.0, 1.1, 0.579, 1, 20, 15, 0.8, 0.6)
+    probe = pt.CpuProbe(LevelUsage("cgroup-v1", 2.0, 1.1, 0.579, 1, 20, 15, 0.8, 0.6), 1.8, 25)
     sizes = [measured(1024, 80.0, probe), measured(1769, 50.0)]
     picks = pt.pick([p for p, _ in sizes])
     run = log_power_tune(sizes, {512: "DeploymentFailed: boom"}, picks, {"batch": "200"},
@@ -52,6 +51,7 @@ def test_each_size_is_a_child_run_with_its_metrics_at_step_memory(logged, tracki
     assert shaped.metrics["cpu_share_measured"] == pytest.approx(0.55)
     assert shaped.metrics["standin_cpu_share"] == pytest.approx(0.55)
     assert shaped.metrics["shaping_bound"] == 1.0  # 15 of 20 periods throttled
+    assert shaped.metrics["probe_busy_fraction"] == pytest.approx(0.9)
     unshaped = client.get_run(run.child_run_ids[1769]).data
     assert unshaped.tags["shaping"] == "none"
     assert "cpu_share_measured" not in unshaped.metrics, "NaN is not logged"
@@ -83,8 +83,8 @@ def test_the_plot_shows_cost_and_duration_against_memory_with_provenance():
     sizes = [measured(1024, 80.0), measured(1769, 50.0)]
     fig = plot_power_tune([p for p, _ in sizes], pt.pick([p for p, _ in sizes]))
     cost_ax, time_ax = fig.axes
-    assert list(cost_ax.lines[0].get_xdata()) == [1024, 1769]
-    assert "measured-local" in cost_ax.lines[0].get_label()
-    assert [line.get_ydata()[0] for line in time_ax.lines[:1]] == [80.0]
-    assert not any(math.isnan(y) for y in cost_ax.lines[0].get_ydata())
+    assert np.asarray(cost_ax.lines[0].get_xdata()).tolist() == [1024, 1769]
+    assert "measured-local" in str(cost_ax.lines[0].get_label())
+    assert np.asarray(time_ax.lines[0].get_ydata()).tolist() == [80.0, 50.0]  # p50, ms
+    assert not np.isnan(np.asarray(cost_ax.lines[0].get_ydata(), dtype=float)).any()
     plt.close(fig)
