@@ -264,11 +264,13 @@ def power_tune(model_uri: str, dataset: str, memory: list[int], architecture: st
                                   settings.seed)
     outcomes = measure(get_deployer("lambda"), model_uri, mix, settings,
                        progress=lambda line: click.echo(line, err=True))
-    header = (f"Lambda power tuning of {model_uri} ({architecture}), per size: {cold_starts} "
-              f"cold start(s), each a fresh deployment; {warmup} warm-up + {invocations} warm "
-              f"invocations of {batch} sessions,\nmix {mix.describe()}; durations are billed ms "
-              "of the warm invocations; cost per 1M = requests + duration, without INIT (one "
-              "cold start priced on its own)")
+    header = "\n".join([
+        f"Lambda power tuning of {model_uri} ({architecture}, {aws.region()} prices)",
+        f"per size: {cold_starts} cold start(s), each a fresh deployment; {warmup} warm-up + "
+        f"{invocations} warm invocations of {batch} sessions",
+        f"mix: {mix.describe()}",
+        "billed ms of the warm invocations; cost per 1M = requests + duration, without INIT "
+        "(one cold start priced on its own)"])
     summary = tuning.summarize(outcomes, prices, balanced_weight, header)
     run = log_power_tune(summary.measured, summary.failed, summary.picks,
                          {"model_uri": model_uri, "dataset": dataset, "mix": mix.describe(),
