@@ -127,8 +127,8 @@ def test_the_measured_cpu_share_stays_under_the_configured_one(tuned, tracking_u
     assert tuned.exit_code == 0, tuned.output
     _, children = _runs(tracking_uri)
     if all(c.data.tags.get("shaping") == "none" for c in children):
-        pytest.skip("the Lambda stand-in is not shaped on this machine (usage() is None): "
-                    "there is no CPU reading to compare")
+        pytest.skip("LambdaDeployer.usage() is None here (the Lambda stand-in does not shape "
+                    "its environments, or this machine cannot): no CPU reading to compare")
     for child in children:
         configured = child.data.metrics["cpu_share_configured"]
         measured = child.data.metrics["cpu_share_measured"]
