@@ -10,15 +10,14 @@ stand-ins (the deployer chooses by ``AWS_ENDPOINT_URL``); the provenance says wh
 Figures of one size (memory ``M`` MB, architecture ``a``):
 
 - CPU share configured = ``M / 1769`` vCPU (Lambda gives one vCPU of time per 1,769 MB).
-- CPU share measured = ``used_cpu_s / busy_s``: the CPU time of the deployment's cgroups
-  (``Deployer.usage`` before and after) over the time its handler was running (the sum of the
-  REPORT Duration of the probe's invocations), during a probe of back-to-back invocations of
-  the heaviest payload lasting at least ``probe_s``. That is the share Lambda promises: CPU per
-  second of running, not per second of wall time (between two invocations the environment
-  idles while the client reads the answer and sends the next request; ``busy_fraction`` =
-  ``busy_s / wall_s`` says how long, and the per-wall-second share is logged as
-  ``standin_cpu_share``). Where ``usage`` is ``None`` (real AWS, an unshaped stand-in) it is
-  not measured: NaN, shown as ``n/a``.
+- CPU share measured = ``used_cpu_s / wall_s`` over a probe of back-to-back invocations of the
+  heaviest payload lasting at least ``probe_s`` (``Deployer.usage`` before and after: the CPU
+  time of the deployment's cgroups). It is what the function used, so it reaches the
+  configured share only when the handler runs for the whole probe and the quota binds; the
+  client's side of each round trip leaves it idle for a while (``CpuProbe.busy_fraction`` =
+  sum of the probe's REPORT Duration / wall s says how long), so it reads low for a light
+  model. Where ``usage`` is ``None`` (real AWS, an unshaped stand-in) it is not measured: NaN,
+  shown as ``n/a``.
 - Init = mean Init Duration (REPORT ``init_ms``) over the cold starts, each the first
   invocation of a freshly deployed function (``bench.power_tune_measure`` says why).
 - Warm p50 / p95 / mean = of the Billed Duration of the mix's invocations, after warm-up.
@@ -73,16 +72,11 @@ DEFAULT_BALANCED_WEIGHT = 0.5
 class CpuProbe:
     """The CPU probe of one size: what the deployment's groups used during it (``usage``:
     share = CPU s / wall s) and how long the handler ran in it (``busy_s``: the sum of the
-    probe invocations' REPORT Duration); the measured share is ``share_while_busy``."""
+    probe invocations' REPORT Duration)."""
 
     usage: LevelUsage
     busy_s: float
     invocations: int
-
-    @property
-    def share_while_busy(self) -> float:
-        """CPU per second of the handler running: ``used_cpu_s / busy_s``."""
-        return self.usage.used_cpu_s / self.busy_s if self.busy_s > 0 else math.nan
 
     @property
     def busy_fraction(self) -> float:
@@ -167,7 +161,7 @@ def profile(m: SizeMeasurement, prices: LambdaPrices) -> SizeProfile:
     inits = [x for x in m.init_ms if not math.isnan(x)]
     init = float(np.mean(inits)) if inits else math.nan
     p = m.probe
-    measured = p.share_while_busy if p is not None else math.nan
+    measured = p.usage.cpu_share if p is not None else math.nan
     p50, p95 = (float(v) for v in np.percentile(billed, [50, 95]))
     total, duration = cost_per_million(m.billed_ms, m.memory_mb, prices, m.architecture)
     return SizeProfile(

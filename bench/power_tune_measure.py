@@ -19,10 +19,10 @@
 4. CPU probe: ``Deployer.usage`` before and after back-to-back invocations of the heaviest
    payload, repeated until ``probe_s`` seconds have passed (at least one), as a
    ``bench.level_usage.LevelUsage`` at one request in flight (share = CPU s / wall s, throttled
-   periods, how busy the whole machine was) and the handler's busy time (the measured share is
-   CPU s per busy s, ``CpuProbe.share_while_busy``). Below 1,769 MB the quota is meant to bind;
-   when the function got less than it while it ran and was not throttled, ``probe_note`` says
-   the machine's contention held it back. Skipped when usage is ``None`` (real AWS, an
+   periods, how busy the whole machine was) and the handler's busy time. Below 1,769 MB the
+   quota is meant to bind; when it did not (``LevelUsage.bound`` false), ``probe_note`` says
+   why: the handler idled through the client's round trips, or the machine's contention held
+   it back. Skipped when usage is ``None`` (real AWS, an
    unshaped stand-in): nothing could read the CPU it used. This process must run outside every
    shaped group (``assert_outside_shaped_groups``), or its CPU would count against the quota.
 
@@ -55,14 +55,7 @@ from pydantic import Field, field_validator
 from bench import provenance
 from bench.clock import MONOTONIC, Clock
 from bench.cost import LAMBDA_MEMORY_MB
-from bench.level_usage import (
-    THROTTLED_MIN,
-    USED_MIN,
-    LevelUsage,
-    MachineTimes,
-    assert_outside_shaped_groups,
-    machine_times,
-)
+from bench.level_usage import LevelUsage, MachineTimes, assert_outside_shaped_groups, machine_times
 from bench.power_tune import (
     DEFAULT_BALANCED_WEIGHT,
     DEFAULT_MEMORY_MB,
@@ -78,6 +71,9 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH = 200
 """Sessions per invocation (the module docstring says why)."""
 
+BUSY_MIN = 0.9
+"""A probe whose handler ran less than this share of its wall time could not make the quota
+bind: the client's round trips, not contention, kept the share low."""
 
 
 class TuneSettings(Settings):
@@ -152,19 +148,19 @@ def probe_cpu(deployer: Deployer[Any], endpoint: Endpoint, payload: MixedPayload
 
 
 def probe_note(memory_mb: int, probe: CpuProbe) -> str | None:
-    """A sentence when the quota was meant to bind in the probe (below 1,769 MB: one request in
-    flight could use a whole CPU) but the function got less than ``USED_MIN`` of it while it
-    ran, without being throttled: the machine's contention, not the shape, held it back.
-    ``None`` otherwise."""
+    """A sentence when the quota was meant to bind in the probe (below 1,769 MB) but did not:
+    the handler idled through the client's round trips (busy under ``BUSY_MIN`` of the time),
+    or the machine's contention held it back. ``None`` otherwise."""
     u = probe.usage
-    quota = u.quota_total
-    if quota is None or not u.meant_to_bind(1, "closed"):
+    if not u.meant_to_bind(1, "closed") or u.bound:
         return None
-    if probe.share_while_busy >= USED_MIN * quota or u.throttled_fraction >= THROTTLED_MIN:
-        return None
-    return (f"{memory_mb} MB: the CPU quota ({quota:.3f} CPU) was meant to bind but the "
-            f"function got {probe.share_while_busy:.3f} CPU while it ran, with the machine "
-            f"{u.machine_busy:.0%} busy: contention, not the shape, limited it")
+    if probe.busy_fraction < BUSY_MIN:
+        return (f"{memory_mb} MB: the handler ran {probe.busy_fraction:.0%} of the CPU probe "
+                "(the rest was the client's side of each round trip), so its measured share "
+                f"({u.cpu_share:.3f}) reads below its quota ({u.quota_total:.3f} CPU)")
+    return (f"{memory_mb} MB: the CPU quota ({u.quota_total:.3f} CPU) was meant to bind but the "
+            f"function used {u.cpu_share:.3f} CPU with the machine {u.machine_busy:.0%} busy: "
+            "contention, not the shape, limited it")
 
 
 def measure_size(deployer: Deployer[Any], model_uri: str, memory_mb: int, mix: PayloadMix,

@@ -150,14 +150,10 @@ def usage(share: float, quota: float, throttled: int) -> LevelUsage:
     return LevelUsage("cgroup-v1", 2.0, share * 2.0, quota, 1, 20, throttled, 0.0, 0.97)
 
 
-def test_idle_time_between_invocations_is_not_read_as_a_quota_that_did_not_bind():
-    # the handler ran half the probe, and used 0.289 CPU per second while it ran
-    idle = CpuProbe(usage(0.1445, 0.289, 0), busy_s=1.0, invocations=40)
-    assert idle.share_while_busy == pytest.approx(0.289)
-    assert probe_note(512, idle) is None
-
-
-def test_a_quota_that_did_not_bind_while_the_handler_ran_is_explained_by_contention():
+def test_a_quota_that_did_not_bind_is_explained_by_idle_time_or_contention():
+    idle = CpuProbe(usage(0.2, 0.289, 0), busy_s=1.0, invocations=40)  # busy half the time
+    note = probe_note(512, idle)
+    assert note is not None and "ran 50% of the CPU probe" in note
     busy = CpuProbe(usage(0.2, 0.289, 0), busy_s=1.95, invocations=40)
     note = probe_note(512, busy)
     assert note is not None and "contention" in note and "97% busy" in note
