@@ -18,6 +18,10 @@ Figures of one size (memory ``M`` MB, architecture ``a``):
   sum of the probe's REPORT Duration / wall s says how long), so it reads low for a light
   model. Where ``usage`` is ``None`` (real AWS, an unshaped stand-in) it is not measured: NaN,
   shown as ``n/a``.
+- Why not CPU per second of the handler running (``used_cpu_s / busy_s``): the quota is per
+  100 ms of wall time, so a period with an idle gap still grants the whole quota to the time
+  the handler ran, and that figure over-states the share (measured at 1,024 MB: 0.665 per busy
+  second against 0.585 per wall second with every period throttled, quota 0.579).
 - Init = mean Init Duration (REPORT ``init_ms``) over the cold starts, each the first
   invocation of a freshly deployed function (``bench.power_tune_measure`` says why).
 - Warm p50 / p95 / mean = of the Billed Duration of the mix's invocations, after warm-up.
