@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from niser.scoring import ItemScorer
+
 
 class GatedGNN(nn.Module):
     """One or more gated graph steps over in- and out-edges (the SR-GNN cell)."""
@@ -83,6 +85,7 @@ class NISER(nn.Module):
         self.linear_three = nn.Linear(dim, 1, bias=False)
         self.linear_transform = nn.Linear(2 * dim, dim)
         self._cache: tuple[tuple[int, int], Tensor] | None = None
+        self._scorers: dict[tuple[tuple[int, int], bool], ItemScorer] = {}
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -108,6 +111,7 @@ class NISER(nn.Module):
         """
         if mode:
             self._cache = None
+            self._scorers = {}
         return super().train(mode)
 
     def item_table(self) -> Tensor:
@@ -123,14 +127,33 @@ class NISER(nn.Module):
         key = (w.data_ptr(), w._version)
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, F.normalize(w.detach(), dim=-1))
+            self._scorers = {}
         return self._cache[1]
+
+    def scorer(self, bf16: bool = False) -> ItemScorer:
+        """The top-k scorer over the cached normalised table (inference; see niser.scoring),
+        built once per set of weights and path."""
+        if self.training:
+            raise RuntimeError("NISER.scorer is for inference: call model.eval() first")
+        table = self.item_table()
+        assert self._cache is not None  # item_table() fills it in eval mode
+        key = (self._cache[0], bf16)
+        if key not in self._scorers:
+            self._scorers[key] = ItemScorer(table, bf16=bf16)
+        return self._scorers[key]
 
     def session_embedding(
         self, table: Tensor, nodes: Tensor, adj: Tensor, alias: Tensor, positions: Tensor,
         mask: Tensor, last: Tensor,
     ) -> Tensor:
-        """L2-normalised session embeddings (B, d) from a normalised item table."""
-        hidden = self.dropout(table[nodes])  # (B, n, d)
+        """L2-normalised session embeddings (B, d) from a normalised item table.
+
+        In training the lookup's gradient is sparse (the rows of ``nodes`` only), not a dense
+        (N + 1, d) table of zeros; pass ``table.detach().requires_grad_()`` and add its ``grad``
+        into the table's after backward (as ``niser.train`` does) to spare the dense sum too.
+        """
+        lookup = F.embedding(nodes, table, sparse=True) if self.training else table[nodes]
+        hidden = self.dropout(lookup)  # (B, n, d)
         hidden = self.gnn(adj, hidden)  # (B, n, d)
         seq = torch.gather(hidden, 1, alias.unsqueeze(-1).expand(-1, -1, self.dim))  # (B, L, d)
         seq = seq + self.pos_embedding(positions)  # (B, L, d)
@@ -155,3 +178,16 @@ class NISER(nn.Module):
         if not self.training:
             scores[:, 0] = float("-inf")
         return scores
+
+    @torch.no_grad()
+    def topk(
+        self, k: int, nodes: Tensor, adj: Tensor, alias: Tensor, positions: Tensor,
+        mask: Tensor, last: Tensor, *, bf16: bool = False,
+    ) -> tuple[Tensor, Tensor]:
+        """Float32 scores and item indices (B, k) of the best items 1..N, best first, as
+        ``torch.topk(self(...), k)`` up to the order of float32 ties; with ``bf16`` the
+        candidates come from a bf16 product (``niser.scoring``). Inference only."""
+        table = self.item_table()
+        query = self.sigma * self.session_embedding(table, nodes, adj, alias, positions, mask,
+                                                    last)  # (B, d)
+        return self.scorer(bf16).topk(query, k)
