@@ -1,20 +1,30 @@
 """Session data as the model sees it: ragged prefix -> target samples over item indices 1..N.
 
 ``Samples`` keeps sessions flat (one int64 array plus offsets) so that batching never loops over
-samples in Python. ``SessionData`` bundles the train and test samples with the vocabulary that
-maps item indices back to raw item ids.
+samples in Python. ``SessionData`` bundles the train and test samples (and, once carved, a
+validation split) with the vocabulary that maps item indices back to raw item ids.
+
+Validation (``carve_validation``) is carved from the training period only: the most recent
+sessions of ``train`` go to ``valid`` whole, so no session has samples on both sides and the
+test period is never touched. Every loader here lists training samples in augmentation order
+(a session's prefixes consecutive, shortest first) and sessions in time order (SR-GNN sorts the
+training sessions by date, the synthetic generator emits them in time order), so "the last
+sessions" are the most recent ones. Raw click logs can instead be carved by date with
+``niser.preprocess`` (``valid_span``), the test split's rule applied to the training period.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from niser.vocab import Vocabulary
+
+VALID_FRACTION = 0.1  # share of training sessions carved for validation (SR-GNN's valid_portion)
 
 
 class DataError(ValueError):
@@ -79,14 +89,45 @@ def augment_prefixes(sessions: Sequence[Sequence[int]]) -> Samples:
     return Samples.from_pairs(prefixes, targets)
 
 
+def session_ids(samples: Samples) -> np.ndarray:
+    """(n,) int64: the session of each sample, 0, 1, ... in order of appearance.
+
+    Sample i continues the session of sample i - 1 exactly when its prefix is that sample's
+    prefix followed by that sample's target (augmentation order); otherwise a session starts.
+    """
+    n = len(samples)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    lens, off = samples.lengths, samples.offsets
+    cont = np.zeros(n, dtype=bool)
+    cont[1:] = (lens[1:] == lens[:-1] + 1) & (samples.items[off[2:] - 1] == samples.targets[:-1])
+    pairs = np.flatnonzero(cont)  # candidate i: compare items of i - 1 with the head of i
+    if pairs.size:
+        plen = lens[pairs - 1]
+        start_prev = np.repeat(off[pairs - 1], plen)
+        start_cur = np.repeat(off[pairs], plen)
+        within = np.arange(int(plen.sum()), dtype=np.int64) - np.repeat(np.cumsum(plen) - plen,
+                                                                         plen)
+        differ = samples.items[start_prev + within] != samples.items[start_cur + within]
+        bad = np.bincount(np.repeat(np.arange(pairs.size), plen), weights=differ,
+                          minlength=pairs.size) > 0
+        cont[pairs[bad]] = False
+    return np.cumsum(~cont) - 1
+
+
 @dataclass(frozen=True)
 class SessionData:
-    """A dataset ready for training: train/test samples, the item vocabulary, provenance."""
+    """A dataset ready for training: train/test (and validation) samples, the item vocabulary.
+
+    ``valid`` is None until a validation split is carved from the training period
+    (``carve_validation`` or a loader asked for one); ``train`` then holds the fitting samples.
+    """
 
     name: str
     train: Samples
     test: Samples
     vocab: Vocabulary
+    valid: Samples | None = None
 
     @property
     def n_items(self) -> int:
@@ -94,21 +135,49 @@ class SessionData:
         return len(self.vocab)
 
     def fingerprint(self) -> str:
+        """Content hash of every split and the vocabulary (as before when ``valid`` is None)."""
         h = hashlib.sha256()
         h.update(self.train.fingerprint().encode())
         h.update(self.test.fingerprint().encode())
         h.update(self.vocab.fingerprint().encode())
+        if self.valid is not None:
+            h.update(b"valid" + self.valid.fingerprint().encode())
         return h.hexdigest()[:16]
 
     def summary(self) -> dict[str, str | int]:
         """Name, counts and content hash, for logging."""
-        return {
+        out: dict[str, str | int] = {
             "name": self.name,
             "n_items": self.n_items,
             "n_train_samples": len(self.train),
             "n_test_samples": len(self.test),
             "hash": self.fingerprint(),
         }
+        if self.valid is not None:
+            out["n_valid_samples"] = len(self.valid)
+        return out
+
+
+def carve_validation(data: SessionData, fraction: float = VALID_FRACTION) -> SessionData:
+    """``data`` with the most recent ``fraction`` of its training sessions as ``valid``.
+
+    Sessions are recovered from the augmentation order (``session_ids``) and move whole; at least
+    one session stays on each side. ``data`` that already has ``valid`` is returned unchanged.
+    """
+    if data.valid is not None:
+        return data
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be strictly between 0 and 1, got {fraction}")
+    sid = session_ids(data.train)
+    n_sessions = int(sid[-1]) + 1 if sid.size else 0
+    if n_sessions < 2:
+        raise DataError(f"{data.name}: {n_sessions} training session(s); a validation split "
+                        "needs at least 2 (one to fit, one to validate)")
+    n_valid = min(max(1, round(n_sessions * fraction)), n_sessions - 1)
+    cut = int(np.searchsorted(sid, n_sessions - n_valid))
+    index = np.arange(len(data.train), dtype=np.int64)
+    return replace(data, train=data.train.subset(index[:cut]),
+                   valid=data.train.subset(index[cut:]))
 
 
 def _parse_ids(text: str, path: Path, lineno: int) -> list[int]:

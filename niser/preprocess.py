@@ -12,11 +12,18 @@
    ``split = latest session date - test_span``; sessions dated before ``split`` train, those dated
    after it test. A session dated exactly at ``split`` belongs to neither (SR-GNN's convention: with
    day-resolution Diginetica dates, the day before the 7 test days is left out);
-6. optionally keep only the most recent ``len // fraction`` training sessions (Yoochoose 1/64, 1/4);
+   With ``valid_span`` the same rule splits the training period again:
+   ``valid_split = latest training session date - valid_span``; training sessions dated after it
+   are the validation set, those before it are fitted on, and one dated exactly at it belongs
+   to neither (so validation relates to fitting as test relates to training);
+6. optionally keep only the most recent ``len // fraction`` training (fitting) sessions
+   (Yoochoose 1/64, 1/4);
 7. index items 1..N in order of first appearance in the training sessions sorted by date (ties by
    first appearance in the file); 0 stays free for padding;
-8. drop test clicks on items outside that vocabulary, then test sessions left with < 2 clicks;
-9. expand every train and test session of length L into its L - 1 prefix -> target samples.
+8. drop test (and validation) clicks on items outside that vocabulary, then sessions left with
+   < 2 clicks;
+9. expand every train, validation and test session of length L into its L - 1 prefix -> target
+   samples.
 
 Any step that leaves no session raises ``DataError`` naming that step.
 """
@@ -50,6 +57,7 @@ class PreprocessReport:
     source: str
     stages: tuple[Stage, ...]
     split_date: str
+    valid_split_date: str = ""  # empty when no validation split was carved
 
     def stage(self, name: str) -> Stage:
         """The stage called ``name``; ``KeyError`` listing the stage names if there is none."""
@@ -61,6 +69,8 @@ class PreprocessReport:
     def as_dict(self) -> dict[str, int | str]:
         """Flat ``{"<stage>/sessions": n, ...}`` plus ``split_date``, for MLflow params."""
         out: dict[str, int | str] = {"split_date": self.split_date}
+        if self.valid_split_date:
+            out["valid_split_date"] = self.valid_split_date
         for s in self.stages:
             out[f"{s.name}/sessions"] = s.sessions
             out[f"{s.name}/clicks"] = s.clicks
@@ -109,6 +119,20 @@ def _to_sessions(items: np.ndarray, session_rank: np.ndarray) -> list[list[int]]
     return [s.tolist() for s in np.split(items, bounds)]
 
 
+def _known_sessions(split: str, items: np.ndarray, rank: np.ndarray, lookup: pd.Index,
+                    source: str) -> tuple[list[list[int]], list[Stage]]:
+    """Step 8 on one held-out split: its sessions as item indices, and the two stages."""
+    idx = lookup.get_indexer(items) + 1
+    known = idx > 0
+    idx, rank = idx[known], rank[known]
+    stages = [_stage(f"{split}: drop clicks on items unseen in training", rank, idx, source)]
+    lens = np.bincount(rank, minlength=int(rank.max(initial=-1)) + 1)
+    long_enough = lens[rank] >= 2
+    idx, rank = idx[long_enough], rank[long_enough]
+    stages.append(_stage(f"{split}: drop sessions left with < 2 clicks", rank, idx, source))
+    return _to_sessions(idx, rank), stages
+
+
 def index_sessions(
     train: tuple[np.ndarray, np.ndarray],
     test: tuple[np.ndarray, np.ndarray],
@@ -116,33 +140,31 @@ def index_sessions(
     name: str,
     source: str,
     vocab_from: np.ndarray | None = None,
+    valid: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[SessionData, list[Stage]]:
     """Steps 7-9 on flat ``(raw item ids, session rank per click)`` train and test clicks.
 
-    ``vocab_from`` (raw ids, in order) defaults to the training clicks. Sessions must be contiguous
-    and in time order. Returns the data and the stages of the test-side filters.
+    ``vocab_from`` (raw ids, in order) defaults to the training clicks. ``valid`` clicks, when
+    given, are filtered like the test clicks and become ``SessionData.valid``. Sessions must be
+    contiguous and in time order. Returns the data and the stages of the held-out filters.
     """
     train_items, train_rank = train
-    test_items, test_rank = test
     _, raw_ids = pd.factorize(train_items if vocab_from is None else vocab_from, sort=False)
     vocab = Vocabulary(np.asarray(raw_ids, dtype=np.int64))
     lookup = pd.Index(vocab.raw_ids)
     train_idx = lookup.get_indexer(train_items) + 1
-    test_idx = lookup.get_indexer(test_items) + 1
-
-    known = test_idx > 0
-    test_idx, test_rank = test_idx[known], test_rank[known]
-    stages = [_stage("test: drop clicks on items unseen in training", test_rank, test_idx, source)]
-    lens = np.bincount(test_rank, minlength=int(test_rank.max(initial=-1)) + 1)
-    long_enough = lens[test_rank] >= 2
-    test_idx, test_rank = test_idx[long_enough], test_rank[long_enough]
-    stages.append(_stage("test: drop sessions left with < 2 clicks", test_rank, test_idx, source))
-
+    stages: list[Stage] = []
+    held_out: dict[str, list[list[int]]] = {}
+    for split, clicks in (("valid", valid), ("test", test)):
+        if clicks is not None:
+            held_out[split], more = _known_sessions(split, *clicks, lookup, source)
+            stages += more
     data = SessionData(
         name,
         augment_prefixes(_to_sessions(train_idx, train_rank)),
-        augment_prefixes(_to_sessions(test_idx, test_rank)),
+        augment_prefixes(held_out["test"]),
         vocab,
+        augment_prefixes(held_out["valid"]) if valid is not None else None,
     )
     return data, stages
 
@@ -156,6 +178,7 @@ def preprocess_clicks(
     min_item_clicks: int = 5,
     fraction: int = 1,
     vocab_scope: Literal["train", "fraction"] = "train",
+    valid_span: np.timedelta64 | None = None,
 ) -> Preprocessed:
     """Run the steps of the module docstring on ``clicks`` (rows in file order).
 
@@ -163,7 +186,8 @@ def preprocess_clicks(
     within a session) and a datetime64 ``date``. ``fraction`` d keeps the most recent
     ``len(train) // d`` training sessions. ``vocab_scope="train"`` (SR-GNN's choice, which keeps the
     published Yoochoose test sets) builds the vocabulary and filters the test set over the whole
-    training period; ``"fraction"`` uses only the kept training sessions.
+    training period; ``"fraction"`` uses only the kept training sessions. ``valid_span`` carves
+    the validation set of step 5 (None: no validation split).
     """
     if fraction < 1:
         raise ValueError(
@@ -202,13 +226,22 @@ def preprocess_clicks(
     test = _gather(codes, items, test_sessions, n_codes)
     stages.append(_stage("test period", test[1], test[0], source))
 
-    train = full_train
+    train, fit_sessions, valid, valid_split = full_train, train_sessions, None, ""
+    if valid_span is not None:
+        cut = session_date[train_sessions].max() - valid_span
+        fit_sessions = train_sessions[session_date[train_sessions] < cut]
+        valid = _gather(codes, items, train_sessions[session_date[train_sessions] > cut], n_codes)
+        stages.append(_stage("validation period", valid[1], valid[0], source))
+        train = _gather(codes, items, fit_sessions, n_codes)
+        stages.append(_stage("train: fitting period", train[1], train[0], source))
+        valid_split = str(cut)
     if fraction > 1:
-        kept = train_sessions[len(train_sessions) - len(train_sessions) // fraction :]
+        kept = fit_sessions[len(fit_sessions) - len(fit_sessions) // fraction :]
         train = _gather(codes, items, kept, n_codes)
         stages.append(_stage(f"train: most recent 1/{fraction}", train[1], train[0], source))
 
     vocab_from = full_train[0] if vocab_scope == "train" else train[0]
-    data, test_stages = index_sessions(train, test, name=name, source=source, vocab_from=vocab_from)
-    report = PreprocessReport(source, (*stages, *test_stages), str(split))
+    data, test_stages = index_sessions(train, test, name=name, source=source, vocab_from=vocab_from,
+                                       valid=valid)
+    report = PreprocessReport(source, (*stages, *test_stages), str(split), valid_split)
     return Preprocessed(data, report)

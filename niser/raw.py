@@ -135,13 +135,19 @@ def _read(path: str | Path, fmt: _Format) -> pd.DataFrame:
     return df
 
 
+def _span(days: int | None) -> np.timedelta64 | None:
+    return None if days is None else np.timedelta64(days, "D")
+
+
 def preprocess_diginetica(
-    path: str | Path, *, min_item_clicks: int = 5, test_days: int = 7
+    path: str | Path, *, min_item_clicks: int = 5, test_days: int = 7,
+    valid_days: int | None = None,
 ) -> Preprocessed:
     """``train-item-views.csv`` through the SR-GNN preprocessing (see ``niser.preprocess``).
 
     Clicks are ordered within a session by ``timeframe``; the session date is ``eventdate`` of
-    the session's last row in the file; the last ``test_days`` days are the test set.
+    the session's last row in the file; the last ``test_days`` days are the test set, and with
+    ``valid_days`` the last days of the training period before it are the validation set.
     """
     df = _read(path, DIGINETICA)
     clicks = pd.DataFrame(
@@ -150,17 +156,19 @@ def preprocess_diginetica(
     )
     out = preprocess_clicks(
         clicks, source=str(path), name="diginetica", min_item_clicks=min_item_clicks,
-        test_span=np.timedelta64(test_days, "D"),
+        test_span=np.timedelta64(test_days, "D"), valid_span=_span(valid_days),
     )
     log.info("preprocessed %s: %s", path, out.report.as_dict())
     return out
 
 
 def load_diginetica(
-    path: str | Path, *, min_item_clicks: int = 5, test_days: int = 7
+    path: str | Path, *, min_item_clicks: int = 5, test_days: int = 7,
+    valid_days: int | None = None,
 ) -> SessionData:
     """``preprocess_diginetica(...).data``."""
-    return preprocess_diginetica(path, min_item_clicks=min_item_clicks, test_days=test_days).data
+    return preprocess_diginetica(path, min_item_clicks=min_item_clicks, test_days=test_days,
+                                 valid_days=valid_days).data
 
 
 def preprocess_yoochoose(
@@ -170,6 +178,7 @@ def preprocess_yoochoose(
     vocab_scope: Literal["train", "fraction"] = "train",
     min_item_clicks: int = 5,
     test_days: int = 1,
+    valid_days: int | None = None,
 ) -> Preprocessed:
     """``yoochoose-clicks.dat`` through the SR-GNN preprocessing (see ``niser.preprocess``).
 
@@ -178,7 +187,8 @@ def preprocess_yoochoose(
     set. ``fraction`` d keeps the most recent 1/d of the training sessions (64 and 4 are the usual
     "yoochoose1_64" and "yoochoose1_4"; 1 keeps all). With ``vocab_scope="train"`` (SR-GNN's code)
     the vocabulary and the test filter cover the whole training period, so both fractions share the
-    published test set; ``"fraction"`` indexes only items of the kept sessions.
+    published test set; ``"fraction"`` indexes only items of the kept sessions. ``valid_days``
+    carves the last days of the training period as the validation set (before the fraction).
     """
     df = _read(path, YOOCHOOSE)
     clicks = pd.DataFrame(
@@ -189,7 +199,7 @@ def preprocess_yoochoose(
     out = preprocess_clicks(
         clicks, source=str(path), name="yoochoose" if fraction == 1 else f"yoochoose1_{fraction}",
         min_item_clicks=min_item_clicks, test_span=np.timedelta64(test_days, "D"),
-        fraction=fraction, vocab_scope=vocab_scope,
+        fraction=fraction, vocab_scope=vocab_scope, valid_span=_span(valid_days),
     )
     log.info("preprocessed %s: %s", path, out.report.as_dict())
     return out
@@ -202,11 +212,12 @@ def load_yoochoose(
     vocab_scope: Literal["train", "fraction"] = "train",
     min_item_clicks: int = 5,
     test_days: int = 1,
+    valid_days: int | None = None,
 ) -> SessionData:
     """``preprocess_yoochoose(...).data``."""
     return preprocess_yoochoose(
         path, fraction=fraction, vocab_scope=vocab_scope, min_item_clicks=min_item_clicks,
-        test_days=test_days,
+        test_days=test_days, valid_days=valid_days,
     ).data
 
 
