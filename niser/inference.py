@@ -1,7 +1,9 @@
 """Inference on a trained NISER: raw item ids in, top-k raw item ids and scores out.
 
 A ``Recommender`` bundles the model, its vocabulary and item popularity (the fallback for
-sessions with no known item). ``save``/``load`` use a plain directory::
+sessions with no known item). Its top-k is the model's float32 top-k on either precision path
+(``TrainConfig.precision``, decided for the device it runs on: ``niser.precision``; bf16 only
+chooses candidates, ``niser.scoring``). ``save``/``load`` use a plain directory::
 
     config.json      TrainConfig and n_items
     weights.pt       model state dict
@@ -22,6 +24,7 @@ import torch
 from niser.data import Samples, SessionData
 from niser.graph import build_batch
 from niser.model import NISER
+from niser.precision import PrecisionChoice, choose_precision
 from niser.train import TrainConfig, build_model
 from niser.vocab import Vocabulary
 
@@ -67,14 +70,17 @@ class Recommender:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    @torch.no_grad()
+    @property
+    def precision(self) -> PrecisionChoice:
+        """The scoring path on the model's current device, and why."""
+        return choose_precision(self.config.precision, self.device)
+
     def topk_indices(self, items: np.ndarray, offsets: np.ndarray, k: int
                      ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k item indices and scores (B, k) for ragged sessions of known indices."""
+        """Top-k item indices and float32 scores (B, k) for ragged sessions of known indices."""
         g = build_batch(items, offsets, self.config.max_positions, self.config.long_sessions)
-        scores = self.model(*g.tensors(self.device))
-        top = torch.topk(scores, k, dim=1)
-        return top.indices.cpu().numpy(), top.values.cpu().numpy()
+        values, index = self.model.topk(k, *g.tensors(self.device), bf16=self.precision.bf16)
+        return index.cpu().numpy(), values.cpu().numpy()
 
     def recommend(self, sessions: Sequence[Sequence[int]], k: int = 20) -> list[Recommendation]:
         """Top-k raw item ids per session. Unknown ids are dropped and reported; a session with

@@ -13,11 +13,14 @@ opens the run with ``log_system_metrics=True``)::
 Promotion policy (``register``): the alias ``champion`` names the version that serving uses
 (``models:/niser@champion``). A new version takes it when there is no champion yet, or when the
 champion was trained on the same dataset (same content hash) and the new version scores strictly
-higher on the same test metric (a tie keeps the incumbent). Otherwise the new version takes
-``challenger`` (which always names the latest version that was not promoted). A champion trained on
-a different dataset is never compared: scores on different test sets say nothing about which model
-is better, so moving serving to another dataset is a deliberate act (``promote``), never a side
-effect of a training run.
+higher on the same validation metric (``val_recall_20`` by default; a tie keeps the incumbent).
+Otherwise the new version takes ``challenger`` (which always names the latest version that was not
+promoted). The test metrics are logged and tagged on every version but never decide anything: a
+choice made on the test set would make its score an optimistic estimate. A champion trained on a
+different dataset is never compared: scores on different data say nothing about which model is
+better, so moving serving to another dataset is a deliberate act (``promote``), never a side
+effect of a training run. The same dataset hash means the same validation split: ``train`` carves
+it deterministically from the data when the data brings none.
 """
 
 from __future__ import annotations
@@ -64,18 +67,27 @@ def _run_id(run_id: str | None) -> str:
     return run.info.run_id
 
 
-def training_params(config: TrainConfig, data: SessionData) -> dict[str, str]:
-    """Every config field as ``train.<field>`` and the dataset summary as ``data.<field>``."""
+def training_params(config: TrainConfig, data: SessionData,
+                    result: TrainResult | None = None) -> dict[str, str]:
+    """Every config field as ``train.<field>``, the dataset summary as ``data.<field>``, and,
+    given ``result``, the precision path that ran (``train.precision_path`` and
+    ``train.precision_reason``) and the fitting/validation split (``split.<field>``)."""
     params = {f"train.{k}": json.dumps(v) if isinstance(v, list | tuple) else str(v)
               for k, v in config.model_dump().items()}
     params.update({f"data.{k}": str(v) for k, v in data.summary().items()})
+    if result is not None:
+        params["train.precision_path"] = result.precision.path
+        params["train.precision_reason"] = result.precision.reason
+        params.update({f"split.{k}": str(v) for k, v in result.split.items()})
     return params
 
 
 def dataset_frame(data: SessionData) -> pd.DataFrame:
-    """One row per split: samples, clicks, and the catalogue size."""
+    """One row per split (train, valid when carved, test): samples, clicks, catalogue size."""
+    splits = [("train", data.train), *([("valid", data.valid)] if data.valid else []),
+              ("test", data.test)]
     rows = [{"split": split, "samples": len(s), "clicks": int(s.items.shape[0]),
-             "n_items": data.n_items} for split, s in (("train", data.train), ("test", data.test))]
+             "n_items": data.n_items} for split, s in splits]
     return pd.DataFrame(rows)
 
 
@@ -83,19 +95,25 @@ def log_training(result: TrainResult, data: SessionData, config: TrainConfig | N
                  run_id: str | None = None) -> None:
     """Log a finished training into ``run_id`` (default: the active run).
 
-    Params: every ``TrainConfig`` field (``train.lr``, ...) and the dataset summary (``data.name``,
-    ``data.hash``, counts). Metrics, one point per epoch with ``step=epoch``: loss,
-    recall/mrr at each cut-off, epoch_seconds, samples_per_second, eval_seconds. The dataset as an
-    MLflow dataset input (name, content hash as digest, a per-split count table). Artifacts under
+    Params: every ``TrainConfig`` field (``train.lr``, ...), the precision path that ran, the
+    fitting/validation split (``split.*``) and the dataset summary (``data.name``, ``data.hash``,
+    counts). Metrics, one point per epoch with ``step=epoch``: loss, validation recall/mrr at each
+    cut-off (``val_recall_20``, ...), epoch_seconds, samples_per_second, eval_seconds; then, once,
+    at ``step=best_epoch``: the test metrics of the chosen epoch (``recall_20``, ...),
+    ``best_epoch``, ``stopped_early`` and ``test_eval_seconds``. The dataset as an MLflow dataset
+    input (name, content hash as digest, a per-split count table). Artifacts under
     ``training/``: ``config.json`` (config and data summary) and ``vocab.json``.
     """
     run_id = _run_id(run_id)
     config = config or result.config
     client = MlflowClient()
-    params = [Param(k, v) for k, v in training_params(config, data).items()]
+    params = [Param(k, v) for k, v in training_params(config, data, result).items()]
     now = int(time.time() * 1000)
     metrics = [Metric(key, float(value), now, epoch.epoch)
                for epoch in result.history for key, value in epoch.as_metrics().items()]
+    once = {**result.test, "best_epoch": float(result.best_epoch),
+            "stopped_early": float(result.stopped_early), "test_eval_seconds": result.test_seconds}
+    metrics += [Metric(key, float(value), now, result.best_epoch) for key, value in once.items()]
     for start in range(0, max(len(params), len(metrics)), 100):  # log_batch caps 100 params
         client.log_batch(run_id, metrics=metrics[start:start + 100],
                          params=params[start:start + 100])
@@ -193,12 +211,15 @@ def decide_alias(champion_tags: Mapping[str, str] | None, dataset_hash: str, met
 
 
 def register(model_uri: str, name: str = MODEL_NAME, dataset_hash: str | None = None,
-             metric: str = "recall_20", metrics: Mapping[str, float] | None = None) -> Registration:
+             metric: str = "val_recall_20", metrics: Mapping[str, float] | None = None
+             ) -> Registration:
     """Register ``model_uri`` as a new version of ``name`` and move ``champion`` or ``challenger``.
 
-    Dataset and metrics come from the MLmodel metadata written by ``log_recommender``; the
-    arguments override them. The version gets tags ``dataset_hash``, ``dataset_name``,
-    ``dataset.<count>``, ``metric.<name>`` for every metric, ``run_id`` and ``compared_on``, and a
+    Dataset and metrics come from the MLmodel metadata written by ``log_recommender``
+    (``TrainResult.final``: validation metrics ``val_*`` of the chosen epoch and its test
+    metrics); the arguments override them. ``metric`` is the one compared: a validation metric.
+    The version gets tags ``dataset_hash``, ``dataset_name``, ``dataset.<count>``,
+    ``metric.<name>`` for every metric, ``run_id`` and ``compared_on``, and a
     description of data, metrics and run. The alias follows the policy in the module docstring.
     Not atomic: two registrations racing on the same name may both see the old champion.
     """
@@ -244,8 +265,12 @@ def promote(version: str, name: str = MODEL_NAME) -> None:
 def _describe(dataset: Mapping[str, Any], dataset_hash: str, metrics: Mapping[str, float],
               run_id: str | None, alias: str, reason: str) -> str:
     counts = ", ".join(f"{k}={v}" for k, v in dataset.items() if k not in ("name", "hash"))
-    scores = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
+    valid = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if k.startswith("val_"))
+    test = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items())
+                     if not k.startswith("val_") and k != "best_epoch")
+    epoch = f" (epoch {int(metrics['best_epoch'])})" if "best_epoch" in metrics else ""
     return (f"Data: {dataset.get('name', 'unknown')} (hash {dataset_hash}; {counts}).\n"
-            f"Test metrics: {scores}.\n"
+            f"Validation metrics{epoch}: {valid or 'none'}.\n"
+            f"Test metrics, measured once for the chosen epoch: {test or 'none'}.\n"
             f"Run: {run_id or 'none'}.\n"
             f"Registered as {alias}: {reason}.")

@@ -42,8 +42,18 @@ def test_every_config_field_is_a_prefixed_param(training_run, tiny_training):
     assert params["data.n_train_samples"] == str(len(data.train))
 
 
-@pytest.mark.parametrize("key", ["loss", "recall_10", "recall_20", "mrr_10", "mrr_20",
-                                 "epoch_seconds", "samples_per_second"])
+def test_precision_path_and_validation_split_are_params(training_run, tiny_training):
+    _, result = tiny_training
+    params = MlflowClient().get_run(training_run).data.params
+    assert params["train.precision"] == result.config.precision
+    assert params["train.precision_path"] == result.precision.path in ("fp32", "bf16")
+    assert params["train.precision_reason"] == result.precision.reason
+    assert params["split.n_valid_samples"] == str(result.split["n_valid_samples"])
+    assert params["split.valid_hash"] == result.split["valid_hash"]
+
+
+@pytest.mark.parametrize("key", ["loss", "val_recall_10", "val_recall_20", "val_mrr_10",
+                                 "val_mrr_20", "epoch_seconds", "samples_per_second"])
 def test_metrics_are_logged_per_epoch_with_step(training_run, tiny_training, key):
     _, result = tiny_training
     history = MlflowClient().get_metric_history(training_run, key)
@@ -51,6 +61,16 @@ def test_metrics_are_logged_per_epoch_with_step(training_run, tiny_training, key
     by_step = {m.step: m.value for m in history}
     for epoch in result.history:
         assert by_step[epoch.epoch] == pytest.approx(epoch.as_metrics()[key])
+
+
+@pytest.mark.parametrize("key", ["recall_10", "recall_20", "mrr_10", "mrr_20"])
+def test_test_metrics_are_logged_once_at_the_chosen_epoch(training_run, tiny_training, key):
+    _, result = tiny_training
+    client = MlflowClient()
+    (point,) = client.get_metric_history(training_run, key)
+    assert (point.step, point.value) == (result.best_epoch, pytest.approx(result.test[key]))
+    (best,) = client.get_metric_history(training_run, "best_epoch")
+    assert best.value == result.best_epoch
 
 
 def test_dataset_is_logged_with_name_and_content_hash(training_run, tiny_training):
@@ -87,12 +107,16 @@ def test_registered_version_carries_tags_description_and_champion(registered_mod
     mv = client.get_model_version("niser", version)
     assert mv.tags["dataset_hash"] == data.fingerprint()
     assert mv.tags["dataset_name"] == data.name
-    assert float(mv.tags["metric.recall_20"]) == pytest.approx(result.final["recall_20"])
-    assert mv.tags["compared_on"] == "recall_20"
+    assert float(mv.tags["metric.recall_20"]) == pytest.approx(result.test["recall_20"])
+    assert float(mv.tags["metric.val_recall_20"]) == pytest.approx(
+        result.validation["recall_20"])
+    assert mv.tags["compared_on"] == "val_recall_20"
     run = client.get_run(mv.tags["run_id"])
     assert run.data.params["data.hash"] == data.fingerprint()
     assert data.name in mv.description and data.fingerprint() in mv.description
     assert "recall_20=" in mv.description and mv.tags["run_id"] in mv.description
+    assert "Validation metrics (epoch" in mv.description
+    assert "Test metrics, measured once" in mv.description
     assert str(client.get_model_version_by_alias("niser", CHAMPION).version) == version
 
 
@@ -115,12 +139,14 @@ def logged_model_uri(registered_model_uri) -> str:
     return source
 
 
-def test_champion_moves_only_on_a_better_score_on_the_same_dataset(logged_model_uri):
+def test_champion_moves_only_on_a_better_validation_score_on_the_same_dataset(logged_model_uri):
     name, client = "niser-policy", MlflowClient()
 
     def reg(recall: float, dataset: str = "hash-a"):
+        # the test score runs against the validation score: it must never decide
         return register(logged_model_uri, name=name, dataset_hash=dataset,
-                        metrics={"recall_20": recall, "mrr_20": recall / 3})
+                        metrics={"val_recall_20": recall, "recall_20": 100 - recall,
+                                 "mrr_20": recall / 3})
 
     def champion() -> str:
         return str(client.get_model_version_by_alias(name, CHAMPION).version)
