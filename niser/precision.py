@@ -13,11 +13,12 @@ run time, and says why, which of two paths runs:
     promises: training learns from bf16-rounded scores, while evaluation and inference return
     the float32 top-k).
 
-``auto`` takes ``bf16`` on a CUDA device that supports it and on a CPU whose flags show
-``amx_bf16`` or ``avx512_bf16`` (oneDNN then runs bfloat16 natively); everywhere else bfloat16
-would be emulated, slower than float32, and ``auto`` falls back to ``fp32``. An explicit
-``bf16`` is honoured anywhere (emulated where the CPU lacks the units), an explicit ``fp32``
-always.
+``auto`` takes ``bf16`` on a CPU whose flags show ``amx_bf16`` or ``avx512_bf16`` (oneDNN then
+runs bfloat16 natively, accumulating in float32), and on a CUDA device that supports bf16 once
+``torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction`` is off (the top-k's error
+bound assumes float32 accumulation, which that default-on setting lets cuBLAS skip); everywhere
+else it falls back to ``fp32`` (on a CPU without the units bfloat16 would be emulated, slower
+than float32). An explicit ``bf16`` is honoured anywhere, an explicit ``fp32`` always.
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ def _host_flags() -> frozenset[str]:
     return cpu_flags()
 
 
+def _cuda_reduces_in_bf16() -> bool:
+    return bool(torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction)
+
+
 def choose_precision(requested: Precision, device: torch.device,
                      flags: Iterable[str] | None = None) -> PrecisionChoice:
     """The path for ``requested`` on ``device`` (see the module docstring for the rules).
@@ -77,10 +82,18 @@ def choose_precision(requested: Precision, device: torch.device,
         return PrecisionChoice("fp32", "fp32 requested")
     if device.type == "cuda":
         supported = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        if requested == "bf16" or supported:
-            why = "supports" if supported else "may not support"
-            return PrecisionChoice("bf16", f"{requested} requested; the CUDA device {why} bf16")
-        return PrecisionChoice("fp32", "auto: the CUDA device does not support bf16")
+        reduced = _cuda_reduces_in_bf16()
+        if requested == "bf16":
+            how = "supports" if supported else "may not support"
+            note = ", with reduced-precision reductions on" if reduced else ""
+            return PrecisionChoice("bf16", f"bf16 requested; the CUDA device {how} bf16{note}")
+        if not supported:
+            return PrecisionChoice("fp32", "auto: the CUDA device does not support bf16")
+        if reduced:
+            return PrecisionChoice("fp32", "auto: cuBLAS may reduce bf16 products in bf16 "
+                                           "(allow_bf16_reduced_precision_reduction is on)")
+        return PrecisionChoice("bf16", "auto: the CUDA device supports bf16 with float32 "
+                                       "accumulation")
     if device.type != "cpu":
         if requested == "bf16":
             return PrecisionChoice("bf16", f"bf16 requested on {device.type}")

@@ -42,6 +42,15 @@ def test_explicit_requests_are_honoured_and_say_how_bf16_runs() -> None:
     assert emulated.path == "bf16" and "emulated" in emulated.reason
 
 
+@pytest.mark.parametrize(("reduced", "path"), [(True, "fp32"), (False, "bf16")])
+def test_auto_on_cuda_takes_bf16_only_with_float32_accumulation(
+        monkeypatch: pytest.MonkeyPatch, reduced: bool, path: str) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(precision, "_cuda_reduces_in_bf16", lambda: reduced)
+    assert choose_precision("auto", torch.device("cuda")).path == path
+
+
 def test_cpu_flags_reads_the_flags_line_and_is_empty_without_cpuinfo(tmp_path: Path) -> None:
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu avx512f amx_bf16\n\n"
