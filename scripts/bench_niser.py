@@ -175,13 +175,14 @@ def compare_mode(args: argparse.Namespace, data: SessionData, machine: dict[str,
                                             data)
             for key, value in inference_figures(rec, data).items():
                 figures[path].setdefault(key, []).append(value)
+    every = len(data.train) + len(data.valid or [])  # all training samples: 719,470 on Diginetica
     for path in paths:
         rate = statistics.median(train_rate[path])
         row = {"train_samples_per_s": rate, "train_samples_per_s_rounds": train_rate[path],
-               "epoch_s_extrapolated": len(data.train) / rate,
+               "epoch_s_extrapolated": every / rate,
                **{k: statistics.median(v) for k, v in figures[path].items()}}
         out["paths"][path] = row
-        print(f"{path}: train {rate:.0f} samples/s (epoch of {len(data.train):,} samples "
+        print(f"{path}: train {rate:.0f} samples/s (an epoch of {every:,} samples, "
               f"extrapolated: {row['epoch_s_extrapolated']:.0f} s); eval "
               f"{row['eval_samples_per_s']:.0f} samples/s; batch-1 p50 "
               f"{row['batch1_p50_ms']:.3f} ms; batch 100 {row['batch100_sessions_per_s']:.0f} "
