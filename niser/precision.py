@@ -10,8 +10,7 @@ run time, and says why, which of two paths runs:
     the scoring product in bfloat16 (8 significant bits) with float32 accumulation, on Intel AMX
     or AVX-512 BF16 units; the weights (master copy and optimizer state), the GNN, the softmax
     and the loss stay float32 (``niser.scoring`` holds both products and says what each path
-    promises: training learns from bf16-rounded scores, while evaluation and inference return
-    the float32 top-k).
+    promises: training learns from bf16-rounded scores; any top-k is the float32 top-k).
 
 ``auto`` takes ``bf16`` on a CPU whose flags show ``amx_bf16`` or ``avx512_bf16`` (oneDNN then
 runs bfloat16 natively, accumulating in float32), and on a CUDA device that supports bf16 once

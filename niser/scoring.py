@@ -14,8 +14,9 @@ precision of the bf16 gradient products that consume it; the loss value is -log 
 probability in float32 (so within 2^-8 relative of p, about 0.004 per sample, of the float32
 loss). The gradients reach the float32 weights (master copy, Adam state) as float32.
 
-Evaluation and inference (``ItemScorer.topk``) return the float32 top-k on both paths. The bf16
-path only chooses candidates, then rescores them in float32:
+The top-k (``ItemScorer.topk``) is the float32 top-k. With ``bf16`` a bf16 product only chooses
+candidates, which are rescored in float32 (evaluation and inference do not ask for it by default:
+on this CPU it measured slower than the float32 product, see ``niser.inference``):
 
 * Error bound. With the operands rounded to bf16 (unit roundoff u = 2^-8), float32
   accumulation over d terms (gamma_d = d 2^-24 / (1 - d 2^-24)) and the result rounded to bf16,
@@ -201,7 +202,8 @@ class ItemScorer:
         cand_b, cand = cand_b.float(), cand[:, :m]
         threshold = cand_b[:, k - 1] - 2.0 * bf16_score_bound(query.norm(dim=1), self.dim)
         covered = cand_b[:, m] < threshold  # every item outside the budget is below it
-        rescored = torch.bmm(self.table[cand], query.unsqueeze(-1)).squeeze(-1)  # (B, m) fp32
+        rows = self.table.index_select(0, cand.flatten()).view(*cand.shape, self.dim)
+        rescored = torch.bmm(rows, query.unsqueeze(-1)).squeeze(-1)  # (B, m) float32
         rescored.masked_fill_((cand == 0) | (cand >= self.n_rows), float("-inf"))
         values, pos = torch.topk(rescored, k, dim=1)
         index = cand.gather(1, pos)

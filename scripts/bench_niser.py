@@ -10,9 +10,12 @@ first seed's model (batch-1 latency, batch-100 sessions/s).
 
 ``--compare-precision``: fp32 and the fast path (``--precision``, default auto) alternately, for
 ``--rounds`` rounds of ``--max-batches`` training batches each from the same initial weights;
-training samples/s and the epoch time extrapolated to every training sample, then, on the weights
-of the last fp32 slice, evaluation samples/s, batch-1 p50 and batch-100 sessions/s for both paths
-(alternating) and the top-20 agreement on ``--agreement`` test prefixes (the tie rule of
+training samples/s and the epoch time extrapolated to every training sample (train + valid).
+Then, on the weights of the last fp32 slice, alternately for three top-k's (``before``:
+torch.topk over the forward scores, the code before this change; ``fp32``: the chunked top-k that
+Recommender runs; ``bf16``: bf16 candidates rescored in float32): evaluation samples/s, batch-1
+p50 and batch-100 sessions/s, and the top-20 agreement of ``fp32`` and ``bf16`` with ``before``
+on ``--agreement`` test prefixes (rows identical, rows breaking the tie rule of
 ``niser.scoring``).
 
     python scripts/bench_niser.py --seeds 3 --epochs 5 --out benchmarks/results/cpu_seeds3.json
@@ -40,7 +43,7 @@ from niser.metrics import evaluate
 from niser.model import NISER
 from niser.precision import choose_precision
 from niser.scoring import fp32_tie, tie_rule_violations
-from niser.train import EpochResult, TrainConfig, TrainResult, topk_fn, train
+from niser.train import EpochResult, TrainConfig, TrainResult, train
 
 METRICS = ("recall_20", "mrr_20", "recall_10", "mrr_10")
 
@@ -103,7 +106,7 @@ def seeds_mode(args: argparse.Namespace, data: SessionData, machine: dict[str, A
         rec.save(args.save_model)
     rec.model.to(args.device)
     inf = inference_figures(rec, data)
-    print(f"inference ({args.device}, {rec.precision.path}): batch-1 p50 "
+    print(f"inference ({args.device}): batch-1 p50 "
           f"{inf['batch1_p50_ms']:.3f} ms, p90 {inf['batch1_p90_ms']:.3f} ms; batch 100: "
           f"{inf['batch100_sessions_per_s']:.0f} sessions/s")
     if args.out:
@@ -138,6 +141,32 @@ def agreement(model: NISER, data: SessionData, config: TrainConfig, n: int, bf16
     return {"prefixes": len(batch), "identical_rows": identical, "tie_rule_broken": broken}
 
 
+class Variant(Recommender):
+    """``rec`` answering through one top-k: ``before`` (``torch.topk`` over ``NISER.forward``,
+    the code before the chunked top-k), ``fp32`` (``NISER.topk``, what ``Recommender`` runs) or
+    ``bf16`` (``NISER.topk`` with bf16 candidates)."""
+
+    def __init__(self, rec: Recommender, how: str) -> None:
+        super().__init__(rec.model, rec.config, rec.vocab, rec.popularity)
+        self.how = how
+
+    def topk_indices(self, items: np.ndarray, offsets: np.ndarray, k: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        g = build_batch(items, offsets, self.config.max_positions, self.config.long_sessions)
+        tensors = g.tensors(self.device)
+        with torch.no_grad():
+            if self.how == "before":
+                top = torch.topk(self.model(*tensors), k, dim=1)
+                values, index = top.values, top.indices
+            else:
+                values, index = self.model.topk(k, *tensors, bf16=self.how == "bf16")
+        return index.cpu().numpy(), values.cpu().numpy()
+
+    def scorer(self, batch: Any, k: int) -> np.ndarray:
+        """``topk_fn``'s contract, for ``evaluate``."""
+        return self.topk_indices(batch.items, batch.offsets, k)[0]
+
+
 def compare_mode(args: argparse.Namespace, data: SessionData, machine: dict[str, Any]) -> None:
     fast = choose_precision(args.precision, torch.device(args.device))
     print(f"fast path: {fast.path} ({fast.reason})", flush=True)
@@ -157,38 +186,40 @@ def compare_mode(args: argparse.Namespace, data: SessionData, machine: dict[str,
             last[path] = train(small, config, progress=False)
             rate = last[path].history[0].samples_per_second
             train_rate[path].append(rate)
-            print(f"round {rnd + 1} {path}: {args.max_batches} batches, {rate:.0f} samples/s",
-                  flush=True)
-    model, config = last["fp32"].model, last["fp32"].config
-    n_eval = min(len(data.test), args.max_eval_samples or 10_000)
-    test = data.test.subset(np.arange(n_eval))
-    out: dict[str, Any] = {"machine": machine, "fast_path": vars(fast), "rounds": args.rounds,
-                           "max_batches": args.max_batches, "paths": {}}
-    figures: dict[str, dict[str, list[float]]] = {p: {} for p in paths}
-    for _ in range(args.rounds):
-        for path in paths:
-            t = time.perf_counter()
-            evaluate(topk_fn(model, config, path == "bf16"), test, config.ks, config.eval_batch_size)
-            figures[path].setdefault("eval_samples_per_s", []).append(
-                n_eval / (time.perf_counter() - t))
-            rec = Recommender.from_training(model, config.model_copy(update={"precision": path}),
-                                            data)
-            for key, value in inference_figures(rec, data).items():
-                figures[path].setdefault(key, []).append(value)
+            print(f"round {rnd + 1} train {path}: {args.max_batches} batches, {rate:.0f} "
+                  "samples/s", flush=True)
     every = len(data.train) + len(data.valid or [])  # all training samples: 719,470 on Diginetica
+    out: dict[str, Any] = {"machine": machine, "fast_path": vars(fast), "rounds": args.rounds,
+                           "max_batches": args.max_batches, "training": {}, "inference": {}}
     for path in paths:
         rate = statistics.median(train_rate[path])
-        row = {"train_samples_per_s": rate, "train_samples_per_s_rounds": train_rate[path],
-               "epoch_s_extrapolated": every / rate,
-               **{k: statistics.median(v) for k, v in figures[path].items()}}
-        out["paths"][path] = row
-        print(f"{path}: train {rate:.0f} samples/s (an epoch of {every:,} samples, "
-              f"extrapolated: {row['epoch_s_extrapolated']:.0f} s); eval "
-              f"{row['eval_samples_per_s']:.0f} samples/s; batch-1 p50 "
+        out["training"][path] = {"samples_per_s": rate, "rounds": train_rate[path],
+                                 "epoch_s_extrapolated": every / rate}
+        print(f"train {path}: {rate:.0f} samples/s (median of {args.rounds}); an epoch of "
+              f"{every:,} samples, extrapolated: {every / rate:.0f} s", flush=True)
+    model, config = last["fp32"].model, last["fp32"].config
+    base = Recommender.from_training(model, config, data)
+    variants = {how: Variant(base, how) for how in ("before", "fp32", "bf16")}
+    test = data.test.subset(np.arange(min(len(data.test), args.max_eval_samples or 10_000)))
+    figures: dict[str, dict[str, list[float]]] = {how: {} for how in variants}
+    for _ in range(args.rounds):
+        for how, rec in variants.items():
+            t = time.perf_counter()
+            evaluate(rec.scorer, test, config.ks, config.eval_batch_size)
+            figures[how].setdefault("eval_samples_per_s", []).append(
+                len(test) / (time.perf_counter() - t))
+            for key, value in inference_figures(rec, data).items():
+                figures[how].setdefault(key, []).append(value)
+    for how, fig in figures.items():
+        row = {k: statistics.median(v) for k, v in fig.items()}
+        out["inference"][how] = row
+        print(f"top-k {how}: eval {row['eval_samples_per_s']:.0f} samples/s; batch-1 p50 "
               f"{row['batch1_p50_ms']:.3f} ms; batch 100 {row['batch100_sessions_per_s']:.0f} "
-              f"sessions/s")
-    out["agreement"] = agreement(model, data, config, args.agreement, fast.bf16)
-    print(f"top-20 agreement, weights after {args.max_batches} fp32 batches: {out['agreement']}")
+              "sessions/s", flush=True)
+    for how in ("fp32", "bf16"):
+        out[f"agreement_{how}"] = agreement(model, data, config, args.agreement, how == "bf16")
+        print(f"top-20 {how} against before, weights after {args.max_batches} fp32 batches: "
+              f"{out[f'agreement_{how}']}")
     if args.out:
         args.out.write_text(json.dumps(out, indent=2))
 
