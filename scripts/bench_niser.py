@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -141,6 +142,43 @@ def agreement(model: NISER, data: SessionData, config: TrainConfig, n: int, bf16
     return {"prefixes": len(batch), "identical_rows": identical, "tie_rule_broken": broken}
 
 
+BEFORE_SNIPPET = """
+import json, sys, time
+import numpy as np, torch
+from niser.data import load_preprocessed
+from niser.train import TrainConfig, _train_epoch, build_model, seed_everything
+folder, batches, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+torch.set_flush_denormal(True)
+data = load_preprocessed(folder)
+config = TrainConfig(seed=seed, device="cpu")
+seed_everything(seed)
+model = build_model(data.n_items, config)
+opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                       fused=True)
+rng = np.random.default_rng(seed)
+order = rng.permutation(len(data.train))
+warm, timed = data.train.subset(order[:1000]), data.train.subset(order[1000:1000 + 100 * batches])
+_train_epoch(model, opt, warm, config, rng, torch.device("cpu"), False, 0)
+t = time.perf_counter()
+_train_epoch(model, opt, timed, config, rng, torch.device("cpu"), False, 0)
+print(json.dumps({"samples_per_s": len(timed) / (time.perf_counter() - t)}))
+"""
+
+
+def before_rate(repo: Path, folder: str, batches: int, seed: int) -> float:
+    """Training samples/s of the code in ``repo`` (a checkout from before this change, whose
+    ``niser.train._train_epoch`` trains on every sample it is given): 10 batches untimed, then
+    ``batches`` batches of a seeded shuffle, in a subprocess started in ``repo`` (so that its
+    ``niser`` is imported, not this one)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", BEFORE_SNIPPET, folder, str(batches), str(seed)],
+                         env={**os.environ, "PYTHONPATH": str(repo)}, cwd=repo, check=True,
+                         capture_output=True, text=True).stdout
+    return float(json.loads(out.strip().splitlines()[-1])["samples_per_s"])
+
+
 class Variant(Recommender):
     """``rec`` answering through one top-k: ``before`` (``torch.topk`` over ``NISER.forward``,
     the code before the chunked top-k), ``fp32`` (``NISER.topk``, what ``Recommender`` runs) or
@@ -172,7 +210,7 @@ def compare_mode(args: argparse.Namespace, data: SessionData, machine: dict[str,
     print(f"fast path: {fast.path} ({fast.reason})", flush=True)
     if not fast.bf16:
         raise SystemExit("the fast path here is fp32: nothing to compare (try --precision bf16)")
-    paths = ["fp32", fast.path]
+    paths: list[str] = ["fp32", fast.path]
     small = SessionData(data.name, data.train, data.test.subset(np.arange(500)), data.vocab,
                         data.valid.subset(np.arange(500)) if data.valid else None)
     train_rate: dict[str, list[float]] = {p: [] for p in paths}
@@ -180,8 +218,17 @@ def compare_mode(args: argparse.Namespace, data: SessionData, machine: dict[str,
     for path in paths:  # warm-up, untimed: first-touch allocations and kernel selection
         train(small, _config(args, args.seed).model_copy(
             update={"epochs": 1, "precision": path, "max_batches": 10}), progress=False)
+    if args.before:
+        paths = ["before", *paths]
+        train_rate["before"] = []
     for rnd in range(args.rounds):
         for path in paths:
+            if path == "before":
+                rate = before_rate(args.before, args.data, args.max_batches, args.seed)
+                train_rate[path].append(rate)
+                print(f"round {rnd + 1} train before ({args.before}): {args.max_batches} "
+                      f"batches, {rate:.0f} samples/s", flush=True)
+                continue
             config = _config(args, args.seed).model_copy(update={"epochs": 1, "precision": path})
             last[path] = train(small, config, progress=False)
             rate = last[path].history[0].samples_per_second
@@ -248,6 +295,8 @@ def main() -> None:
                    help="fp32 against the fast path on a slice (see above)")
     p.add_argument("--rounds", type=int, default=2, help="--compare-precision rounds")
     p.add_argument("--agreement", type=int, default=1000, help="test prefixes compared")
+    p.add_argument("--before", type=Path, help="--compare-precision: also time the training "
+                   "of this checkout (the code before this change), in the same rounds")
     p.add_argument("--device", default="cpu")
     p.add_argument("--long-sessions", choices=["truncate", "clamp"], default="truncate")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
