@@ -49,7 +49,7 @@ def test_hook_logs_options_cheapest_first_and_a_parent_tag(tmp_path: Path):
     assert out.parent_metrics["recommended_cost_per_hour_usd"] == best["cost_per_hour_usd"]
     assert best["option"] in out.parent_tags["recommendation"]
     # every option resting on the local Lambda stand-in is labelled measured-local
-    assert set(table[table["option"].str.contains("ambda")]["provenance"]) == {"measured-local"}
+    assert set(table[table["option"].str.contains("fn")]["provenance"]) == {"measured-local"}
 
 
 def test_hook_says_so_when_nothing_meets_the_slo(tmp_path: Path):
