@@ -11,7 +11,8 @@ The hook logs ``recommendation.json`` (every option, cheapest first, with its sh
 per hour and per 1M, p95 at the workload and at saturation, provenance; USD to 4 significant
 digits, ms to 0.01), ``recommendation_rejected.json`` (every target left out, by its name, and
 why), the best option's cost per hour as the parent metric ``recommended_cost_per_hour_usd``,
-its summary as the parent tag ``recommendation``, and for the run's description a headline (the
+its summary as the parent tag ``recommendation`` (``none: ...`` when nothing qualifies) and its
+provenance as ``recommendation.provenance``, and for the run's description a headline (the
 recommendation, its cost and provenance) and the ranked options as a markdown table.
 
 "p95 at the workload" is the p95 at the first measured level whose throughput covers the rate
@@ -161,6 +162,7 @@ def recommend_hook(workload: Workload, table: PriceTable | None = None) -> Bench
             out.parent_metrics["recommended_cost_per_hour_usd"] = float(
                 frame.iloc[0]["cost_per_hour_usd"])
             out.parent_tags["recommendation"] = summary_line(best, workload)
+            out.parent_tags["recommendation.provenance"] = best.provenance
             out.headline = (
                 f"### Recommended: {best.label}, ${fmt(best.cost_per_hour.value)}/h "
                 f"(${fmt(best.cost_per_million.value)} per 1M requests), `{best.provenance}`")
@@ -168,9 +170,11 @@ def recommend_hook(workload: Workload, table: PriceTable | None = None) -> Bench
                 f"Cheapest of {len(rec.options)} option{'s' * (len(rec.options) != 1)} for "
                 f"{_workload(workload)}. `{best.provenance}`: {MEANING[best.provenance]}.")
         else:
-            out.parent_tags["recommendation"] = "no measured target meets the SLO at this load"
-            out.headline = (f"### No measured target meets p95 ≤ {fmt(workload.p95_slo_ms)} ms "
-                            f"at {fmt(workload.mean_rps)} req/s")
+            out.parent_tags["recommendation"] = (
+                "none: no measured target is both priced and within the SLO at this load")
+            out.headline = (f"### Nothing to recommend: no measured target is both priced and "
+                            f"within p95 ≤ {fmt(workload.p95_slo_ms)} ms at "
+                            f"{fmt(workload.mean_rps)} req/s (see *Left out*)")
         out.note.append(_markdown(frame, workload, rejected))
         return out
 

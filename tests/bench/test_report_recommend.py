@@ -55,7 +55,8 @@ def test_hook_logs_options_cheapest_first_and_a_parent_tag(tmp_path: Path):
 def test_hook_says_so_when_nothing_meets_the_slo(tmp_path: Path):
     out = recommend_hook(Workload(base_rps=50, p95_slo_ms=5))([INSTANCE], 5.0, tmp_path)
     assert out.tables["recommendation.json"].empty
-    assert "no measured target" in out.parent_tags["recommendation"]
+    assert out.parent_tags["recommendation"].startswith("none: no measured target")
+    assert "recommendation.provenance" not in out.parent_tags
     assert not out.tables["recommendation_rejected.json"].empty
 
 
