@@ -3,6 +3,7 @@
     niser-mlops train --epochs 1                 # train, log, register (no deployment)
     niser-mlops benchmark --epochs 1 --targets targets.json
     niser-mlops hpo --n-trials 4
+    niser-mlops run train-and-benchmark/local --param epochs=5   # a served deployment, followed
     niser-mlops compare --experiment niser
     niser-mlops calibrate                        # load-generator honesty check
     niser-mlops http --url URL --data DIR        # sweep any scoring endpoint
@@ -111,6 +112,33 @@ def hpo(dataset: str, n_trials: int, epochs: int, study_name: str) -> None:
     from flows.hpo import hpo as hpo_flow
 
     hpo_flow(dataset=dataset, n_trials=n_trials, epochs=epochs, study_name=study_name)
+
+
+@main.command("run")
+@click.argument("deployment", default="train-and-benchmark/local")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="A flow parameter (JSON values allowed), as `prefect deployment run --param`.")
+@click.option("--timeout", type=float, default=1500, show_default=True,
+              help="Seconds to follow the run before giving up (the run goes on).")
+def run_deployment(deployment: str, params: tuple[str, ...], timeout: float) -> None:
+    """Run a served deployment and follow it: a line per step, then its summary."""
+    if not os.environ.get("PREFECT_API_URL", "").startswith("http"):
+        raise click.ClickException("PREFECT_API_URL is not set: start the services "
+                                   "(`python scripts/services.py start`), then `. .state/env.sh`")
+    from flows.follow import parse_params, run_and_follow
+
+    try:
+        parameters = parse_params(params)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--param") from None
+    try:
+        run = run_and_follow(deployment, parameters, timeout, out=click.echo)
+    except TimeoutError as exc:
+        raise click.ClickException(str(exc)) from None
+    state = run.state
+    if state is None or not state.is_completed():
+        raise click.ClickException(f"flow run {run.name} ended {state.name if state else 'without a state'}"
+                                   f": {state.message if state else ''}")
 
 
 @main.command()

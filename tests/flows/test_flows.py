@@ -20,6 +20,7 @@ from prefect.client.schemas.filters import (
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.cli import main as cli
+from flows.follow import NOISE, follow
 from flows.hpo import hpo
 from flows.train_and_benchmark import train_and_benchmark
 
@@ -129,3 +130,16 @@ def test_cli_bad_arguments_name_the_option(args, option):
     assert result.exit_code == 2
     assert option in result.output
 
+
+def test_following_a_run_prints_a_line_per_epoch_and_level_then_the_summary(two_targets):
+    lines: list[str] = []
+    run = follow(_flow_run_id(two_targets), timeout_s=60, out=lines.append, poll_s=0.2)
+    assert run.state is not None and run.state.is_completed()
+    text = "\n".join(lines)
+    assert len([ln for ln in lines if "epoch " in ln and "Recall@20" in ln]) == 2
+    for target in ("inproc-a", "inproc-b"):
+        levels = [ln for ln in lines if ln.split()[1:2] == [f"benchmark-{target}"]
+                  and " level " in f" {ln} "]
+        assert len(levels) == 2, (target, text)
+    assert text.count(NOISE) == 1 and lines[-1].endswith(f"flow{' ' * 22} {NOISE}")
+    assert "\nniser v" in text  # the summary, printed as one block
