@@ -123,6 +123,7 @@ def start(with_runner: bool = True) -> None:
                              "to get a local one")
     env = base_env()
     services: dict[str, dict[str, object]] = {}
+    starting: list[tuple[str, str, subprocess.Popen[bytes], float]] = []  # both start at once
     try:
         # An MLFLOW_TRACKING_URI or PREFECT_API_URL already set means: use that server.
         mlflow_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
@@ -136,7 +137,7 @@ def start(with_runner: bool = True) -> None:
             ], env)
             services["mlflow"] = {"pid": mlflow.pid, "url": mlflow_uri}
             _save(services)
-            _wait("mlflow", f"{mlflow_uri}/health", mlflow, 120)
+            starting.append(("mlflow", f"{mlflow_uri}/health", mlflow, 120))
         prefect_url = os.environ.get("PREFECT_API_URL", "")
         if not prefect_url:
             pport = free_port()
@@ -149,7 +150,10 @@ def start(with_runner: bool = True) -> None:
                               "PREFECT_SERVER_API_PORT": str(pport)})
             services["prefect"] = {"pid": prefect.pid, "url": prefect_url}
             _save(services)
-            _wait("prefect", f"{prefect_url}/health", prefect, 180)
+            starting.append(("prefect", f"{prefect_url}/health", prefect, 180))
+        for name, url, proc, timeout in starting:
+            _wait(name, url, proc, timeout)
+        if "prefect" in services:
             check_ui_settings(prefect_url)
         env.update(MLFLOW_TRACKING_URI=mlflow_uri, PREFECT_API_URL=prefect_url)
         if os.environ.get("NISER_AWS", "moto") == "moto":
