@@ -113,8 +113,8 @@ def _workload(wl: Workload) -> str:
 
 def summary_line(o: Option, wl: Workload) -> str:
     """``name: $x/h, $y per 1M (provenance) at <workload>``: the ``recommendation`` tag."""
-    return (f"{o.label}: ${fmt(o.cost_per_hour.value, 4)}/h, "
-            f"${fmt(o.cost_per_million.value, 4)} per 1M ({o.provenance}) at {_workload(wl)}")
+    return (f"{o.label}: ${fmt(o.cost_per_hour.value)}/h, "
+            f"${fmt(o.cost_per_million.value)} per 1M ({o.provenance}) at {_workload(wl)}")
 
 
 def _markdown(table: pd.DataFrame, wl: Workload, rejected: Sequence[tuple[str, str]]) -> str:
@@ -133,7 +133,11 @@ def _markdown(table: pd.DataFrame, wl: Workload, rejected: Sequence[tuple[str, s
     text = (f"**Every option that holds the SLO at this workload, cheapest first** "
             f"({_workload(wl)}):\n\n" + "\n".join(lines))
     if rejected:
-        text += "\n\nLeft out: " + "; ".join(f"**{who}**: {why}" for who, why in rejected)
+        by_reason: dict[str, list[str]] = {}
+        for who, why in rejected:
+            by_reason.setdefault(why, []).append(who)
+        text += "\n\nLeft out: " + "; ".join(f"**{', '.join(whos)}**: {why}"
+                                             for why, whos in by_reason.items())
     return text
 
 
