@@ -7,6 +7,10 @@
 - ``prices refresh|show``: rebuild the price table from the AWS Price List API, or print one
   region's prices; a price problem exits 2 with the reason.
 - ``compare``: the benchmark table across target runs from MLflow.
+- ``power-tune``: Lambda Power Tuning of the registered model (``bench.power_tune``): per memory
+  size cold start, warm billed duration, CPU share and cost, then the cost, speed and balanced
+  picks; the table is printed (picks on its last line) and logged to MLflow. Exits 1 when a size
+  could not be measured.
 
 ``python -m bench.cli ...`` runs the same commands. A bad argument exits 2 naming the option.
 Heavy imports happen inside the commands, so the command line starts fast.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -180,6 +185,109 @@ def _price_error(exc: Exception) -> NoReturn:
     sys.exit(2)
 
 
+def _lambda_memory(ctx: click.Context, param: click.Parameter, sizes: list[int]) -> list[int]:
+    from bench.cost import LAMBDA_MEMORY_MB
+
+    lo, hi = LAMBDA_MEMORY_MB
+    for size in sizes:
+        if not lo <= size <= hi:
+            raise click.BadParameter(f"{size} MB is outside Lambda's {lo}..{hi} MB; give sizes "
+                                     "such as 512,1024,1769")
+    if len(set(sizes)) != len(sizes):
+        raise click.BadParameter(f"{_csv(sizes)} repeats a size; give each size once")
+    return sizes
+
+
+def _tracking_default() -> None:
+    """The tracking store ``niser-mlops train`` uses when MLFLOW_TRACKING_URI is unset."""
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        state = Path(".state").resolve()
+        state.mkdir(exist_ok=True)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{state / 'mlflow.db'}"
+
+
+@click.command(name="power-tune")
+@click.option("--model-uri", default="models:/niser@champion", show_default=True,
+              help="The registered model (it must carry its Lambda function code).")
+@click.option("--dataset", default="synthetic", show_default=True,
+              help="The dataset the model was trained on: its test sessions make the mix "
+                   "('synthetic', a preprocessed folder or a raw click log).")
+@click.option("--memory", type=INT_LIST, callback=_lambda_memory, default="512,1024,1769,3008",
+              show_default=True, help="Memory sizes in MB, comma-separated (128..10240).")
+@click.option("--architecture", type=click.Choice(["x86_64", "arm64"]), default="x86_64",
+              show_default=True)
+@click.option("--invocations", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Warm invocations of the payload mix per size.")
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Unmeasured invocations before the mix.")
+@click.option("--cold-starts", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Cold starts per size, each the first call of a fresh deployment.")
+@click.option("--batch", type=click.IntRange(1, 10_000), default=200, show_default=True,
+              help="Sessions per invocation (enough CPU work to show the CPU share).")
+@click.option("--probe-seconds", type=POSITIVE, default=2.0, show_default=True,
+              help="Length of the CPU-share probe (when the deployment reports usage).")
+@click.option("--balanced-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Power Tuning's balancedWeight: 0 picks for speed, 1 for cost.")
+@click.option("--k", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the mix.")
+@click.option("--experiment", default="power-tune", show_default=True)
+def power_tune(model_uri: str, dataset: str, memory: list[int], architecture: str,
+               invocations: int, warmup: int, cold_starts: int, batch: int,
+               probe_seconds: float, balanced_weight: float, k: int, seed: int,
+               experiment: str) -> None:
+    """Lambda Power Tuning of the registered model: cost, speed and balanced memory sizes."""
+    from bench import power_tune as tuning
+    from bench import prices as tables
+    from bench.power_tune_measure import TuneSettings
+    from bench.power_tune_measure import power_tune as measure
+    from bench.power_tune_mix import MIX_CLASSES, PayloadMix, class_counts
+    from bench.power_tune_report import log_power_tune
+    from deployers import aws
+    from deployers.registry import get_deployer
+    from niser.raw import load_dataset
+
+    try:
+        class_counts([c.weight for c in MIX_CLASSES], invocations)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--invocations") from None
+    try:
+        prices = tables.load().region(aws.region()).lambda_
+    except tables.PriceError as exc:
+        _price_error(exc)
+    _tracking_default()
+    settings = TuneSettings(memory_mb=memory, architecture=architecture,  # type: ignore[arg-type]
+                            invocations=invocations, warmup=warmup, cold_starts=cold_starts,
+                            batch=batch, probe_s=probe_seconds, k=k, seed=seed,
+                            balanced_weight=balanced_weight)
+    data = load_dataset(dataset)
+    mix = PayloadMix.from_samples(data.test, data.vocab, settings.batch, settings.invocations,
+                                  settings.seed)
+    outcomes = measure(get_deployer("lambda"), model_uri, mix, settings,
+                       progress=lambda line: click.echo(line, err=True))
+    header = "\n".join([
+        f"Lambda power tuning of {model_uri} ({architecture}, {aws.region()} prices)",
+        f"per size: {cold_starts} cold start(s), each a fresh deployment; {warmup} warm-up + "
+        f"{invocations} warm invocations of {batch} sessions",
+        f"mix: {mix.describe()}",
+        "billed ms of the warm invocations; cost per 1M = requests + duration, without INIT "
+        "(one cold start priced on its own)"])
+    summary = tuning.summarize(outcomes, prices, balanced_weight, header)
+    run = log_power_tune(summary.measured, summary.failed, summary.picks,
+                         {"model_uri": model_uri, "dataset": dataset, "mix": mix.describe(),
+                          **{key: str(v) for key, v in settings.model_dump().items()}},
+                         summary.table, experiment_name=experiment)
+    fallback = sum(m.fallback_sessions for _, m in summary.measured)
+    sent = sum(m.sessions for _, m in summary.measured)
+    if sent and fallback > sent / 2:
+        click.echo(f"warning: {fallback} of {sent} sessions got the popularity fallback (their "
+                   "items are unknown to the model): pass the --dataset it was trained on",
+                   err=True)
+    click.echo(f"MLflow run {run.parent_run_id} (experiment {experiment!r})", err=True)
+    click.echo(summary.table)
+    if summary.failed:
+        sys.exit(1)
+
+
 @click.command(name="serve-stub", hidden=True)
 @click.option("--delay-ms", type=POSITIVE, default=16.0)
 def serve_stub(delay_ms: float) -> None:
@@ -189,7 +297,7 @@ def serve_stub(delay_ms: float) -> None:
     serve(delay_ms)
 
 
-COMMANDS: list[click.Command] = [calibrate, http, prices, serve_stub]
+COMMANDS: list[click.Command] = [calibrate, http, prices, power_tune, serve_stub]
 """What ``niser-mlops`` adds to its group (it has its own ``compare``)."""
 
 

@@ -28,8 +28,11 @@ Data plane: with ``local_runtime`` (default when the control plane is on this ma
 moto server, whose ``invoke`` does not run handlers without Docker), the package also runs on
 the process's Lambda stand-in (``deployers.standins``: real ``awslambdaric`` processes) and the
 invoker calls boto3 ``lambda.invoke`` against it; otherwise against the real Lambda data plane.
-The package stays under ``standins.code_dir()`` until teardown, so another process's
-``invoker(name)`` can host it too (cold start in that process).
+Each environment there is shaped as Lambda shapes its memory size when this machine can (a
+cgroup per environment: 1 vCPU per 1,769 MB, the memory size as its limit); ``describe`` says
+how (``shaping``, ``cpu_share``), ``usage`` and ``capacity`` read it, and both are ``None``
+against AWS. The package stays under ``standins.code_dir()`` until teardown, so another
+process's ``invoker(name)`` can host it too (cold start in that process).
 
 Cold start: deploy does not invoke the function unless ``warm_up`` is set, so the first request
 after deploy is a real cold start for the benchmark to measure.
@@ -37,6 +40,7 @@ after deploy is a real cold start for the benchmark to measure.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import tempfile
@@ -50,12 +54,14 @@ from deployers.aws_lambda.package import Package, build_package, function_code
 from deployers.aws_lambda.settings import LambdaSettings
 from deployers.base import (
     NAME_RULE,
+    Capacity,
     CostDrivers,
     Deployer,
     Description,
     Endpoint,
     SettingsError,
     Undo,
+    Usage,
 )
 from deployers.standins import FunctionConfig, LocalLambda
 
@@ -73,6 +79,14 @@ def _code_of(model_uri: str, into: Path) -> Path:
 
 def _hosted() -> LocalLambda | None:
     return standins.current().running_lambda()
+
+
+def _hosting(name: str) -> LocalLambda | None:
+    """The stand-in hosting function ``name``, when the Lambda endpoint is on this machine."""
+    hosted = _hosted()
+    if not aws.endpoint_is_local("lambda") or hosted is None or name not in hosted.functions():
+        return None
+    return hosted
 
 
 class LambdaDeployer(Deployer[LambdaSettings]):
@@ -210,7 +224,29 @@ class LambdaDeployer(Deployer[LambdaSettings]):
                    "package_type": cfg.get("PackageType", "Zip"), "code_bytes": cfg["CodeSize"],
                    "model_uri": tags.get(res.TAG_MODEL_URI, ""),
                    "local_runtime": bool((hosted := _hosted()) and name in hosted.functions())}
+        if hosted is not None and details["local_runtime"]:
+            shape = hosted.shape(name)
+            details.update(shaping=hosted.shaping,
+                           cpu_share=None if shape is None else round(shape.cpus or 0.0, 3))
         return Description(self.name, name, cfg.get("State", "Active"), cost, details)
+
+    def usage(self, name: str) -> Usage | None:
+        """CPU the stand-in's environments of ``name`` used so far (``LocalLambda.usage``);
+        ``None`` against a real AWS endpoint, or when the stand-in does not host it or runs
+        unshaped."""
+        hosted = _hosting(name)
+        with contextlib.suppress(KeyError):  # removed meanwhile: not hosted
+            return hosted.usage(name) if hosted is not None else None
+        return None
+
+    def capacity(self, name: str) -> Capacity | None:
+        """How many environments of ``name``'s memory size this machine runs at once at their
+        full CPU share (``LocalLambda.capacity``); ``None`` against a real AWS endpoint, or
+        when the stand-in does not host it or runs unshaped."""
+        hosted = _hosting(name)
+        with contextlib.suppress(KeyError):
+            return hosted.capacity(name) if hosted is not None else None
+        return None
 
     def list(self) -> list[str]:
         """Functions tagged as niser-mlops deployments."""

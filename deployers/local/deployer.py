@@ -17,10 +17,11 @@ Promises:
   state file under ``state_dir`` as soon as it exists, so deployments outlive the process that
   made them (``mlflow deployments create`` exits at once), and ``list``/``describe``/``teardown``/
   ``invoker`` work from any process that uses the same ``state_dir``.
-- ``cpus`` above the cores this process may use is refused (``SettingsError``) before anything
+- ``instances`` x ``cpus`` above the cores this process may use is refused (``SettingsError``) before anything
   starts: a shape is never run smaller than asked. Without root or a writable cgroup tree the
   deployment warns once and runs unshaped; ``describe`` says which (``shaping``: ``none``,
-  ``cgroup-v1`` or ``cgroup-v2``, and the cgroups' names).
+  ``cgroup-v1`` or ``cgroup-v2``, and the cgroups' names), and ``usage`` sums the CPU its
+  cgroups used (``None`` when unshaped).
 - ``teardown`` ends every process group of the deployment (servers, their workers, nginx), then
   removes its cgroups, files and state, and is idempotent.
 
@@ -56,6 +57,7 @@ from deployers.base import (
     Settings,
     SettingsError,
     Undo,
+    Usage,
 )
 from deployers.http import HttpInvoker, free_port, ping, tail, wait_for_ping
 from deployers.local.settings import LocalSettings
@@ -139,11 +141,14 @@ class LocalDeployer(Deployer[LocalSettings]):
         """The typed settings; ``SettingsError`` also when ``cpus`` exceeds this machine's cores."""
         s = super().parse_settings(raw)
         cores = len(os.sched_getaffinity(0))
-        if s.cpus is not None and s.cpus > cores:
+        if s.cpus is not None and s.cpus * s.instances > cores:
+            shape = f"cpus={s.cpus}" if s.instances == 1 else (
+                f"instances={s.instances} x cpus={s.cpus}")
             raise SettingsError(
-                f"cpus={s.cpus}: this machine has {cores} cores (those this process may use) and"
-                f" the shape needs {s.cpus}; lower cpus to at most {cores}, or deploy it on a"
-                " machine with enough cores (it is never run smaller than asked)")
+                f"{shape}: the shape needs {s.cpus * s.instances:g} CPUs and this machine has"
+                f" {cores} cores (those this process may use); lower cpus or instances so that"
+                f" instances x cpus <= {cores}, or deploy it on a machine with enough cores (it"
+                " is never run smaller than asked)")
         return s
 
     def create(self, model_uri: str, s: LocalSettings, name: str, undo: Undo) -> Endpoint:
@@ -272,6 +277,15 @@ class LocalDeployer(Deployer[LocalSettings]):
                              cpus=s.cpus if s.cpus is not None
                              else float(s.workers * s.torch_threads)),
         )
+
+    def usage(self, name: str) -> Usage | None:
+        """CPU used so far by the cgroups of ``name``'s instances, summed (``quota_cpus``: each
+        instance's ``cpus``); ``None`` when it runs unshaped, ``KeyError`` if absent."""
+        state = self._load(name)
+        if state.get("shaping", "none") == "none":
+            return None
+        s = LocalSettings.model_validate(state["settings"])
+        return shaping.usage(state["shaping"], self._groups(state), s.cpus)
 
     def teardown(self, name: str) -> None:
         """Stop every process of ``name`` (balancer first), remove its files; idempotent."""

@@ -26,6 +26,13 @@ e.g. a moto server): once the control plane is done, the SageMaker stand-in
 ``mlflow models serve`` behind its nginx data plane, and
 the endpoint's invoker passes that ``endpoint_url`` to its ``sagemaker-runtime`` client only.
 The serving image is then never pulled, so its ECR repository is not required.
+
+Shapes in local mode (``standin``): each instance is a scoring server in a cgroup shaped like
+the instance type (``instances.json``: its vCPUs as CPU quota and visible cores, its memory); a
+serverless variant's server is limited to its memory only. An instance type of more vCPUs than
+the cores this process may use is refused by ``parse_settings``: a shape is never run smaller
+than asked. ``usage`` reads the servers' groups (``None`` against AWS or unshaped); ``capacity``
+is ``None``: the stand-in holds any instance count it accepts, one server per instance.
 """
 
 from __future__ import annotations
@@ -41,10 +48,13 @@ from deployers.base import (
     DeploymentFailed,
     Description,
     Endpoint,
+    Settings,
     Undo,
+    Usage,
 )
 from deployers.sagemaker import resources as res
 from deployers.sagemaker import role as sm_role
+from deployers.sagemaker import standin
 from deployers.sagemaker.invoker import SageMakerInvoker
 from deployers.sagemaker.settings import SageMakerSettings
 
@@ -66,6 +76,11 @@ class SageMakerDeployer(Deployer[SageMakerSettings]):
     gone = staticmethod(aws.absent)
     aws_service: ClassVar[str | None] = "sagemaker"
 
+    def parse_settings(self, raw: Mapping[str, Any] | Settings | None) -> SageMakerSettings:
+        """The typed settings; in local mode ``SettingsError`` also when the instance type has
+        more vCPUs than the cores this process may use (nothing is created, nothing called)."""
+        return standin.check_fits(super().parse_settings(raw))
+
     def create(self, model_uri: str, s: SageMakerSettings, name: str, undo: Undo) -> Endpoint:
         """Create bucket (if absent), role (if none given), model, config, endpoint, autoscaling.
 
@@ -79,7 +94,7 @@ class SageMakerDeployer(Deployer[SageMakerSettings]):
         sm = aws.client("sagemaker")
         acct = res.identity()
         image = s.image_url or res.default_image(acct)
-        local = s.local if s.local is not None else aws.endpoint_is_local("sagemaker")
+        local = standin.is_local(s)
         if not local:  # in local mode the scoring server runs here: no image is ever pulled
             res.check_image(image)
         bucket = s.bucket or res.default_bucket(acct)
@@ -109,7 +124,8 @@ class SageMakerDeployer(Deployer[SageMakerSettings]):
             res.register_autoscaling(name, s)
         if local:
             undo.push("local scoring server", lambda: _serving().stop(name))
-            _serving().serve(name, model_name, s.variant_name, s.model_server_workers)
+            _serving().serve(name, model_name, s.variant_name, s.model_server_workers,
+                             *standin.server_shape(res.variant(s, model_name)))
 
     def _url(self, name: str) -> str | None:
         base = _served_url(name)
@@ -163,7 +179,8 @@ class SageMakerDeployer(Deployer[SageMakerSettings]):
             res.wait_in_service(name, new_config, timeout_s)
             if _served_url(name):
                 _serving().serve(name, new_model, variants[0]["VariantName"],
-                                   int(workers) if workers else None)
+                                 int(workers) if workers else None,
+                                 *standin.server_shape(variants[0]))
         except BaseException as exc:
             current = sm.describe_endpoint(EndpointName=name)["EndpointConfigName"]
             if current != old_config:  # the switch began: the new config is what serves now
@@ -220,6 +237,7 @@ class SageMakerDeployer(Deployer[SageMakerSettings]):
             "region": aws.region(), "local_url": self._url(name)}
         for t in res.scalable_targets(name):
             details.update(autoscaling_min=t["MinCapacity"], autoscaling_max=t["MaxCapacity"])
+        details.update(standin.served_details(name))
         if "ServerlessConfig" in v:
             sc = v["ServerlessConfig"]
             cost = CostDrivers(kind="serverless", memory_mb=int(sc["MemorySizeInMB"]),
@@ -230,6 +248,17 @@ class SageMakerDeployer(Deployer[SageMakerSettings]):
                                instance_count=int(count))
         return Description(target=self.name, name=name, status=ep["EndpointStatus"], cost=cost,
                            details=details)
+
+    def usage(self, name: str) -> Usage | None:
+        """CPU used so far by the stand-in servers of ``name`` (replaced ones included);
+        ``None`` when this process does not serve it (a real AWS endpoint) or runs unshaped."""
+        serving = standins.current().running_sagemaker()
+        return serving.usage(name) if serving is not None else None
+
+    def capacity(self, name: str) -> None:
+        """``None``: the stand-in runs one server per instance, so it sets no limit of its own
+        (the instance count bounds a real endpoint's concurrency)."""
+        return None
 
     def list(self) -> list[str]:
         """Endpoints that carry this deployer's tag."""

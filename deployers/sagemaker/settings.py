@@ -20,7 +20,8 @@ from pydantic import (
 
 from deployers.base import Settings
 
-# Instance types offered by this project, CPU then GPU. The price table in bench/ prices these.
+# Instance types offered by this project, CPU then GPU. The price table in bench/ prices these;
+# deployers/sagemaker/instances.json gives each one's vCPUs, cores, memory and GPUs.
 InstanceType = Literal["ml.c5.large", "ml.c5.xlarge", "ml.c5.2xlarge", "ml.c5.4xlarge",
                        "ml.m5.large", "ml.m5.xlarge", "ml.m5.2xlarge",
                        "ml.g4dn.xlarge", "ml.g4dn.2xlarge"]
@@ -87,7 +88,10 @@ class SageMakerSettings(Settings):
     """How a model is hosted on a SageMaker endpoint. Unknown keys are refused."""
 
     instance_type: InstanceType = Field(
-        "ml.c5.large", description=f"Instance type of a real-time variant; one of {INSTANCE_TYPES}."
+        "ml.c5.large",
+        description=f"Instance type of a real-time variant; one of {INSTANCE_TYPES}. Served "
+        "locally, each instance runs shaped like the type (its vCPUs and memory); a type of more "
+        "vCPUs than this machine's cores is refused there.",
     )
     instance_count: int = Field(1, ge=1, description="Instances behind a real-time variant (>= 1).")
     autoscaling: Autoscaling | None = Field(
@@ -124,7 +128,8 @@ class SageMakerSettings(Settings):
     local: bool | None = Field(
         None,
         description="Serve invocations through the local SageMaker stand-in (nginx + `mlflow "
-        "models serve`). Default: on when the SageMaker control plane is on this machine.",
+        "models serve`, one cgroup-shaped server per instance). Default: on when the SageMaker "
+        "control plane is on this machine.",
     )
     wait_timeout_s: float = Field(
         1800.0, gt=0, description="Seconds to wait for the endpoint to reach InService."

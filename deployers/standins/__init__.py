@@ -4,17 +4,21 @@ With moto as the control plane, nothing runs a model: the stand-ins do, with the
 artifacts and AWS's own wire protocols, so the deployers and invokers are the same code as
 against AWS.
 
-- ``LocalLambda`` (``lambda_service``): the Invoke API in front, the Runtime API behind, each
-  execution environment a real ``awslambdaric`` process (``lambda_environment``).
+- ``LocalLambda`` (``lambda_service``): the Invoke API in front (``lambda_invoke_api``), the
+  Runtime API behind, each execution environment a real ``awslambdaric`` process
+  (``lambda_environment``) in a cgroup shaped like Lambda's (``lambda_shape``: memory_mb / 1,769
+  vCPU, Lambda's visible cores, memory_mb of memory).
 - ``LocalSageMaker`` (``sagemaker_serving``): the endpoint's model archive read back from S3 and
-  served by ``mlflow models serve`` behind an nginx data plane (``sagemaker_dataplane``).
+  served by ``mlflow models serve`` behind an nginx data plane (``sagemaker_dataplane``), one
+  server per instance, each in a cgroup shaped like its instance type.
 
 State is owned one way: one ``StandIns`` object per process (``current()``) holds every
 stand-in, starts each on first use and stops them all at interpreter exit (or ``close()``).
 Nothing of theirs outlives the process except the Lambda function code kept under
 ``code_dir()``, the stand-in's copy of what AWS would store, so another process can host a
 function that was deployed earlier. Resource shaping (``shaping``: a CPU quota, visible cores
-and a memory limit per process group, through cgroup v1 or v2) belongs here too.
+and a memory limit per process group, through cgroup v1 or v2, found at run time; unshaped, with
+one warning, without root or a writable cgroup tree) belongs here too.
 """
 
 from __future__ import annotations

@@ -12,6 +12,15 @@ the package directory (also the working directory, Lambda's /var/task), then a r
 with only the runtime client (``runtime_dir``, Lambda's /var/runtime), then the standard
 library. The process gets Lambda's environment variables and nothing of this process's
 environment (no credentials). ``kill`` ends the process group and the server.
+
+Shaping: given a cgroup backend, the environment gets a group of its own shaped as Lambda
+shapes an environment of its memory size (``lambda_shape``: ``memory_mb / 1769`` CPUs of quota,
+Lambda's visible cores, a memory limit of ``memory_mb``); the process joins it before the
+interpreter runs (``Group.launch_argv``), and ``kill`` removes it after the process has ended,
+keeping its last reading (``cpu_stat``, ``max_memory_mb``). A process the kernel killed for
+memory (the group's OOM kill count went up, or a SIGKILL this module did not send while the
+group was at its limit) makes ``oom`` true: its invocation fails with ``Runtime.OutOfMemory``
+and the message Lambda gives (``Runtime exited with error: signal: killed``).
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import logging
 import math
 import os
 import signal
@@ -27,15 +37,23 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from deployers.standins.lambda_shape import group_name, lambda_shape, machine_cores
+from deployers.standins.shaping import Backend, CpuStat, Group, ShapingError
 
 INIT_TIMEOUT_S = 10.0  # Lambda's limit on the Init phase
 ACCOUNT = "123456789012"
 RUNTIME_MODULES = ("awslambdaric", "simplejson", "snapshot_restore_py", "runtime_client")
+OUT_OF_MEMORY = "Runtime.OutOfMemory"
+EXIT_ERROR = "Runtime.ExitError"
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class QuietServer(ThreadingHTTPServer):
@@ -85,7 +103,8 @@ class Environment:
 
     _ids = iter(range(1, 1 << 62))
 
-    def __init__(self, fn: FunctionConfig, runtime_dir: Path, provisioned: bool) -> None:
+    def __init__(self, fn: FunctionConfig, runtime_dir: Path, provisioned: bool,
+                 backend: Backend | None = None) -> None:
         self.id = next(self._ids)
         self.fn = fn
         self.provisioned = provisioned
@@ -97,6 +116,12 @@ class Environment:
         self.init_ms: float | None = None
         self.init_reported = provisioned  # provisioned Init is never an invocation's
         self.log: list[str] = []
+        self.oom = False  # the kernel killed the process for memory
+        self._killing = False  # kill() sent the SIGKILL
+        self._exited = threading.Event()  # the process ended and its exit was classified
+        self._group_lock = threading.Lock()
+        self._final: tuple[CpuStat, int | None] | None = None  # the removed group's last reading
+        self.group: Group | None = None
         self.server = QuietServer(("127.0.0.1", 0), runtime_api(self))
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         port = self.server.server_address[1]
@@ -117,10 +142,21 @@ class Environment:
             **fn.environment,
         }
         cmd = [sys.executable, *(["-S"] if fn.isolated else []), "-m", "awslambdaric", fn.handler]
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, cwd=code, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        try:
+            if backend is not None:
+                self.group = backend.create(group_name(fn.name, self.id),
+                                            lambda_shape(fn.memory_mb, machine_cores()))
+                cmd = self.group.launch_argv(cmd)  # joins the group, then execs: same pid
+            self.started = time.perf_counter()
+            self.proc = subprocess.Popen(cmd, cwd=code, env=env, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        except BaseException:
+            self.server.shutdown()
+            self.server.server_close()
+            if self.group is not None:
+                self.group.remove(wait_s=0)
+            raise
         threading.Thread(target=self._read_logs, daemon=True).start()
         threading.Thread(target=self._watch, daemon=True).start()
 
@@ -131,41 +167,111 @@ class Environment:
 
     def _watch(self) -> None:
         self.proc.wait()
+        self.oom = self._killed_for_memory()
+        self._exited.set()
         self.ended.set()
         with self.cond:
             if self.slot is not None and not self.slot.done.is_set():
-                self.slot.error_type = "Runtime.ExitError"
-                self.slot.body = json.dumps({
-                    "errorType": "Runtime.ExitError",
-                    "errorMessage": f"RequestId: {self.slot.request_id} Error: Runtime exited "
-                                    f"with error: exit status {self.proc.returncode}"}).encode()
+                self.slot.error_type, self.slot.body = self.exit_error(self.slot.request_id)
                 self.slot.finished = time.perf_counter()
                 self.slot.started = self.slot.started or self.slot.finished
                 self.slot.done.set()
                 self.slot.delivered.set()
             self.cond.notify_all()
 
+    def _killed_for_memory(self) -> bool:
+        if self.group is None:
+            return False
+        try:
+            if self.group.oom_kills() > 0:
+                return True
+            peak = self.group.memory_peak_mb() or 0
+        except OSError:
+            return False
+        return (not self._killing and self.proc.returncode == -signal.SIGKILL
+                and peak >= self.fn.memory_mb)
+
+    def exit_error(self, request_id: str) -> tuple[str, bytes]:
+        """The error type and payload Lambda answers when the runtime process has exited:
+        ``Runtime.OutOfMemory`` when the kernel killed it for memory, else
+        ``Runtime.ExitError`` with its exit status or signal."""
+        code = self.proc.returncode
+        if self.oom:
+            kind, how = OUT_OF_MEMORY, "signal: killed"
+        elif code is not None and code < 0:
+            kind, how = EXIT_ERROR, f"signal: {(signal.strsignal(-code) or str(-code)).lower()}"
+        else:
+            kind, how = EXIT_ERROR, f"exit status {code}"
+        return kind, json.dumps({
+            "errorType": kind,
+            "errorMessage": f"RequestId: {request_id} Error: Runtime exited with error: {how}",
+        }).encode()
+
     def max_memory_mb(self) -> int:
-        """Peak resident memory of the environment's process (VmHWM), in MB."""
+        """Peak memory of the environment, in MB: its group's peak when shaped (the removed
+        group's last reading after ``kill``), else the process's peak resident set (VmHWM).
+        The group is charged for the pages it brought in: shared libraries already in this
+        machine's page cache count in VmHWM but not here, where on Lambda (a fresh microVM
+        per environment) they count; files it read count here but not in VmHWM."""
+        if self.group is not None:
+            with self._group_lock:
+                peak = self._final[1] if self._final else self._read(self.group.memory_peak_mb)
+            if peak is not None:
+                return peak
+        return self.peak_rss_mb() or 0
+
+    def peak_rss_mb(self) -> int | None:
+        """The process's peak resident set (VmHWM) in MB; ``None`` once it has ended."""
         try:
             for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
                     return math.ceil(int(line.split()[1]) / 1024)
         except OSError:
             pass
-        return 0
+        return None
+
+    def cpu_stat(self) -> CpuStat | None:
+        """CPU the environment's group used so far (its last reading once removed); ``None``
+        when unshaped."""
+        if self.group is None:
+            return None
+        with self._group_lock:
+            return self._final[0] if self._final else self._read(self.group.stat)
+
+    @staticmethod
+    def _read(reading: Callable[[], T]) -> T | None:
+        try:
+            return reading()
+        except OSError:  # removed under us: a reading is never worth a crash
+            return None
 
     def kill(self) -> None:
-        """End the process group and the Runtime API server."""
+        """End the process group and the Runtime API server, then remove the cgroup (keeping
+        its last reading); idempotent."""
         if self.proc.poll() is None:
+            self._killing = True
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        self.proc.wait()
+        self._exited.wait(5.0)  # the watcher reads the group to classify the exit
         self.ended.set()
         self.server.shutdown()
         self.server.server_close()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
+        if self.group is not None:
+            self._remove_group(self.group)
+
+    def _remove_group(self, group: Group) -> None:
+        with self._group_lock:
+            if self._final is not None:
+                return
+            stat = self._read(group.stat) or CpuStat(0, 0, 0.0, 0.0)
+            self._final = (stat, self._read(group.memory_peak_mb))
+            try:
+                group.remove()
+            except ShapingError as exc:
+                log.warning("environment %s of %s: %s", self.id, self.fn.name, exc)
 
 
 def runtime_api(env: Environment) -> type[BaseHTTPRequestHandler]:

@@ -28,83 +28,62 @@ Promises, as Lambda keeps them:
   working directory) and a runtime directory holding the runtime client: the interpreter runs
   with ``-S``, so the venv's site-packages are invisible, as on Lambda. Its environment
   variables are Lambda's (no credentials: nothing here has a role to pass on).
+- Memory size, when this machine can shape processes (root and a writable cgroup v1 or v2
+  tree; ``shaped`` turns it off): each environment runs in a cgroup of its own, shaped as
+  Lambda shapes that memory size (``lambda_shape``: 1 vCPU of quota per 1,769 MB, Lambda's
+  visible cores up to this machine's, a memory limit of the memory size, no swap). Its
+  process starts inside the group; the group goes when the environment is discarded.
+- Out of memory: an environment the kernel kills for memory fails its invocation (or its
+  Init) with ``Runtime.OutOfMemory`` (``RequestId: <id> Error: Runtime exited with error:
+  signal: killed``, ``X-Amz-Function-Error: Unhandled``), its REPORT line ends with the
+  fields ``Status: error`` and ``Error Type: Runtime.OutOfMemory``, and it is discarded: the
+  next invoke is a cold start. Max Memory Used is the group's peak as the kernel charges it
+  (page cache of the files it read included), or the process's peak resident set (VmHWM) when
+  unshaped.
+- ``usage(name)`` is the CPU the environments of a function used (live ones, plus the last
+  reading of each discarded one) and how often their quota stopped them; ``capacity(name)``
+  how many environments of its memory size this machine runs at once at their full share.
+  Both are ``None`` when unshaped.
 
-Not reproduced: memory size is passed to the function (``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``) and
-reported, but neither enforced nor turned into a CPU share proportional to memory (Lambda gives
-1 vCPU per 1,769 MB); every environment shares this machine's cores. Versions and aliases
-run the same package (the runtime hosts one package per function).
+Not reproduced: the cores an environment sees are at most this machine's (Lambda shows 2 to 6),
+so a quota above them is never reached. A group is charged only for the pages it brings in:
+shared libraries already in this machine's page cache (numpy, onnxruntime once any process
+loaded them) count neither against its limit nor in its Max Memory Used, where on Lambda, a
+fresh microVM per environment, they do; ``Report.peak_rss_mb`` (VmHWM) counts them. Unshaped (no root or no
+cgroup tree), memory size is passed to the function (``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``) and
+reported only, and every environment shares this machine's cores. Versions and aliases run the
+same package (the runtime hosts one package per function).
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
+import functools
 import json
 import math
 import shutil
 import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
+from deployers.base import Capacity, Usage
 from deployers.standins.lambda_environment import (
-    ACCOUNT,
+    EXIT_ERROR,
     INIT_TIMEOUT_S,
+    OUT_OF_MEMORY,
     Environment,
     FunctionConfig,
     Invocation,
     QuietServer,
     runtime_dir,
 )
+from deployers.standins.lambda_invoke_api import Report, Result, Throttled, invoke_api
+from deployers.standins.lambda_shape import capacity, lambda_shape, machine_cores, mem_available_mb
+from deployers.standins.shaping import CpuStat, Shape, ShapingError, add_stats, backend
 
 LOG_TAIL_BYTES = 4096
-MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 
 __all__ = ["FunctionConfig", "LocalLambda", "Report", "Result", "Throttled"]
-
-
-@dataclass(frozen=True)
-class Report:
-    """What Lambda's REPORT line says about one invocation."""
-
-    request_id: str
-    function: str
-    environment: int
-    status: str  # success | error | timeout | init_error | exit
-    duration_ms: float
-    billed_ms: int
-    memory_mb: int
-    max_memory_mb: int
-    init_ms: float | None  # set on the cold start of an on-demand environment
-
-    def line(self) -> str:
-        text = (f"REPORT RequestId: {self.request_id}\tDuration: {self.duration_ms:.2f} ms\t"
-                f"Billed Duration: {self.billed_ms} ms\tMemory Size: {self.memory_mb} MB\t"
-                f"Max Memory Used: {self.max_memory_mb} MB\t")
-        if self.init_ms is not None:
-            text += f"Init Duration: {self.init_ms:.2f} ms\t"
-        return text + ("" if self.status == "success" else f"Status: {self.status}")
-
-
-@dataclass
-class Result:
-    """One invoke's answer as the Invoke API returns it."""
-
-    payload: bytes
-    function_error: str | None
-    log: str
-    report: Report
-    executed_version: str
-
-
-class Throttled(Exception):
-    """No environment is free and the concurrency limit is reached."""
 
 
 class _Function:
@@ -113,18 +92,39 @@ class _Function:
         self.lock = threading.Lock()
         self.envs: list[Environment] = []
         self.busy: set[int] = set()
+        self.ended = CpuStat(0, 0, 0.0, 0.0)  # last readings of the discarded environments
+        self.ended_groups = 0
+
+    def retire(self, env: Environment) -> None:
+        """Drop ``env`` (already killed) from the live ones, keeping its last reading; call
+        with ``lock`` held."""
+        if env in self.envs:
+            self.envs.remove(env)
+            stat = env.cpu_stat()
+            if stat is not None:
+                self.ended = add_stats(self.ended, stat)
+                self.ended_groups += 1
 
 
 class LocalLambda:
-    """Hosts functions in real runtime-client processes; serves the Invoke API at ``url``."""
+    """Hosts functions in real runtime-client processes; serves the Invoke API at ``url``.
 
-    def __init__(self, account_concurrency: int = 1000) -> None:
+    ``shaped``: ``None`` shapes each environment when this machine has a cgroup backend
+    (``shaping.backend()``, which warns once when it has none); ``False`` never shapes;
+    ``True`` requires shaping (``ShapingError`` without a backend)."""
+
+    def __init__(self, account_concurrency: int = 1000, shaped: bool | None = None) -> None:
+        self._backend = backend() if shaped is not False else None
+        if shaped and self._backend is None:
+            raise ShapingError("shaped=True, but this machine cannot shape processes (it needs "
+                               "root and a writable cgroup tree at /sys/fs/cgroup); pass "
+                               "shaped=None to run unshaped there")
         self.account_concurrency = account_concurrency
         self.reports: list[Report] = []
         self._functions: dict[str, _Function] = {}
         self._tmp = Path(tempfile.mkdtemp(prefix="niser-lambda-runtime-"))
         self._runtime_dir = runtime_dir(self._tmp / "runtime")
-        self._server = QuietServer(("127.0.0.1", 0), _invoke_api(self))
+        self._server = QuietServer(("127.0.0.1", 0), invoke_api(self))
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     @property
@@ -141,14 +141,16 @@ class LocalLambda:
         self.remove_function(config.name)
         fn = _Function(config)
         self._functions[config.name] = fn
-        fn.envs = [Environment(config, self._runtime_dir, True)
+        fn.envs = [Environment(config, self._runtime_dir, True, self._backend)
                    for _ in range(config.provisioned_concurrency)]
         for env in fn.envs:
             if not self._wait_init(env):
                 log = "\n".join(env.log[-20:])
+                error = (f"{OUT_OF_MEMORY}: killed at its {config.memory_mb} MB limit (raise "
+                         "memory_mb)" if env.oom else (env.init_error or b"").decode())
                 self.remove_function(config.name)
                 raise RuntimeError(f"a provisioned environment of {config.name!r} failed Init: "
-                                   f"{(env.init_error or b'').decode()}\n{log}")
+                                   f"{error}\n{log}")
 
     def remove_function(self, name: str) -> None:
         """Stop every environment of ``name``; absent is not an error."""
@@ -163,6 +165,44 @@ class LocalLambda:
     def environments(self, name: str) -> int:
         """Live environments of function ``name``."""
         return len(self._functions[name].envs)
+
+    @property
+    def shaping(self) -> str:
+        """How environments are shaped: ``cgroup-v1``, ``cgroup-v2`` or ``none``."""
+        return self._backend.version if self._backend is not None else "none"
+
+    def shape(self, name: str) -> Shape | None:
+        """The shape of each environment of ``name`` (``lambda_shape``); ``None`` when
+        unshaped. ``KeyError`` if no such function."""
+        memory_mb = self._functions[name].config.memory_mb
+        if self._backend is None:
+            return None
+        return lambda_shape(memory_mb, machine_cores())
+
+    def usage(self, name: str) -> Usage | None:
+        """CPU the environments of ``name`` used so far: every live environment's group plus
+        the last reading of each one already discarded; ``quota_cpus`` is one environment's
+        quota. ``None`` when unshaped; ``KeyError`` if no such function."""
+        fn = self._functions[name]
+        shape = self.shape(name)
+        if shape is None or self._backend is None:
+            return None
+        with fn.lock:
+            envs, ended, ended_groups = list(fn.envs), fn.ended, fn.ended_groups
+        stats = [s for s in (env.cpu_stat() for env in envs) if s is not None]
+        total = functools.reduce(add_stats, stats, ended)
+        return Usage(self._backend.version, len(envs) + ended_groups, len(envs), shape.cpus,
+                     total.periods, total.throttled_periods, total.throttled_s,
+                     total.used_cpu_s)
+
+    def capacity(self, name: str) -> Capacity | None:
+        """How many environments of ``name``'s memory size this machine runs at once at their
+        full share (``lambda_shape.capacity``); ``None`` when unshaped. ``KeyError`` if no
+        such function."""
+        memory_mb = self._functions[name].config.memory_mb
+        if self._backend is None:
+            return None
+        return capacity(memory_mb, machine_cores(), mem_available_mb())
 
     def close(self) -> None:
         """Stop every environment and the Invoke API server."""
@@ -201,7 +241,7 @@ class LocalLambda:
                     return env, False
             if len(fn.envs) >= self._limit(fn.config):
                 raise Throttled(fn.config.name)
-            env = Environment(fn.config, self._runtime_dir, False)
+            env = Environment(fn.config, self._runtime_dir, False, self._backend)
             fn.envs.append(env)
             fn.busy.add(env.id)
             return env, True
@@ -211,8 +251,8 @@ class LocalLambda:
             env.kill()
         with fn.lock:
             fn.busy.discard(env.id)
-            if discard and env in fn.envs:
-                fn.envs.remove(env)
+            if discard:
+                fn.retire(env)
 
     def invoke(self, name: str, payload: bytes, qualifier: str | None = None) -> Result:
         """Run one invocation; ``KeyError`` if no such function, ``Throttled`` past the limit."""
@@ -222,8 +262,13 @@ class LocalLambda:
         env, cold = self._acquire(fn)
         inv = Invocation(payload, cfg)
         first_line = len(env.log)
-        status, discard = "success", False
-        if not self._wait_init(env):
+        status, discard, report_error = "success", False, None
+        ready = self._wait_init(env)
+        if not ready and env.oom:  # killed for memory during Init
+            status, discard, report_error = "error", True, OUT_OF_MEMORY
+            inv.error_type, inv.body = env.exit_error(inv.request_id)
+            inv.started = inv.finished = time.perf_counter()
+        elif not ready:
             status, discard = "init_error", True
             inv.error_type = "Runtime.Unknown"
             inv.body = env.init_error or json.dumps({
@@ -238,10 +283,7 @@ class LocalLambda:
                 env.cond.notify_all()
             while not inv.delivered.wait(0.5):  # the handler has the event, or the process died
                 if env.ended.is_set() and not inv.delivered.is_set():
-                    inv.error_type, inv.body = "Runtime.ExitError", json.dumps({
-                        "errorType": "Runtime.ExitError",
-                        "errorMessage": f"RequestId: {inv.request_id} Error: Runtime exited"}
-                    ).encode()
+                    inv.error_type, inv.body = env.exit_error(inv.request_id)
                     inv.started = inv.finished = time.perf_counter()
                     inv.done.set()
                     break
@@ -253,7 +295,9 @@ class LocalLambda:
                 inv.error_type = "Sandbox.Timedout"
                 inv.body = json.dumps({"errorMessage": f"{stamp}Z {inv.request_id} Task timed "
                                        f"out after {cfg.timeout_s:.2f} seconds"}).encode()
-            elif inv.error_type == "Runtime.ExitError":
+            elif inv.error_type == OUT_OF_MEMORY:
+                status, discard, report_error = "error", True, OUT_OF_MEMORY
+            elif inv.error_type == EXIT_ERROR:
                 status, discard = "exit", True
             elif inv.error_type is not None:
                 status = "error"
@@ -264,86 +308,11 @@ class LocalLambda:
         duration = (inv.finished - inv.started) * 1000
         billed = math.ceil(duration + (init_ms or 0.0))
         report = Report(inv.request_id, name, env.id, status, duration, max(billed, 1),
-                        cfg.memory_mb, env.max_memory_mb(), init_ms)
+                        cfg.memory_mb, env.max_memory_mb(), init_ms, report_error,
+                        env.peak_rss_mb())
         lines = [f"START RequestId: {inv.request_id} Version: {version}",
                  *env.log[first_line:], f"END RequestId: {inv.request_id}", report.line()]
         self._release(fn, env, discard)
         self.reports.append(report)
         tail = "\n".join(lines).encode()[-LOG_TAIL_BYTES:].decode("utf-8", "ignore")
         return Result(inv.body, "Unhandled" if inv.error_type else None, tail, report, version)
-
-
-def _function_name(raw: str) -> tuple[str, str | None]:
-    """``name``, ``name:qualifier`` or an ARN -> (name, qualifier)."""
-    raw = unquote(raw)
-    if raw.startswith("arn:"):
-        parts = raw.split(":")
-        return parts[6], (parts[7] if len(parts) > 7 else None)
-    name, _, qualifier = raw.partition(":")
-    return name, qualifier or None
-
-
-def _invoke_api(service: LocalLambda) -> type[BaseHTTPRequestHandler]:
-    class InvokeAPI(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body go out as separate writes
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def _reply(self, status: int, body: bytes, headers: Mapping[str, str]) -> None:
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _fail(self, status: int, error: str, message: str, **extra: str) -> None:
-            body = json.dumps({"Type": "User", "message": message, **extra}).encode()
-            self._reply(status, body, {"x-amzn-ErrorType": error,
-                                       "x-amzn-RequestId": str(uuid.uuid4())})
-
-        def do_POST(self) -> None:
-            url = urlsplit(self.path)
-            parts = url.path.split("/")
-            payload = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if len(parts) != 5 or parts[1:3] != ["2015-03-31", "functions"] \
-                    or parts[4] != "invocations":
-                return self._fail(404, "UnknownOperationException", f"no route {url.path}")
-            name, qualifier = _function_name(parts[3])
-            qualifier = parse_qs(url.query).get("Qualifier", [qualifier])[0]
-            if name not in service.functions():
-                arn = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:{name}"
-                return self._fail(404, "ResourceNotFoundException", f"Function not found: {arn}")
-            if len(payload) > MAX_PAYLOAD_BYTES:
-                return self._fail(413, "RequestTooLargeException",
-                                  f"Request must be smaller than {MAX_PAYLOAD_BYTES} bytes")
-            kind = self.headers.get("X-Amz-Invocation-Type", "RequestResponse")
-            if kind == "DryRun":
-                return self._reply(204, b"", {})
-            try:
-                if kind == "Event":
-                    threading.Thread(target=self._background, args=(name, payload, qualifier),
-                                     daemon=True).start()
-                    return self._reply(202, b"", {})
-                result = service.invoke(name, payload or b"{}", qualifier)
-            except Throttled:
-                return self._fail(429, "TooManyRequestsException", "Rate Exceeded.",
-                                  Reason="ReservedFunctionConcurrentInvocationLimitExceeded")
-            headers = {"X-Amz-Executed-Version": result.executed_version,
-                       "x-amzn-RequestId": result.report.request_id}
-            if result.function_error:
-                headers["X-Amz-Function-Error"] = result.function_error
-            if self.headers.get("X-Amz-Log-Type") == "Tail":
-                headers["X-Amz-Log-Result"] = base64.b64encode(result.log.encode()).decode()
-            return self._reply(200, result.payload, headers)
-
-        @staticmethod
-        def _background(name: str, payload: bytes, qualifier: str | None) -> None:
-            # Lambda would queue and retry a throttled async event; this runtime drops it
-            with contextlib.suppress(Throttled, KeyError):
-                service.invoke(name, payload or b"{}", qualifier)
-
-    return InvokeAPI

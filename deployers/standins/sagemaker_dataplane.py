@@ -4,7 +4,7 @@ In AWS, ``sagemaker-runtime`` ``InvokeEndpoint`` reaches the mlflow-pyfunc conta
 proxies ``/invocations`` to MLflow's scoring server. Here one nginx (Debian ``nginx-light``,
 ``apt-get install -y nginx-light``) listens on 127.0.0.1 at a port chosen at run time and maps
 ``POST /endpoints/<name>/invocations`` onto the ``/invocations`` of the ``mlflow models serve``
-process of that endpoint. Pointing the runtime client's ``endpoint_url`` (or
+process of each instance of that endpoint. Pointing the runtime client's ``endpoint_url`` (or
 ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``) at ``DataPlane.url`` makes boto3 ``invoke_endpoint`` do
 real inference, unchanged.
 
@@ -14,11 +14,15 @@ Promises:
   private temporary prefix holding its config, pid file, logs and temp paths; ``stop`` ends it
   and removes the prefix. ``LocalSageMaker`` owns one per process.
 - ``route``/``unroute`` rewrite the config, check it with ``nginx -t``, reload it, and return
-  only once the change answers (so a blue/green swap never drops to 404).
+  only once the change answers (so a blue/green swap never drops to 404). An endpoint routed to
+  several servers (one per instance) gets them round robin, as SageMaker spreads requests over
+  a variant's instances.
 - An unknown endpoint answers 400 ``ValidationError`` like SageMaker, so botocore raises a
   ``ClientError`` with that code.
 - ``ScoringServer.start`` returns only when ``/ping`` answers; a server that dies first raises
-  ``DeployerError`` with the tail of its log.
+  ``DeployerError`` with the tail of its log. Given a cgroup (``shaping.Group``), the server
+  joins it before it runs (``Group.launch_argv``), so it and every uvicorn worker it forks are
+  shaped; the caller owns the group and removes it after ``stop``.
 
 Processes are started and ended with the local deployer's helpers (``deployers.procs``,
 ``deployers.http``, ``deployers.balancer``): own session, recorded, whole group ended.
@@ -36,6 +40,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +49,7 @@ import psutil
 from deployers import balancer, procs
 from deployers.base import DeployerError
 from deployers.http import free_port, tail, wait_for_ping
+from deployers.standins.shaping import Group
 
 NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 # SageMaker real-time endpoints accept payloads up to 6 MB.
@@ -68,6 +74,7 @@ class ScoringServer:
     model_path: str
     port: int
     record: procs.ProcessRecord
+    group: Group | None = None  # the cgroup it runs in (owned by the caller); None: unshaped
 
     @property
     def url(self) -> str:
@@ -76,14 +83,17 @@ class ScoringServer:
     @classmethod
     def start(
         cls, model_path: str, log: Path, workers: int | None = None,
-        env: dict[str, str] | None = None, timeout_s: float = 120.0,
+        env: dict[str, str] | None = None, timeout_s: float = 120.0, group: Group | None = None,
     ) -> ScoringServer:
-        """Serve ``model_path`` and wait for ``/ping``; raise with the log tail on failure."""
+        """Serve ``model_path`` (inside ``group`` when given) and wait for ``/ping``; raise with
+        the log tail on failure, after ending what was started."""
         port = free_port()
         argv = procs.scoring_server_argv(model_path, port, workers)
+        if group is not None:
+            argv = group.launch_argv(argv)
         full_env = procs.with_interpreter_bin({**os.environ, **(env or {})})
         record, proc = procs.spawn(argv, full_env, log)
-        server = cls(model_path, port, record)
+        server = cls(model_path, port, record, group)
         try:
             wait_for_ping(server.url, timeout_s, proc, log)
         except BaseException:
@@ -102,7 +112,7 @@ class DataPlane:
 
     prefix: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="niser-dataplane-")))
     port: int = 0
-    routes: dict[str, tuple[int, str]] = field(default_factory=dict)
+    routes: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)
     record: procs.ProcessRecord | None = None
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -115,8 +125,9 @@ class DataPlane:
         p = self.prefix
         user = f"user {pwd.getpwuid(0).pw_name};\n" if os.geteuid() == 0 else ""
         upstreams, locations = [], []
-        for i, (name, (port, variant)) in enumerate(sorted(self.routes.items())):
-            upstreams.append(f"  upstream ep{i} {{ server 127.0.0.1:{port}; keepalive 32; }}\n")
+        for i, (name, (ports, variant)) in enumerate(sorted(self.routes.items())):
+            servers = " ".join(f"server 127.0.0.1:{port};" for port in ports)
+            upstreams.append(f"  upstream ep{i} {{ {servers} keepalive 32; }}\n")
             locations.append(
                 f"    location = /endpoints/{name}/invocations {{\n"
                 f"      proxy_pass http://ep{i}/invocations;\n"
@@ -201,13 +212,17 @@ class DataPlane:
             f"nginx did not apply the route of {name!r} within {timeout_s:.0f} s; last lines of "
             f"its error log:\n{tail(self.prefix / 'error.log')}")
 
-    def route(self, name: str, port: int, variant: str = "AllTraffic") -> None:
-        """Send ``/endpoints/<name>/invocations`` to the scoring server on ``port``."""
+    def route(self, name: str, port: int | Sequence[int], variant: str = "AllTraffic") -> None:
+        """Send ``/endpoints/<name>/invocations`` to the scoring server on ``port`` (several
+        ports: round robin over them)."""
         if not NAME.match(name):
             raise ValueError(f"endpoint name {name!r} is not a valid SageMaker endpoint name")
+        ports = (port,) if isinstance(port, int) else tuple(port)
+        if not ports:
+            raise ValueError(f"endpoint {name!r}: route it to at least one server port")
         with self._lock:
             self.start()
-            self.routes[name] = (port, variant)
+            self.routes[name] = (ports, variant)
             self._reload_until(name, 200)
 
     def unroute(self, name: str) -> None:

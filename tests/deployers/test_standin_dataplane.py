@@ -87,3 +87,18 @@ def test_refuses_a_name_sagemaker_would_refuse(upstreams: list[int]) -> None:
         assert plane.record is None
     finally:
         plane.stop()
+
+
+def test_an_endpoint_of_several_servers_gets_them_round_robin(upstreams: list[int]) -> None:
+    plane = DataPlane()
+    try:
+        plane.route("ep-two", upstreams)
+        answered = [_post(f"{plane.url}/endpoints/ep-two/invocations") for _ in range(6)]
+        assert {status for status, _ in answered} == {200}
+        by_port = [int(body.split()[0]) for _, body in answered]
+        assert sorted(set(by_port)) == sorted(upstreams)
+        assert all(by_port.count(p) == 3 for p in upstreams)
+        with pytest.raises(ValueError, match="at least one server port"):
+            plane.route("ep-none", [])
+    finally:
+        plane.stop()
