@@ -183,6 +183,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"{'target':<20} {'p50 @1':>9} {'p95 @SLO level':>15} {'saturation':>12} "
                      f"{'$/1M sat.':>10} {'$/1M @' + rate + '/s':>10}  provenance")
         lines += [_row(r, slo) for r in rows]
+        lines += [f"  {r['target']}: {r['errors']} requests failed or timed out"
+                  for r in rows if r.get("errors")]
         lines += [f"  {r['target']}: {r['note']}" for r in rows if r.get("note")]
     if summary.get("recommendation"):
         lines.append(f"{'Recommended' if summary.get('recommended', True) else 'Nothing recommended'}"

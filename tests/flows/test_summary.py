@@ -16,7 +16,7 @@ SUMMARY = {
          "cost_per_1m_usd_at_workload": 0.4},
         {"target": "local-1x2", "status": "ok", "provenance": "measured-local",
          "shaping": "none", "p50_ms_at_1": 3.1, "p95_ms_at_slo_level": None, "slo_level": None,
-         "saturation_rps": None, "note": "levels 16 not measured"},
+         "saturation_rps": None, "errors": 3, "note": "levels 16 not measured"},
         {"target": "sagemaker-c5-large", "status": "FAILED: DeploymentFailed: no image"},
     ],
 }
@@ -36,6 +36,7 @@ def test_every_target_line_carries_its_figures_and_provenance():
     assert "none <= 50 ms" in local and local.endswith("measured-local")
     assert any(line.startswith("sagemaker-c5-large") and "FAILED" in line for line in lines)
     assert "  local-1x2: levels 16 not measured" in lines
+    assert "  local-1x2: 3 requests failed or timed out" in lines
 
 
 def test_summary_ends_with_the_recommendation_and_the_two_deep_links():
@@ -47,4 +48,7 @@ def test_summary_ends_with_the_recommendation_and_the_two_deep_links():
 
 def test_summary_stays_short():
     lines = format_summary(SUMMARY).splitlines()
-    assert len(lines) <= 3 + len(SUMMARY["targets"]) + 3 and max(map(len, lines)) <= 120 + 20
+    notes = [line for line in lines if line.startswith("  ")]
+    # model, header, a line per target, its notes, recommendation, two links
+    assert len(lines) == 2 + len(SUMMARY["targets"]) + len(notes) + 3 and len(notes) == 2
+    assert max(len(line) for line in lines if line not in notes) <= 120
