@@ -23,6 +23,7 @@ Promises:
 from __future__ import annotations
 
 import logging
+import math
 import re
 import secrets
 import shutil
@@ -122,6 +123,10 @@ class LocalSageMaker:
             "PrimaryContainer"]
         url = urlparse(container["ModelDataUrl"])
         backend = shaping.backend() if shape is not None else None
+        if workers is None and shape is not None and shape.cpus is not None:
+            # MLflow's SageMaker container runs one scoring worker per CPU of the instance
+            # (MLFLOW_MODELS_WORKERS overrides it); so does the stand-in of that instance
+            workers = max(1, math.ceil(shape.cpus))
         model_dir = Path(tempfile.mkdtemp(prefix=f"niser-sm-{name}-"))
         servers: list[ScoringServer] = []
         try:
