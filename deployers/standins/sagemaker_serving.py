@@ -30,7 +30,7 @@ import shutil
 import tarfile
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -137,7 +137,8 @@ class LocalSageMaker:
             for i in range(instances):
                 group = None
                 if backend is not None and shape is not None:
-                    group = backend.create(_group_name(name, i), shape)
+                    spread = replace(shape, first_core=i * (shape.cores or 0))
+                    group = backend.create(_group_name(name, i), spread)
                 try:
                     servers.append(ScoringServer.start(
                         str(model_dir / "model"), model_dir / f"serve-{i + 1}.log",
