@@ -43,7 +43,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 
 from bench.hooks import BenchmarkHook, HookOutput, TargetSummary
@@ -325,6 +325,16 @@ def log_benchmark(
         workdir.cleanup()
     client.set_terminated(pid, "FINISHED")
     return BenchmarkRun(pid, children, parent_tags, exp_id, per_target)
+
+
+def latest_benchmark_run(experiment: str, client: MlflowClient | None = None) -> Run | None:
+    """The newest benchmark parent run (tag ``benchmark.targets``) of ``experiment``, or None."""
+    client = client or MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], "tags.`benchmark.targets` != ''",
+                              order_by=["attributes.start_time DESC"], max_results=1
+                              ) if exp else []
+    return runs[0] if runs else None
 
 
 def compare_table(

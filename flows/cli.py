@@ -151,19 +151,14 @@ def compare(experiment: str, parent_run_id: str | None, latest: bool) -> None:
     """Print the benchmark table across runs from MLflow."""
     _defaults()
     import pandas as pd
-    from mlflow import MlflowClient
 
-    from bench.report import compare_table
+    from bench.report import compare_table, latest_benchmark_run
 
     if latest and not parent_run_id:
-        client = MlflowClient()
-        exp = client.get_experiment_by_name(experiment)
-        runs = client.search_runs([exp.experiment_id], "tags.`benchmark.targets` != ''",
-                                  order_by=["attributes.start_time DESC"], max_results=1
-                                  ) if exp else []
-        if not runs:
+        latest_run = latest_benchmark_run(experiment)
+        if latest_run is None:
             raise click.ClickException(f"no benchmark run in experiment {experiment!r}")
-        parent_run_id = runs[0].info.run_id
+        parent_run_id = latest_run.info.run_id
     table = compare_table(parent_run_id=parent_run_id,
                           experiment_name=None if parent_run_id else experiment)
     with pd.option_context("display.max_rows", 500, "display.width", 200):

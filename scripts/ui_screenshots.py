@@ -160,23 +160,18 @@ def check_all(pages: Pages, out: Path) -> dict[str, Path]:
 
 def latest(experiment: str) -> Pages:
     """The pages of the latest benchmark run of ``experiment`` on the servers in the env."""
-    from mlflow import MlflowClient
-
     from bench.links import run_url, ui_base
+    from bench.report import latest_benchmark_run
 
     base = ui_base(os.environ.get("MLFLOW_TRACKING_URI", ""))
     api = os.environ.get("PREFECT_API_URL", "")
     if base is None or not api.startswith("http"):
         raise SystemExit("MLFLOW_TRACKING_URI and PREFECT_API_URL must name the running "
                          "servers: `. .state/env.sh` first")
-    client = MlflowClient()
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id], "tags.`benchmark.targets` != ''",
-                              order_by=["attributes.start_time DESC"], max_results=1
-                              ) if exp else []
-    if not runs:
+    latest = latest_benchmark_run(experiment)
+    if latest is None:
         raise SystemExit(f"no benchmark run in experiment {experiment!r}: run ./run.sh first")
-    run = runs[0]
+    run = latest
     return Pages(f"{api.removesuffix('/api')}/runs/flow-run/{run.data.tags['prefect.flow_run_id']}",
                  run_url(base, run.info.experiment_id, run.info.run_id),
                  run.data.tags["benchmark.targets"].split(","), "Recommended")
