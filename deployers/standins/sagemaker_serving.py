@@ -23,7 +23,6 @@ Promises:
 from __future__ import annotations
 
 import logging
-import math
 import re
 import secrets
 import shutil
@@ -123,10 +122,11 @@ class LocalSageMaker:
             "PrimaryContainer"]
         url = urlparse(container["ModelDataUrl"])
         backend = shaping.backend() if shape is not None else None
-        if workers is None and shape is not None and shape.cpus is not None:
-            # MLflow's SageMaker container runs one scoring worker per CPU of the instance
-            # (MLFLOW_MODELS_WORKERS overrides it); so does the stand-in of that instance
-            workers = max(1, math.ceil(shape.cpus))
+        # MLflow's SageMaker container runs one scoring worker per CPU unless
+        # MLFLOW_MODELS_WORKERS says otherwise; the stand-in keeps `mlflow models serve`'s one
+        # worker by default: here, 2 uvicorn workers answer one request in ~50 ms instead of
+        # ~5 ms (BENCHMARKS.md, "Shaped stand-ins"), which would be the server's cost, not the
+        # instance's. model_server_workers sets it.
         model_dir = Path(tempfile.mkdtemp(prefix=f"niser-sm-{name}-"))
         servers: list[ScoringServer] = []
         try:
