@@ -12,13 +12,15 @@ Promises:
   can cross Lambda's curve more than once), and the rate above which instances are always at
   least as cheap within the range.
 - ``plot_break_even`` writes a PNG (matplotlib Agg) of cost per hour or per month against request
-  rate: both curves, the Lambda-cheaper ranges shaded and the break-even rate marked.
+  rate (USD, linear): both curves in their targets' colours, the Lambda-cheaper ranges shaded,
+  the break-even rate marked and, given a workload rate, that rate with each option's cost
+  there and a caption saying which is cheaper there and why.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -142,46 +144,77 @@ def break_even(instance: InstanceOffer, lam: LambdaOffer | Callable[[float], flo
 def plot_break_even(
     instance: InstanceOffer, lam: LambdaOffer, max_rate_rps: float, path: str | Path,
     *, per: Literal["hour", "month"] = "hour", title: str | None = None,
+    colors: Mapping[str, str] | None = None, workload_rps: float | None = None,
 ) -> Path:
-    """Write a PNG of cost vs request rate for both offers, break-even marked; returns the path."""
+    """Write a PNG of cost vs request rate for both offers, break-even marked; returns the path.
+
+    ``colors`` maps offer labels to colours (``bench.plot_style.target_colors``); with
+    ``workload_rps`` the workload's rate is marked, with what each offer costs there. The x axis
+    spans ``[0, max_rate_rps]`` narrowed to where the answer is: 1.1 x the saturation rate or 3 x
+    the break-even or workload rate, whichever is largest.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
+    from bench.plot_style import FIGSIZE, finish, legend_outside
+    from bench.rounding import fmt
+
     result = break_even(instance, lam, max_rate_rps)
     scale = HOURS_PER_MONTH if per == "month" else 1.0
+    view = min(max_rate_rps, max(1.1 * instance.saturation_rps, 3 * (result.rate_rps or 0.0),
+                                 3 * (workload_rps or 0.0)))
     edges = [k * instance.saturation_rps for k in
-             range(1, int(max_rate_rps / instance.saturation_rps) + 1)]
+             range(1, int(view / instance.saturation_rps) + 1)]
     xs = np.unique(np.concatenate([
-        np.linspace(0.0, max_rate_rps, 600), np.array(edges),
+        np.linspace(0.0, view, 600), np.array(edges),
         np.array(edges) + instance.saturation_rps * 1e-6]))
-    xs = xs[xs <= max_rate_rps]
+    xs = xs[xs <= view]
     inst = np.array([instance.cost_per_hour(float(x)) for x in xs]) * scale
     lamc = np.array([lam.cost_per_hour(float(x)) for x in xs]) * scale
+    color = dict(colors or {})
+    ci, cl = color.get(instance.label, "tab:blue"), color.get(lam.label, "tab:orange")
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(xs, inst, label=f"{instance.label} ({instance.provenance})", color="tab:blue")
-    ax.plot(xs, lamc, label=f"{lam.label} ({lam.provenance})", color="tab:orange")
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    ax.plot(xs, inst, label=f"{instance.label} ({instance.provenance})", color=ci)
+    ax.plot(xs, lamc, label=f"{lam.label} ({lam.provenance})", color=cl)
     for i, (a, b) in enumerate(result.lambda_cheaper):
-        ax.axvspan(a, b, color="tab:orange", alpha=0.08,
+        ax.axvspan(a, min(b, view), color=cl, alpha=0.08,
                    label="Lambda cheaper" if i == 0 else None)
     if result.rate_rps is not None:
-        ax.axvline(result.rate_rps, color="black", linestyle="--", linewidth=1)
-        ax.annotate(f"break-even {result.rate_rps:.3g} req/s",
-                    xy=(result.rate_rps, lam.cost_per_hour(result.rate_rps) * scale),
-                    xytext=(8, 12), textcoords="offset points", fontsize=9)
+        ax.axvline(result.rate_rps, color="black", linestyle="--", linewidth=1,
+                   label=f"break-even {fmt(result.rate_rps)} req/s")
+    caption = None
+    if workload_rps is not None and 0 <= workload_rps <= view:
+        ci_w = instance.cost_per_hour(workload_rps) * scale
+        cl_w = lam.cost_per_hour(workload_rps) * scale
+        ax.axvline(workload_rps, color="#444444", linestyle=":", linewidth=1.4,
+                   label=f"workload {fmt(workload_rps)} req/s")
+        above = ci_w >= cl_w
+        for y, c, up in ((ci_w, ci, above), (cl_w, cl, not above)):
+            ax.plot([workload_rps], [y], "o", color=c, zorder=3)
+            ax.annotate(rf"\${fmt(y)}/{per}", xy=(workload_rps, y), xytext=(8, 6 if up else -12),
+                        textcoords="offset points", fontsize=8, color=c,
+                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none"})
+        cheaper = instance.label if ci_w < cl_w else lam.label
+        caption = (f"At the workload's {fmt(workload_rps)} req/s, {instance.label} costs "
+                   f"${fmt(ci_w)}/{per} ({instance.instances(workload_rps)} instance(s), paid "
+                   f"whether busy or not) and {lam.label} ${fmt(cl_w)}/{per}: {cheaper} is "
+                   "cheaper there. Instances cost a step per "
+                   f"{fmt(instance.saturation_rps)} req/s (one more each time the rate passes "
+                   "what one holds under the SLO); Lambda grows with the rate.")
     ax.set_xlabel("request rate (requests/s)")
     ax.set_ylabel(f"cost (USD per {per})")
     ax.set_title(title or "Cost vs request rate: instances (step) and Lambda")
-    ax.set_xlim(0, max_rate_rps)
+    ax.set_xlim(0, view)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    legend_outside(ax)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    finish(fig, caption)
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out

@@ -44,7 +44,9 @@ class HookOutput:
     """What a hook adds. ``step_metrics``: target -> metric -> [(level, value)];
     ``summary_metrics``: target -> metric -> value; ``figures`` (artifact path -> figure),
     ``tables`` (artifact path -> frame), ``files`` ((artifact dir, local file) pairs, written
-    under the hook's ``workdir``), ``parent_metrics`` and ``parent_tags`` go to the parent run."""
+    under the hook's ``workdir``), ``parent_metrics`` and ``parent_tags`` go to the parent run.
+    ``headline`` (one line of markdown) and ``note`` (markdown paragraphs) go into the parent
+    run's description (``bench.report_note``): headlines first, notes after, in hook order."""
 
     figures: dict[str, Figure] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -53,6 +55,8 @@ class HookOutput:
     summary_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     parent_metrics: dict[str, float] = field(default_factory=dict)
     parent_tags: dict[str, str] = field(default_factory=dict)
+    headline: str | None = None
+    note: list[str] = field(default_factory=list)
 
 
 BenchmarkHook = Callable[[list[TargetSummary], float, Path], HookOutput]

@@ -14,9 +14,12 @@ Definitions (closed loop, zero think time):
   were free to. In open loop (a rate, not a count of requests in flight) it is not judged.
 - *Bound*: the quota stopped the group in at least ``THROTTLED_MIN`` of its CFS periods, or the
   groups used at least ``USED_MIN`` of ``quota_total``.
-- ``shaping_bound`` = 1 when meant to bind and bound, 0 when meant to bind but not bound (the
-  machine was too busy to give the groups even their quota: the figure is slower than the
-  shape would be on its own hardware), absent when the quota was not meant to bind.
+- *Contended*: the whole machine was at least ``CONTENDED`` busy during the level.
+- ``shaping_bound`` = 1 when meant to bind and bound, 0 when meant to bind, not bound and
+  contended (the machine was too busy to give the groups even their quota: the figure is
+  slower than the shape would be on its own hardware), absent otherwise: when the quota was
+  not meant to bind, or when the machine had CPU to spare and the stand-in still stayed under
+  its quota (it asked for no more: e.g. fewer workers or threads than its CPUs).
 - ``machine_busy`` = share of this machine's CPU time (all processes, from ``/proc/stat``)
   that was not idle during the level.
 
@@ -36,6 +39,7 @@ from deployers.standins.shaping import PARENT
 
 THROTTLED_MIN = 0.10
 USED_MIN = 0.90
+CONTENDED = 0.90
 
 MachineTimes = Callable[[], tuple[float, float]]
 """``() -> (busy, total)`` CPU time of the whole machine so far, in any unit."""
@@ -101,6 +105,14 @@ class LevelUsage:
             return False
         return self.throttled_fraction >= THROTTLED_MIN or self.cpu_share >= USED_MIN * quota
 
+    @property
+    def contended(self) -> bool:
+        return self.machine_busy >= CONTENDED
+
+    def contention_limited(self, level: float, mode: str) -> bool:
+        """Meant to bind, not bound, and the machine had no CPU to spare."""
+        return bool(self.meant_to_bind(level, mode)) and not self.bound and self.contended
+
     def metrics(self, level: float, mode: str) -> dict[str, float]:
         """The per-level MLflow metrics (``standin_*``, ``cpu_*``, ``shaping_bound``)."""
         out = {
@@ -111,8 +123,7 @@ class LevelUsage:
         }
         if self.quota_total is not None:
             out["standin_cpu_quota"] = self.quota_total
-        meant = self.meant_to_bind(level, mode)
-        if meant:
+        if self.meant_to_bind(level, mode) and (self.bound or self.contended):
             out["shaping_bound"] = 1.0 if self.bound else 0.0
         return out
 

@@ -20,6 +20,13 @@ from deployers.registry import deployer_class
 Provenance = Literal["measured-real", "measured-local", "predicted"]
 PROVENANCES: tuple[Provenance, ...] = get_args(Provenance)
 
+MEANING: dict[Provenance, str] = {
+    "measured-real": "measured on a real AWS endpoint",
+    "measured-local": "measured on this machine, on a stand-in shaped like the target (not on AWS)",
+    "predicted": "computed by a performance model from other measurements, not measured",
+}
+"""One line per label, for readers of a report."""
+
 _WEAKEST_FIRST: tuple[Provenance, ...] = ("measured-local", "predicted", "measured-real")
 
 

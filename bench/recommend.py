@@ -78,6 +78,8 @@ class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     target: str = Field(description="Deployer name, e.g. 'sagemaker', 'lambda', 'local'.")
+    name: str = Field(default="", description="The measured target's name (e.g. "
+                      "'lambda-1024mb'); options and rejections are named after it.")
     drivers: CostDrivers = Field(description="What it is billed on (type, memory, ...).")
     slo_ms: float = Field(gt=0, description="p95 SLO under which saturation_rps was measured.")
     p95_ms: float = Field(gt=0, description="Measured p95 at saturation (warm p95 for serverless).")
@@ -92,6 +94,11 @@ class Profile(BaseModel):
         default=0.0, ge=0, description="Payload in + out (serverless).")
     provenance: Provenance = Field(description="Where the figures come from (bench.provenance).")
 
+    @property
+    def label(self) -> str:
+        """The target's name, else its deployer and cost kind."""
+        return self.name or f"{self.target} ({self.drivers.kind})"
+
 
 @dataclass(frozen=True)
 class Option:
@@ -105,6 +112,13 @@ class Option:
     p95_ms: Figure
     provenance: Provenance
     notes: tuple[str, ...] = ()
+    short_name: str = ""  # the targets it rests on, e.g. "2× sagemaker-c5-large"
+    targets: tuple[str, ...] = ()  # the names (Profile.label) of the profiles it rests on
+
+    @property
+    def label(self) -> str:
+        """``short_name`` when set, else ``name``."""
+        return self.short_name or self.name
 
 
 @dataclass(frozen=True)
@@ -122,7 +136,8 @@ class Recommendation:
 
 
 def _option(name: str, drivers: Sequence[CostDrivers], per_hour: float, wl: Workload,
-            p95: float, profiles: Sequence[Profile], notes: Iterable[str]) -> Option:
+            p95: float, profiles: Sequence[Profile], notes: Iterable[str],
+            short: str = "") -> Option:
     prov = combine(*(p.provenance for p in profiles))
     per_million = (per_hour / (wl.mean_rps * cost.SECONDS_PER_HOUR) * 1e6
                    if wl.mean_rps > 0 else math.inf)
@@ -131,7 +146,8 @@ def _option(name: str, drivers: Sequence[CostDrivers], per_hour: float, wl: Work
         cost_per_hour=Figure(per_hour, "USD/hour", prov),
         cost_per_month=Figure(per_hour * cost.HOURS_PER_MONTH, "USD/month", prov),
         cost_per_million=Figure(per_million, "USD per 1M requests", prov),
-        p95_ms=Figure(p95, "ms p95", prov), provenance=prov, notes=tuple(notes))
+        p95_ms=Figure(p95, "ms p95", prov), provenance=prov, notes=tuple(notes),
+        short_name=short or name, targets=tuple(p.label for p in profiles))
 
 
 def _concurrency(rate_rps: float, duration_ms: float) -> int:
@@ -167,7 +183,7 @@ def _instances(p: Profile, wl: Workload, table: PriceTable, region: str | None) 
     label = p.drivers.instance_type or p.target
     return [_option(f"{n} x {label}", [drivers], per_hour, wl, p.p95_ms, [p],
                     [f"sized for the peak {wl.peak_rps:g} req/s at {p.saturation_rps:g} "
-                     "req/s per instance; always on"])]
+                     "req/s per instance; always on"], short=f"{n}× {p.label}")]
 
 
 def _lambdas(p: Profile, wl: Workload, prices: RegionPrices) -> list[Option]:
@@ -185,8 +201,9 @@ def _lambdas(p: Profile, wl: Workload, prices: RegionPrices) -> list[Option]:
         per_hour = _lambda_overflow_cost(p, prices, wl.base_rps, wl.peak_rps, wl, pc)
         drivers = replace(d, provisioned_concurrency=pc)
         name = f"lambda {d.memory_mb} MB {d.architecture or 'x86_64'}, provisioned {pc}"
+        short = p.label + (f", {pc} provisioned" if pc else "")
         out.append(_option(name, [drivers], per_hour, wl, p.p95_ms, [p],
-                           [f"{peak_c} concurrent environments at the peak"]))
+                           [f"{peak_c} concurrent environments at the peak"], short))
     return out
 
 
@@ -214,7 +231,7 @@ def _serverless(p: Profile, wl: Workload, prices: RegionPrices) -> list[Option]:
     per_hour = (1 - wl.burst_fraction) * hourly(wl.base_rps) + wl.burst_fraction * hourly(
         wl.peak_rps)
     return [_option(f"sagemaker serverless {d.memory_mb} MB", [d], per_hour, wl, p.p95_ms, [p],
-                    [f"{peak_c} concurrent invocations at the peak"])]
+                    [f"{peak_c} concurrent invocations at the peak"], short=p.label)]
 
 
 def _hybrids(inst: Profile, lam: Profile, wl: Workload, table: PriceTable,
@@ -237,7 +254,8 @@ def _hybrids(inst: Profile, lam: Profile, wl: Workload, table: PriceTable,
         out.append(_option(name, [drivers, lam_drivers], per_hour, wl,
                            max(inst.p95_ms, lam.p95_ms), [inst, lam],
                            ["needs a router that spills traffic above the instances' capacity "
-                            "to Lambda; the spill-over itself was not measured"]))
+                            "to Lambda; the spill-over itself was not measured"],
+                           short=f"{k}× {inst.label} + {lam.label} overflow"))
     return out
 
 
@@ -248,7 +266,7 @@ def recommend(workload: Workload, profiles: Sequence[Profile], table: PriceTable
     rejected: list[tuple[str, str]] = []
     usable: list[Profile] = []
     for p in profiles:
-        who = f"{p.target} ({p.drivers.kind})"
+        who = p.label
         if p.slo_ms > workload.p95_slo_ms or p.p95_ms > workload.p95_slo_ms:
             rejected.append((who, f"measured p95 {p.p95_ms:g} ms under a {p.slo_ms:g} ms SLO "
                                   f"does not show it holds {workload.p95_slo_ms:g} ms; measure "

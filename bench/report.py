@@ -14,8 +14,13 @@ Promises:
   ``saturation_throughput_rps`` and ``cold_start_s`` (when measured); params from
   ``Description.as_params()`` plus the load settings; artifacts ``raw/latencies.parquet`` (every
   request, warm-up and errors included) and ``summary.json`` (``mlflow.log_table``).
-- The parent run gets the combined summary table and PNG plots: latency (p50 and p95) and
-  throughput against concurrency for all targets.
+- Every metric, and every number in the summary tables, is rounded to what the measurement can
+  tell (``bench.rounding``: ms to 0.01, USD to 4 significant digits, never more than 6).
+- The parent run gets the combined summary table, PNG plots (latency p50 and p95 with the SLO
+  line, and throughput, against concurrency for all targets; one colour per target, legends
+  outside the data) and its description (``mlflow.note.content``, ``bench.report_note``): the
+  hooks' recommendation, links to the metric chart of all targets, a row per target and the
+  provenance labels.
 - Hooks (``bench.hooks.BenchmarkHook``) add figures, tables, files and metrics computed from the
   summaries: this is where the cost model plugs in. ``default_hooks()`` is ``bench.report_cost.cost_hook``
   over the packaged price table (cost per 1M inferences per level, break-even plots).
@@ -38,13 +43,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 
 from bench.hooks import BenchmarkHook, HookOutput, TargetSummary
 from bench.load_settings import LoadSettings
+from bench.plot_style import FIGSIZE, finish, legend_outside, slo_line, target_colors
 from bench.provenance import Provenance
 from bench.report_cost import cost_hook
+from bench.report_note import compose
+from bench.rounding import round_frame, round_metric
 from bench.stats import saturation_throughput, stats_frame
 from bench.sweep import SweepResult
 from deployers.base import Description
@@ -55,6 +63,8 @@ STEP_METRICS = {
     "throughput_rps": "throughput_rps", "error_rate": "error_rate", "timeouts": "timeouts",
     "requests": "count",
 }
+
+NOTE_TAG = "mlflow.note.content"  # the run's description in the MLflow UI (markdown)
 
 COMPARE_METRICS = ["latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "throughput_rps",
                    "error_rate"]
@@ -78,14 +88,20 @@ class TargetRun:
 
 @dataclass(frozen=True)
 class BenchmarkRun:
+    """What ``log_benchmark`` logged: run ids, the parent's tags (its description included, as
+    ``mlflow.note.content``) and each target's summary metrics (``summary_metrics``)."""
+
     parent_run_id: str
     child_run_ids: dict[str, str]
     parent_tags: dict[str, str] = field(default_factory=dict)  # as set on the parent run
+    experiment_id: str = ""
+    target_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def default_hooks() -> list[BenchmarkHook]:
-    """The cost hook over the packaged price table (``bench.report_cost``)."""
-    return [cost_hook()]
+def default_hooks(workload_rps: float | None = None) -> list[BenchmarkHook]:
+    """The cost hook over the packaged price table (``bench.report_cost``), pricing
+    ``workload_rps`` too when given."""
+    return [cost_hook(workload_rps=workload_rps)]
 
 
 def _step(level: float) -> int:
@@ -115,39 +131,46 @@ def summary_table(summaries: Sequence[TargetSummary]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def _xlabel(summaries: Sequence[TargetSummary]) -> str:
+    return "concurrent users" if _mode(summaries) == "closed" else "arrival rate (req/s)"
+
+
 def plot_latency(summaries: Sequence[TargetSummary], slo_ms: float | None = None) -> Figure:
-    """p50 (solid) and p95 (dashed) latency against concurrency, one colour per target."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, s in enumerate(summaries):
+    """p50 (solid) and p95 (dashed) latency against concurrency, one colour per target, each
+    curve labelled with its provenance, the SLO as a red dashed line."""
+    colors = target_colors([s.name for s in summaries])
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    for s in summaries:
         x = [st.level for st in s.stats]
-        color = f"C{i % 10}"
-        ax.plot(x, [st.p50_ms for st in s.stats], "o-", color=color,
+        ax.plot(x, [st.p50_ms for st in s.stats], "o-", color=colors[s.name],
                 label=f"{s.name} p50 ({s.provenance})")
-        ax.plot(x, [st.p95_ms for st in s.stats], "s--", color=color, label=f"{s.name} p95")
+        ax.plot(x, [st.p95_ms for st in s.stats], "s--", color=colors[s.name],
+                label=f"{s.name} p95 ({s.provenance})")
     if slo_ms is not None:
-        ax.axhline(slo_ms, color="grey", lw=0.8, ls=":", label=f"SLO {slo_ms:g} ms")
-    ax.set_xlabel("concurrent users" if _mode(summaries) == "closed" else "arrival rate (req/s)")
+        slo_line(ax, slo_ms)
+    ax.set_xlabel(_xlabel(summaries))
     ax.set_ylabel("latency (ms)")
+    ax.set_ylim(bottom=0)
     ax.set_title("Latency vs. load")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    legend_outside(ax)
+    return finish(fig)
 
 
 def plot_throughput(summaries: Sequence[TargetSummary]) -> Figure:
     """Successful requests/s against concurrency, one line per target."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, s in enumerate(summaries):
+    colors = target_colors([s.name for s in summaries])
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    for s in summaries:
         ax.plot([st.level for st in s.stats], [st.throughput_rps for st in s.stats], "o-",
-                color=f"C{i % 10}", label=f"{s.name} ({s.provenance})")
-    ax.set_xlabel("concurrent users" if _mode(summaries) == "closed" else "arrival rate (req/s)")
+                color=colors[s.name], label=f"{s.name} ({s.provenance})")
+    ax.set_xlabel(_xlabel(summaries))
     ax.set_ylabel("throughput (successful req/s)")
+    ax.set_ylim(bottom=0)
     ax.set_title("Throughput vs. load")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    legend_outside(ax)
+    return finish(fig)
 
 
 def _mode(summaries: Sequence[TargetSummary]) -> str:
@@ -166,6 +189,26 @@ def _child_params(t: TargetRun, slo_ms: float) -> dict[str, str]:
     return {k: v[:6000] for k, v in params.items()}
 
 
+def _metric(key: str, value: float, step: int) -> Metric:
+    """A metric rounded to what the measurement can tell (``bench.rounding``)."""
+    return Metric(key, round_metric(key, float(value)), 0, step)
+
+
+def summary_metrics(t: TargetRun, s: TargetSummary, extra: Sequence[HookOutput]
+                    ) -> dict[str, float]:
+    """The child run's metrics at step 0, rounded: saturation, cold start, the target's own
+    (e.g. Lambda init) and the hooks' (e.g. cost per 1M at saturation); NaN left out."""
+    vals: dict[str, float] = {}
+    if s.saturation_rps is not None:
+        vals["saturation_throughput_rps"] = s.saturation_rps
+    if t.cold_start_s is not None:
+        vals["cold_start_s"] = t.cold_start_s
+    vals |= {k: float(v) for k, v in t.metrics.items()}
+    for out in extra:
+        vals |= {k: float(v) for k, v in out.summary_metrics.get(t.name, {}).items()}
+    return {k: round_metric(k, v) for k, v in vals.items() if _finite(v)}
+
+
 def _log_child(
     client: MlflowClient, experiment_id: str, parent_id: str, t: TargetRun, s: TargetSummary,
     slo_ms: float, extra: list[HookOutput],
@@ -176,7 +219,6 @@ def _log_child(
     })
     rid = run.info.run_id
     try:
-        ts = 0
         metrics: list[Metric] = []
         for lv, st in zip(t.sweep.levels, s.stats, strict=True):
             step = _step(st.level)
@@ -185,18 +227,11 @@ def _log_child(
             vals["generator_cpu_fraction"] = float(lv.cpu_fraction)
             if lv.usage is not None:
                 vals |= lv.usage.metrics(lv.level, lv.mode)
-            metrics += [Metric(k, v, ts, step) for k, v in vals.items() if _finite(v)]
-        if s.saturation_rps is not None:
-            metrics.append(Metric("saturation_throughput_rps", s.saturation_rps, ts, 0))
-        if t.cold_start_s is not None:
-            metrics.append(Metric("cold_start_s", t.cold_start_s, ts, 0))
-        metrics += [Metric(k, float(v), ts, 0) for k, v in t.metrics.items() if _finite(v)]
+            metrics += [_metric(k, v, step) for k, v in vals.items() if _finite(v)]
         for out in extra:
             for name, series in out.step_metrics.get(t.name, {}).items():
-                metrics += [Metric(name, float(v), ts, _step(x)) for x, v in series if _finite(v)]
-            for name, v in out.summary_metrics.get(t.name, {}).items():
-                if _finite(v):
-                    metrics.append(Metric(name, float(v), ts, 0))
+                metrics += [_metric(name, v, _step(x)) for x, v in series if _finite(v)]
+        metrics += [_metric(k, v, 0) for k, v in summary_metrics(t, s, extra).items()]
         params = [Param(k, v) for k, v in _child_params(t, slo_ms).items()]
         tags = [RunTag("benchmark.generator_cpu_saturated", str(t.sweep.cpu_saturated)),
                 RunTag("benchmark.shaping", t.shaping)]
@@ -210,7 +245,7 @@ def _log_child(
             raw = Path(tmp) / "latencies.parquet"
             t.sweep.frame().to_parquet(raw, index=False)
             client.log_artifact(rid, str(raw), "raw")
-        client.log_table(rid, _level_frame(t, s), "summary.json")
+        client.log_table(rid, round_frame(_level_frame(t, s)), "summary.json")
     except Exception:
         client.set_terminated(rid, "FAILED")
         raise
@@ -257,7 +292,7 @@ def log_benchmark(
         children = {t.name: _log_child(client, exp_id, pid, t, s, slo_ms, outputs)
                     for t, s in zip(targets, summaries, strict=True)}
         client.log_param(pid, "slo_ms", f"{slo_ms:g}")
-        client.log_table(pid, summary_table(summaries), "summary.json")
+        client.log_table(pid, round_frame(summary_table(summaries)), "summary.json")
         figures = {"plots/latency_vs_concurrency.png": plot_latency(summaries, slo_ms),
                    "plots/throughput_vs_concurrency.png": plot_throughput(summaries)}
         for out in outputs:
@@ -267,7 +302,7 @@ def log_benchmark(
             for folder, local in out.files:
                 client.log_artifact(pid, str(local), folder)
             for key, value in out.parent_metrics.items():
-                client.log_metric(pid, key, value)
+                client.log_metric(pid, key, round_metric(key, value))
             for key, text in out.parent_tags.items():
                 client.set_tag(pid, key, text)
                 parent_tags[key] = text
@@ -276,14 +311,30 @@ def log_benchmark(
             plt.close(fig)
         for s in summaries:
             if s.saturation_rps is not None:
-                client.log_metric(pid, f"saturation_throughput_rps.{s.name}", s.saturation_rps)
+                key = f"saturation_throughput_rps.{s.name}"
+                client.log_metric(pid, key, round_metric(key, s.saturation_rps))
+        per_target = {t.name: summary_metrics(t, s, outputs)
+                      for t, s in zip(targets, summaries, strict=True)}
+        note = compose(summaries, slo_ms, outputs, exp_id, children, per_target)
+        client.set_tag(pid, NOTE_TAG, note)
+        parent_tags[NOTE_TAG] = note
     except Exception:
         client.set_terminated(pid, "FAILED")
         raise
     finally:
         workdir.cleanup()
     client.set_terminated(pid, "FINISHED")
-    return BenchmarkRun(pid, children, parent_tags)
+    return BenchmarkRun(pid, children, parent_tags, exp_id, per_target)
+
+
+def latest_benchmark_run(experiment: str, client: MlflowClient | None = None) -> Run | None:
+    """The newest benchmark parent run (tag ``benchmark.targets``) of ``experiment``, or None."""
+    client = client or MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id], "tags.`benchmark.targets` != ''",
+                              order_by=["attributes.start_time DESC"], max_results=1
+                              ) if exp else []
+    return runs[0] if runs else None
 
 
 def compare_table(

@@ -98,8 +98,7 @@ def _run_sweep(
         log.info("level %s: %d requests, %d ok, p50 %.2f ms, p95 %.2f ms, %.1f req/s%s",
                  level, st.count, st.ok, st.p50_ms, st.p95_ms, st.throughput_rps,
                  "" if res.usage is None else f", stand-in {res.usage.cpu_share:.2f} CPU")
-        if res.usage is not None and res.usage.meant_to_bind(level, mode) \
-                and not res.usage.bound:
+        if res.usage is not None and res.usage.contention_limited(level, mode):
             log.warning("level %s: the CPU quota (%.2f CPU) was meant to bind but the stand-in"
                         " used %.2f CPU with the machine %.0f%% busy: contention, not the shape,"
                         " limited it (shaping_bound=0)", level, res.usage.quota_total,

@@ -3,6 +3,7 @@
     niser-mlops train --epochs 1                 # train, log, register (no deployment)
     niser-mlops benchmark --epochs 1 --targets targets.json
     niser-mlops hpo --n-trials 4
+    niser-mlops run train-and-benchmark/local --param epochs=5   # a served deployment, followed
     niser-mlops compare --experiment niser
     niser-mlops calibrate                        # load-generator honesty check
     niser-mlops http --url URL --data DIR        # sweep any scoring endpoint
@@ -32,6 +33,8 @@ def _defaults() -> None:
     os.environ.setdefault("PREFECT_HOME", str(state / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    # MLflow would print a GenAI-view link per run; the flow prints classic-view ones
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def _json_option(value: str | None, option: str) -> Any:
@@ -113,6 +116,33 @@ def hpo(dataset: str, n_trials: int, epochs: int, study_name: str) -> None:
     hpo_flow(dataset=dataset, n_trials=n_trials, epochs=epochs, study_name=study_name)
 
 
+@main.command("run")
+@click.argument("deployment", default="train-and-benchmark/local")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="A flow parameter (JSON values allowed), as `prefect deployment run --param`.")
+@click.option("--timeout", type=float, default=1500, show_default=True,
+              help="Seconds to follow the run before giving up (the run goes on).")
+def run_deployment(deployment: str, params: tuple[str, ...], timeout: float) -> None:
+    """Run a served deployment and follow it: a line per step, then its summary."""
+    if not os.environ.get("PREFECT_API_URL", "").startswith("http"):
+        raise click.ClickException("PREFECT_API_URL is not set: start the services "
+                                   "(`python scripts/services.py start`), then `. .state/env.sh`")
+    from flows.follow import parse_params, run_and_follow
+
+    try:
+        parameters = parse_params(params)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--param") from None
+    try:
+        run = run_and_follow(deployment, parameters, timeout, out=click.echo)
+    except TimeoutError as exc:
+        raise click.ClickException(str(exc)) from None
+    state = run.state
+    if state is None or not state.is_completed():
+        raise click.ClickException(f"flow run {run.name} ended {state.name if state else 'without a state'}"
+                                   f": {state.message if state else ''}")
+
+
 @main.command()
 @click.option("--experiment", default="niser", show_default=True)
 @click.option("--parent-run-id", help="Compare the targets of one benchmark run.")
@@ -121,19 +151,14 @@ def compare(experiment: str, parent_run_id: str | None, latest: bool) -> None:
     """Print the benchmark table across runs from MLflow."""
     _defaults()
     import pandas as pd
-    from mlflow import MlflowClient
 
-    from bench.report import compare_table
+    from bench.report import compare_table, latest_benchmark_run
 
     if latest and not parent_run_id:
-        client = MlflowClient()
-        exp = client.get_experiment_by_name(experiment)
-        runs = client.search_runs([exp.experiment_id], "tags.`benchmark.targets` != ''",
-                                  order_by=["attributes.start_time DESC"], max_results=1
-                                  ) if exp else []
-        if not runs:
+        latest_run = latest_benchmark_run(experiment)
+        if latest_run is None:
             raise click.ClickException(f"no benchmark run in experiment {experiment!r}")
-        parent_run_id = runs[0].info.run_id
+        parent_run_id = latest_run.info.run_id
     table = compare_table(parent_run_id=parent_run_id,
                           experiment_name=None if parent_run_id else experiment)
     with pd.option_context("display.max_rows", 500, "display.width", 200):

@@ -7,25 +7,30 @@ that logs gets the run id explicitly and logs through ``MlflowClient`` or reopen
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import mlflow
 from mlflow import MlflowClient
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from bench.links import run_url, ui_base
 from bench.load_settings import LoadSettings
 from bench.payloads import Payloads
 from bench.recommend import Workload
-from bench.report import BenchmarkRun, default_hooks, log_benchmark
+from bench.report import BenchmarkRun, default_hooks, log_benchmark, summarize_target
+from bench.report_note import slo_level
 from bench.report_recommend import recommend_hook
+from bench.rounding import fmt, round_metric
 from bench.targets import TargetOutcome, TargetSpec, benchmark_target
 from niser.data import SessionData
 from niser.inference import Recommender
 from niser.raw import load_dataset
-from niser.registry import Registration, log_recommender, log_training, register
-from niser.train import TrainConfig, TrainResult, train
+from niser.registry import Registration, link_benchmark, log_recommender, log_training, register
+from niser.train import EpochResult, TrainConfig, TrainResult, train
 
 
 @task(cache_policy=NO_CACHE)
@@ -36,8 +41,16 @@ def load_data(dataset: str) -> SessionData:
 
 @task(cache_policy=NO_CACHE)
 def train_model(data: SessionData, config: TrainConfig, run_id: str) -> TrainResult:
-    """Train and evaluate NISER; log config, per-epoch metrics, dataset and vocabulary."""
-    result = train(data, config, progress=False)
+    """Train and evaluate NISER; log config, per-epoch metrics, dataset and vocabulary. Logs one
+    line per epoch."""
+    logger = get_run_logger()
+
+    def epoch_line(e: EpochResult) -> None:
+        logger.info("epoch %d/%d: loss %.4g, Recall@20 %.2f, MRR@20 %.2f (%.1f s)", e.epoch,
+                    config.epochs, e.loss, e.metrics.get("recall_20", float("nan")),
+                    e.metrics.get("mrr_20", float("nan")), e.train_seconds + e.eval_seconds)
+
+    result = train(data, config, on_epoch=epoch_line, progress=False)
     log_training(result, data, config, run_id=run_id)
     return result
 
@@ -49,6 +62,33 @@ def log_model(result: TrainResult, data: SessionData, run_id: str) -> str:
     with _in_run(run_id):
         info = log_recommender(rec, data.summary(), result.final)
     return info.model_uri
+
+
+class _ToRunLogger(logging.Handler):
+    """Passes records logged in one thread on to a Prefect run logger."""
+
+    def __init__(self, run_logger: Any, thread: int) -> None:
+        super().__init__(logging.INFO)
+        self.run_logger, self.thread = run_logger, thread
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            self.run_logger.log(record.levelno, record.getMessage())
+
+
+@contextlib.contextmanager
+def _forwarded(name: str, run_logger: Any) -> Iterator[None]:
+    """Logger ``name``'s INFO and above, from this thread, also in the Prefect run's logs."""
+    target = logging.getLogger(name)
+    handler, level = _ToRunLogger(run_logger, threading.get_ident()), target.level
+    target.addHandler(handler)
+    if target.getEffectiveLevel() > logging.INFO:
+        target.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        target.removeHandler(handler)
+        target.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -68,12 +108,24 @@ def register_model(model_uri: str) -> Registration:
     return register(model_uri)
 
 
-@task(cache_policy=NO_CACHE)
+@task(cache_policy=NO_CACHE, task_run_name="benchmark-{spec.name}")
 def benchmark(spec: TargetSpec, model_uri: str, data: SessionData, levels: list[int],
               load: LoadSettings, budget_s: float) -> TargetOutcome:
-    """Deploy one target, time its cold start, sweep the concurrency levels, tear it down."""
+    """Deploy one target, time its cold start, sweep the concurrency levels, tear it down; one
+    line when it starts, one per level (``bench.sweep``), one when it is done."""
+    logger = get_run_logger()
+    logger.info("%s: deploying (%s), then %s concurrent users, %g s each", spec.name,
+                spec.deployer, ", ".join(map(str, levels)), load.duration_s)
     payloads = Payloads.from_samples(data.test, data.vocab, batch_size=1, seed=0)
-    return benchmark_target(spec, model_uri, payloads, levels, load, budget_s)
+    with _forwarded("bench", logger):  # the sweep's line per level
+        outcome = benchmark_target(spec, model_uri, payloads, levels, load, budget_s)
+    if outcome.run is None:
+        logger.error("%s failed: %s", spec.name, outcome.error)
+    else:
+        stats = outcome.run.sweep.stats()
+        logger.info("%s done: %d levels, %d requests, cold start %s s", spec.name, len(stats),
+                    sum(s.count for s in stats), fmt(outcome.run.cold_start_s))
+    return outcome
 
 
 @task(retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
@@ -89,31 +141,56 @@ def log_benchmarks(outcomes: list[TargetOutcome], slo_ms: float, workload: Workl
     if not runs:
         return None
     return log_benchmark(runs, slo_ms, experiment_name=experiment, nest_under=run_id,
-                         hooks=[*default_hooks(), recommend_hook(workload)],
+                         hooks=[recommend_hook(workload), *default_hooks(workload.mean_rps)],
                          tags={"prefect.flow_run_id": flow_run_id}, client=client)
 
 
-def summary_rows(outcomes: list[TargetOutcome], slo_ms: float) -> list[dict[str, Any]]:
-    """One row per target for the flow's printed summary."""
+def mlflow_url(experiment_id: str, run_id: str) -> str | None:
+    """The run's page in MLflow's classic view, when the tracking store is a server with a UI."""
+    base = ui_base(mlflow.get_tracking_uri())
+    return run_url(base, experiment_id, run_id) if base else None
+
+
+@task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def link_model(registration: Registration, bench: BenchmarkRun) -> dict[str, str]:
+    """Tag the registered version with its benchmark run, that run's link and recommendation."""
+    return link_benchmark(registration.version, bench.parent_run_id,
+                          bench.parent_tags.get("recommendation"),
+                          mlflow_url(bench.experiment_id, bench.parent_run_id),
+                          name=registration.name)
+
+
+def summary_rows(outcomes: list[TargetOutcome], slo_ms: float,
+                 bench: BenchmarkRun | None = None) -> list[dict[str, Any]]:
+    """One row per target for the flow's summary and the ``benchmark-summary`` table: p50 at
+    the first level, p95 and level where it saturated under the SLO, saturation throughput,
+    cost per 1M at saturation and at the workload (when priced), provenance, shaping."""
     rows: list[dict[str, Any]] = []
+    costs = bench.target_metrics if bench else {}
     for o in outcomes:
         if o.run is None:
             rows.append({"target": o.spec.name, "status": f"FAILED: {o.error}"})
             continue
-        stats = o.run.sweep.stats()
-        best = [s for s in stats if s.ok and s.p95_ms <= slo_ms]
+        s = summarize_target(o.run, slo_ms)
+        at = slo_level(s)
+        m = costs.get(o.spec.name, {})
+        stats = s.stats
         rows.append({
             "target": o.spec.name,
             "status": "ok",
+            "p50_ms_at_1": round_metric("p50_ms", stats[0].p50_ms) if stats else None,
+            "p95_ms_at_slo_level": round_metric("p95_ms", at[1]) if at else None,
+            "slo_level": int(at[0]) if at else None,
+            "saturation_rps": round_metric("saturation_rps", s.saturation_rps)
+            if s.saturation_rps else None,
+            "cost_per_1m_usd_at_saturation": m.get("cost_per_1m_usd_at_saturation"),
+            "cost_per_1m_usd_at_workload": m.get("cost_per_1m_usd_at_workload"),
             "provenance": o.run.provenance,
             "shaping": o.run.shaping,
-            "cpu@max": _cpu_at_last_level(o),
-            "p50_ms@1": round(stats[0].p50_ms, 2) if stats else None,
-            "p95_ms@max": round(stats[-1].p95_ms, 2) if stats else None,
-            "max_rps": round(max(s.throughput_rps for s in stats), 1) if stats else None,
-            "rps_within_slo": round(max(s.throughput_rps for s in best), 1) if best else 0.0,
-            "errors": int(sum(s.errors + s.timeouts for s in stats)),
-            "cold_start_s": round(o.run.cold_start_s, 3) if o.run.cold_start_s else None,
+            "cpu_at_last_level": _cpu_at_last_level(o),
+            "errors": int(sum(st.errors + st.timeouts for st in stats)),
+            "cold_start_s": round_metric("cold_start_s", o.run.cold_start_s)
+            if o.run.cold_start_s else None,
             "note": o.run.notes.get("capacity_limit", ""),
         })
     return rows

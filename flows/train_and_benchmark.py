@@ -9,9 +9,11 @@ import mlflow
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_UI_URL
 
 from bench.load_settings import DEFAULT_LEVELS, LoadSettings
 from bench.recommend import Workload
+from bench.rounding import fmt
 from bench.targets import TargetSpec, validate_targets
 from flows import tasks
 from flows.parameters import Count, Levels, Positive, train_config
@@ -86,8 +88,6 @@ def train_and_benchmark(
     with _start_run(experiment, run_name) as run:
         run_id, experiment_id = run.info.run_id, run.info.experiment_id
         flow_run_id = run.data.tags["prefect.flow_run_id"]
-        create_link_artifact(key="mlflow-run", link=_run_url(experiment_id, run_id),
-                             description=f"MLflow run {run_id}")
         data = tasks.load_data(dataset)
         result = tasks.train_model(data, config, run_id)
         model_uri = tasks.log_model(result, data, run_id)
@@ -100,15 +100,29 @@ def train_and_benchmark(
                                           _experiment_name(experiment, experiment_id),
                                           flow_run_id)
                      if specs else None)
-    rows = tasks.summary_rows(outcomes, slo_ms)
+        if bench_run is not None:
+            tasks.link_model(registration, bench_run)
+    rows = tasks.summary_rows(outcomes, slo_ms, bench_run)
+    recommendation = bench_run.parent_tags.get("recommendation") if bench_run else None
+    links = {"mlflow": tasks.mlflow_url(experiment_id, bench_run.parent_run_id if bench_run
+                                        else run_id),
+             "prefect": _prefect_url(flow_run_id)}
+    if links["mlflow"]:
+        create_link_artifact(
+            key="mlflow-run", link=links["mlflow"],
+            link_text="benchmark run in MLflow" if bench_run else "training run in MLflow",
+            description="The benchmark run: recommendation, ranked options, chart links"
+            if bench_run else f"MLflow run {run_id}")
+    recommended = bool(bench_run and "recommendation.provenance" in bench_run.parent_tags)
     if rows:
-        create_table_artifact(key="benchmark-summary", table=rows,
-                              description=f"p95 SLO {slo_ms} ms")
+        create_table_artifact(key="benchmark-summary", table=rows, description=_table_description(
+            recommendation, recommended, slo_ms, links))
     summary = {"mlflow_run_id": run_id, "model_version": registration.version,
-               "alias": registration.alias, "metrics": result.final, "targets": rows,
+               "alias": registration.alias, "alias_reason": registration.reason,
+               "metrics": result.final, "targets": rows, "slo_ms": slo_ms,
+               "workload_rps": workload.mean_rps,
                "benchmark_run_id": bench_run.parent_run_id if bench_run else None,
-               "recommendation": bench_run.parent_tags.get("recommendation")
-               if bench_run else None}
+               "recommendation": recommendation, "recommended": recommended, "links": links}
     print(format_summary(summary))
     failed = [r["target"] for r in rows if r["status"] != "ok"]
     if failed:
@@ -117,27 +131,67 @@ def train_and_benchmark(
     return summary
 
 
-def _run_url(experiment_id: str, run_id: str) -> str:
-    uri = mlflow.get_tracking_uri()
-    if uri.startswith("http"):
-        return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-    return f"{uri} (experiment {experiment_id}, run {run_id})"
+def _prefect_url(flow_run_id: str) -> str | None:
+    """The flow run's page in the Prefect UI, when the flow runs against a lasting server."""
+    api = os.environ.get("PREFECT_API_URL") or ""
+    if not flow_run_id or not api.startswith("http"):
+        return None
+    ui = PREFECT_UI_URL.value() or api.rstrip("/").removesuffix("/api")
+    return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}"
+
+
+def _table_description(recommendation: str | None, recommended: bool, slo_ms: float,
+                       links: dict[str, str | None]) -> str:
+    """The table artifact's caption: the recommendation first, then the MLflow link."""
+    if recommendation:
+        text = f"**{'Recommended' if recommended else 'Nothing recommended'}:** {recommendation}"
+    else:
+        text = f"p95 SLO {slo_ms:g} ms; nothing recommended"
+    if links.get("mlflow"):
+        text += f"  \n[Benchmark run in MLflow]({links['mlflow']})"
+    return text
+
+
+def _with(value: float | None, before: str = "", after: str = "") -> str:
+    return "-" if value is None else f"{before}{fmt(value)}{after}"
+
+
+def _row(row: dict[str, Any], slo_ms: float) -> str:
+    if row["status"] != "ok":
+        return f"{row['target']:<20} {row['status'][:150]}"
+    p95 = (f"{fmt(row['p95_ms_at_slo_level'])} ms @ {row['slo_level']}"
+           if row.get("p95_ms_at_slo_level") is not None else f"none <= {slo_ms:g} ms")
+    shaping = "" if row.get("shaping") in (None, "", "none") else f" ({row['shaping']})"
+    return (f"{row['target']:<20} {_with(row.get('p50_ms_at_1'), after=' ms'):>9} {p95:>15} "
+            f"{_with(row.get('saturation_rps'), after=' req/s'):>12} "
+            f"{_with(row.get('cost_per_1m_usd_at_saturation'), before='$'):>10} "
+            f"{_with(row.get('cost_per_1m_usd_at_workload'), before='$'):>10}  "
+            f"{row.get('provenance', '')}{shaping}")
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """The table printed at the end of a run."""
+    """What a person reads in ten seconds at the end of a run: the model, a line per target,
+    the recommendation with its cost, and the deep links into MLflow and Prefect."""
     m = summary["metrics"]
     lines = [f"niser v{summary['model_version']} ({summary['alias']}): "
-             f"Recall@20 {m.get('recall_20', float('nan')):.2f}  "
-             f"MRR@20 {m.get('mrr_20', float('nan')):.2f}   MLflow run {summary['mlflow_run_id']}"]
-    cols = ["target", "status", "provenance", "shaping", "cpu@max", "p50_ms@1", "p95_ms@max",
-            "max_rps", "rps_within_slo", "errors", "cold_start_s"]
+             f"Recall@20 {m.get('recall_20', float('nan')):.1f} %, "
+             f"MRR@20 {m.get('mrr_20', float('nan')):.1f} %"]
+    rows = summary["targets"]
+    slo = float(summary.get("slo_ms", 50.0))
+    if rows:
+        rate = fmt(summary.get("workload_rps"))
+        lines.append(f"{'target':<20} {'p50 @1':>9} {'p95 @SLO level':>15} {'saturation':>12} "
+                     f"{'$/1M sat.':>10} {'$/1M @' + rate + '/s':>10}  provenance")
+        lines += [_row(r, slo) for r in rows]
+        lines += [f"  {r['target']}: {r['errors']} requests failed or timed out"
+                  for r in rows if r.get("errors")]
+        lines += [f"  {r['target']}: {r['note']}" for r in rows if r.get("note")]
     if summary.get("recommendation"):
-        lines.append(f"cheapest deployment for the workload: {summary['recommendation']}")
-    if summary["targets"]:
-        lines.append("  ".join(f"{c:>14}" for c in cols))
-        for row in summary["targets"]:
-            lines.append("  ".join(f"{row.get(c, '')!s:>14}"[:60] for c in cols))
-        lines += [f"{row['target']}: {row['note']}" for row in summary["targets"]
-                  if row.get("note")]
+        lines.append(f"{'Recommended' if summary.get('recommended', True) else 'Nothing recommended'}"
+                     f": {summary['recommendation']}")
+    links = summary.get("links") or {}
+    if links.get("mlflow"):
+        lines.append(f"MLflow:  {links['mlflow']}")
+    if links.get("prefect"):
+        lines.append(f"Prefect: {links['prefect']}")
     return "\n".join(lines)

@@ -25,6 +25,7 @@ it deterministically from the data when the data brings none.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import time
@@ -255,6 +256,26 @@ def register(model_uri: str, name: str = MODEL_NAME, dataset_hash: str | None = 
     client.set_registered_model_alias(name, alias, version.version)
     return Registration(name, str(version.version), alias, reason,
                         str(champion.version) if champion else None)
+
+
+def link_benchmark(version: str, run_id: str, recommendation: str | None = None,
+                   url: str | None = None, name: str = MODEL_NAME) -> dict[str, str]:
+    """Tag model version ``version`` with its latest benchmark run (replacing an older one's
+    tags): ``benchmark.run_id``, ``benchmark.url`` (a link to the run, when the tracking server
+    has a UI) and ``benchmark.recommendation``. Returns the tags set."""
+    tags = {"benchmark.run_id": run_id}
+    if url:
+        tags["benchmark.url"] = url
+    if recommendation:
+        tags["benchmark.recommendation"] = recommendation[:5000]
+    client = MlflowClient()
+    for key in ("benchmark.url", "benchmark.recommendation"):
+        if key not in tags:
+            with contextlib.suppress(MlflowException):
+                client.delete_model_version_tag(name, version, key)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    return tags
 
 
 def promote(version: str, name: str = MODEL_NAME) -> None:

@@ -6,7 +6,9 @@
 
 Everything lives under ``.state/`` in the repository (SQLite databases, artifacts, logs, PIDs):
 MLflow on SQLite with ``--workers 1``, Prefect on SQLite, both on 127.0.0.1 and ports chosen at
-start. ``.state/env.sh`` exports ``MLFLOW_TRACKING_URI`` and ``PREFECT_API_URL`` for them. When
+start. The Prefect server is given its UI's API URL (``PREFECT_UI_API_URL``: otherwise its UI
+would talk to port 4200), and start checks ``GET /ui-settings`` answers that URL.
+``.state/env.sh`` exports ``MLFLOW_TRACKING_URI`` and ``PREFECT_API_URL`` for them. When
 either variable is already set, that server is used and not started; with ``NISER_AWS=real`` no
 moto server is started and boto3 reaches AWS with your own credentials.
 """
@@ -40,6 +42,8 @@ def base_env() -> dict[str, str]:
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    # MLflow prints a GenAI-view link for every run it ends; the flow prints classic-view ones
+    env.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     env.setdefault("GIT_PYTHON_REFRESH", "quiet")
     return env
 
@@ -64,6 +68,26 @@ def _wait(name: str, url: str, proc: subprocess.Popen[bytes], timeout: float) ->
             pass
         time.sleep(0.5)
     raise SystemExit(f"{name} did not answer {url} within {timeout:.0f} s; see {STATE / name}.log")
+
+
+def ui_api_url(api_url: str) -> str | None:
+    """The API URL the Prefect UI served beside ``api_url`` talks to (``GET /ui-settings``), or
+    None when no UI answers there."""
+    try:
+        with urllib.request.urlopen(f"{api_url.removesuffix('/api')}/ui-settings",
+                                    timeout=5) as r:
+            return str(json.load(r).get("api_url") or "") or None
+    except (OSError, ValueError):
+        return None
+
+
+def check_ui_settings(api_url: str) -> None:
+    """``SystemExit`` unless the Prefect UI beside ``api_url`` talks to ``api_url`` itself (a UI
+    pointed elsewhere shows another server's runs, or "Can't connect to Server API")."""
+    seen = ui_api_url(api_url)
+    if seen is not None and seen.rstrip("/") != api_url.rstrip("/"):
+        raise SystemExit(f"the Prefect UI at {api_url.removesuffix('/api')} talks to {seen}, "
+                         f"not {api_url}; start the server with PREFECT_UI_API_URL={api_url}")
 
 
 def _answers(url: str) -> bool:
@@ -99,6 +123,7 @@ def start(with_runner: bool = True) -> None:
                              "to get a local one")
     env = base_env()
     services: dict[str, dict[str, object]] = {}
+    starting: list[tuple[str, str, subprocess.Popen[bytes], float]] = []  # both start at once
     try:
         # An MLFLOW_TRACKING_URI or PREFECT_API_URL already set means: use that server.
         mlflow_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
@@ -112,17 +137,24 @@ def start(with_runner: bool = True) -> None:
             ], env)
             services["mlflow"] = {"pid": mlflow.pid, "url": mlflow_uri}
             _save(services)
-            _wait("mlflow", f"{mlflow_uri}/health", mlflow, 120)
+            starting.append(("mlflow", f"{mlflow_uri}/health", mlflow, 120))
         prefect_url = os.environ.get("PREFECT_API_URL", "")
         if not prefect_url:
             pport = free_port()
             prefect_url = f"http://127.0.0.1:{pport}/api"
+            # The UI builds its API URL from PREFECT_SERVER_API_PORT (default 4200), not from
+            # --port: without its own URL it would talk to whatever answers on 4200.
             prefect = _spawn("prefect", [
                 str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
-                str(pport)], env)
+                str(pport)], {**env, "PREFECT_UI_API_URL": prefect_url,
+                              "PREFECT_SERVER_API_PORT": str(pport)})
             services["prefect"] = {"pid": prefect.pid, "url": prefect_url}
             _save(services)
-            _wait("prefect", f"{prefect_url}/health", prefect, 180)
+            starting.append(("prefect", f"{prefect_url}/health", prefect, 180))
+        for name, url, proc, timeout in starting:
+            _wait(name, url, proc, timeout)
+        if "prefect" in services:
+            check_ui_settings(prefect_url)
         env.update(MLFLOW_TRACKING_URI=mlflow_uri, PREFECT_API_URL=prefect_url)
         if os.environ.get("NISER_AWS", "moto") == "moto":
             # No AWS account: a moto server is the AWS control plane; inference still runs on
@@ -147,7 +179,8 @@ def start(with_runner: bool = True) -> None:
     except BaseException:
         stop()
         raise
-    print(f"MLflow UI:  {mlflow_uri}\nPrefect UI: {prefect_url.removesuffix('/api')}\n"
+    print(f"MLflow UI:  {mlflow_uri}/#/experiments?workflowType=machine_learning\n"
+          f"Prefect UI: {prefect_url.removesuffix('/api')}\n"
           f"env file:   {ENV_FILE}  (source it to use these servers)")
 
 
@@ -173,6 +206,7 @@ def _save(services: dict[str, dict[str, object]]) -> None:
 def _write_env(env: dict[str, str]) -> None:
     keys = ["MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME",
             "PREFECT_SERVER_ANALYTICS_ENABLED", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION",
+            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT",
             # only the moto server's placeholder keys: real AWS credentials are never written
             "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
     lines = [f"export {k}={env[k]!s}\n" for k in keys

@@ -4,7 +4,8 @@ One deployment is ``instances`` scoring servers, each ``mlflow models serve -m <
 --env-manager local -h 127.0.0.1 -p <free port> -w <workers>`` with ``torch_threads`` intra-op
 threads per worker (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``: the local analogue of the paper's
 4/8/16 cores). With ``cpus`` set, each instance's server runs in a cgroup of its own with that
-CPU quota (``deployers.standins.shaping``); its uvicorn workers, forked later, inherit it. Several
+CPU quota on ceil(cpus) cores of its own (instance i on the next ones, wrapping round;
+``deployers.standins.shaping``); its uvicorn workers, forked later, inherit it. Several
 instances sit behind one nginx load balancer (the paper's "2 instances of 4 cores"); the
 endpoint's URL is the balancer's, or the single server's.
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import os
 import secrets
 import shutil
@@ -175,9 +177,11 @@ class LocalDeployer(Deployer[LocalSettings]):
         started = []
         for i in range(s.instances):
             group = None
-            if backend is not None:
+            if backend is not None and s.cpus is not None:
+                cores = math.ceil(s.cpus)
                 group = backend.create(f"{state['name']}-{i + 1}-{secrets.token_hex(3)}",
-                                       shaping.Shape(cpus=s.cpus))
+                                       shaping.Shape(cpus=s.cpus, cores=cores,
+                                                     first_core=i * cores))
                 undo.push(f"cgroup {group.name}", group.remove)
                 state["cgroups"].append(group.as_json())
                 self._save(state)

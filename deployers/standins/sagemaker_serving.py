@@ -29,7 +29,7 @@ import shutil
 import tarfile
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -122,6 +122,11 @@ class LocalSageMaker:
             "PrimaryContainer"]
         url = urlparse(container["ModelDataUrl"])
         backend = shaping.backend() if shape is not None else None
+        # MLflow's SageMaker container runs one scoring worker per CPU unless
+        # MLFLOW_MODELS_WORKERS says otherwise; the stand-in keeps `mlflow models serve`'s one
+        # worker by default: here, 2 uvicorn workers answer one request in ~50 ms instead of
+        # ~5 ms (BENCHMARKS.md, "Shaped stand-ins"), which would be the server's cost, not the
+        # instance's. model_server_workers sets it.
         model_dir = Path(tempfile.mkdtemp(prefix=f"niser-sm-{name}-"))
         servers: list[ScoringServer] = []
         try:
@@ -132,7 +137,8 @@ class LocalSageMaker:
             for i in range(instances):
                 group = None
                 if backend is not None and shape is not None:
-                    group = backend.create(_group_name(name, i), shape)
+                    spread = replace(shape, first_core=i * (shape.cores or 0))
+                    group = backend.create(_group_name(name, i), spread)
                 try:
                     servers.append(ScoringServer.start(
                         str(model_dir / "model"), model_dir / f"serve-{i + 1}.log",

@@ -1,8 +1,9 @@
 """Resource shaping of stand-in processes through Linux cgroups (v1 or v2, found at run time).
 
 A ``Shape`` is what a cloud target would give a process: a CPU quota (``cpus``, fractional:
-quota = cpus * 100 ms per 100 ms period), the cores it may see (``cores``: the first N of the
-cores this process may use, ``os.sched_getaffinity(0)``) and a memory limit (``memory_mb``).
+quota = cpus * 100 ms per 100 ms period), the cores it may see (``cores``: N of the cores this
+process may use, ``os.sched_getaffinity(0)``, starting at the ``first_core``-th, so that several
+instances get different cores) and a memory limit (``memory_mb``).
 Fields left ``None`` are not limited.
 
 Promises:
@@ -54,8 +55,9 @@ class Shape:
     """The resources of one shaped group; ``None`` leaves that resource unlimited."""
 
     cpus: float | None = None  # CPU time per wall second (0.5: 50 ms of every 100 ms)
-    cores: int | None = None  # the first N cores this process may use
+    cores: int | None = None  # N of the cores this process may use, from ``first_core`` on
     memory_mb: int | None = None
+    first_core: int = 0  # where the N cores start (wrapping round), so instances can be spread
 
     def __post_init__(self) -> None:
         if self.cpus is not None and not self.cpus > 0:
@@ -71,12 +73,14 @@ class Shape:
         return None if self.cpus is None else max(1000, round(self.cpus * PERIOD_US))
 
     def core_list(self) -> str:
-        """The cores of ``cores`` in cpuset syntax ("0,1"); ``ShapingError`` when too many."""
+        """The cores of ``cores`` in cpuset syntax ("0,1"): ``cores`` of the cores this process
+        may use, from the ``first_core``-th on, wrapping round; ``ShapingError`` when too many."""
         mine = sorted(os.sched_getaffinity(0))
         n = self.cores or len(mine)
         if n > len(mine):
             raise ShapingError(f"the shape needs {n} cores; this process may use {len(mine)}")
-        return ",".join(str(c) for c in mine[:n])
+        picked = sorted(mine[(self.first_core + j) % len(mine)] for j in range(n))
+        return ",".join(str(c) for c in picked)
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,17 @@ def test_contention_that_kept_the_group_below_its_quota_is_flagged_shaping_bound
     # 8 users on a 0.5-CPU group that got only 0.2 CPU and was never throttled: the machine
     # (100 % busy) was the limit, not the shape
     lu = level(used=0.4, wall=2.0, periods=20, throttled=0, busy=1.0)
-    assert lu.meant_to_bind(8, "closed") and not lu.bound
+    assert lu.meant_to_bind(8, "closed") and not lu.bound and lu.contention_limited(8, "closed")
     assert lu.metrics(8, "closed")["shaping_bound"] == 0.0
+
+
+def test_a_stand_in_under_its_quota_on_an_idle_machine_is_not_called_contended():
+    # meant to bind (8 users, 0.5 CPU) but the machine had CPU to spare: the stand-in asked for
+    # no more (a single-threaded server, say); that is not contention and is not flagged
+    lu = level(used=0.4, wall=2.0, periods=20, throttled=0, busy=0.6)
+    assert lu.meant_to_bind(8, "closed") and not lu.bound and not lu.contended
+    assert not lu.contention_limited(8, "closed")
+    assert "shaping_bound" not in lu.metrics(8, "closed")
 
 
 def test_a_quota_that_was_not_meant_to_bind_logs_no_shaping_bound():

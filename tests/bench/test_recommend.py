@@ -132,3 +132,17 @@ def test_workload_and_profile_refuse_unknown_or_impossible_settings():
     with pytest.raises(ValidationError, match="provenance"):
         Profile(target="x", provenance="guessed", slo_ms=1, p95_ms=1,  # type: ignore[arg-type]
                 drivers=CostDrivers(kind="instance"))
+
+
+def test_options_and_rejections_are_named_after_the_measured_targets(table):
+    named_c5 = c5().model_copy(update={"name": "sagemaker-c5-xlarge"})
+    named_fn = lambda3gb().model_copy(update={"name": "lambda-3gb"})
+    loose = c5(slo_ms=200).model_copy(update={"name": "sagemaker-loose"})
+    rec = recommend(Workload(base_rps=30, p95_slo_ms=100), [named_c5, named_fn, loose], table)
+    short = {o.short_name: o.targets for o in rec.options}
+    assert short["3× sagemaker-c5-xlarge"] == ("sagemaker-c5-xlarge",)
+    assert short["lambda-3gb"] == ("lambda-3gb",)
+    assert short["lambda-3gb, 3 provisioned"] == ("lambda-3gb",)
+    assert short["1× sagemaker-c5-xlarge + lambda-3gb overflow"] == (
+        "sagemaker-c5-xlarge", "lambda-3gb")
+    assert [who for who, _ in rec.rejected] == ["sagemaker-loose"]

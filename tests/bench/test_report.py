@@ -152,8 +152,9 @@ def test_a_shaped_targets_cpu_per_level_and_its_shaping_reach_mlflow(tracking):
     settings = LoadSettings(warmup_s=0.02, duration_s=0.15, timeout_s=1.0)
     clock = FakeClock()
     used = iter([0.0, 0.05, 0.05, 0.2])
+    ticks = iter([(0.0, 0.0), (100.0, 100.0), (100.0, 100.0), (200.0, 200.0)])  # all busy
     result = sweep(answers_after(clock, 0.002), Payloads([[1, 2]]), [1, 4], settings,
-                   clock=clock, machine=lambda: (0.0, 0.0),
+                   clock=clock, machine=lambda: next(ticks),
                    observe=lambda: Usage("cgroup-v1", 1, 1, 0.5, 10, 9, 0.5, next(used)))
     shaped = TargetRun("shaped", result, settings=settings, shaping="cgroup-v1",
                        notes={"capacity_limit": "levels 8 not measured: one environment"})

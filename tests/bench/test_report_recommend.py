@@ -49,13 +49,14 @@ def test_hook_logs_options_cheapest_first_and_a_parent_tag(tmp_path: Path):
     assert out.parent_metrics["recommended_cost_per_hour_usd"] == best["cost_per_hour_usd"]
     assert best["option"] in out.parent_tags["recommendation"]
     # every option resting on the local Lambda stand-in is labelled measured-local
-    assert set(table[table["option"].str.contains("ambda")]["provenance"]) == {"measured-local"}
+    assert set(table[table["option"].str.contains("fn")]["provenance"]) == {"measured-local"}
 
 
 def test_hook_says_so_when_nothing_meets_the_slo(tmp_path: Path):
     out = recommend_hook(Workload(base_rps=50, p95_slo_ms=5))([INSTANCE], 5.0, tmp_path)
     assert out.tables["recommendation.json"].empty
-    assert "no measured target" in out.parent_tags["recommendation"]
+    assert out.parent_tags["recommendation"].startswith("none: no measured target")
+    assert "recommendation.provenance" not in out.parent_tags
     assert not out.tables["recommendation_rejected.json"].empty
 
 
@@ -65,3 +66,12 @@ def test_lambda_profile_prefers_the_reported_billed_duration():
                              {"lambda_billed_ms_mean": 3.0})
     p = profile(reported, 50.0)
     assert p is not None and p.duration_ms == 3.0
+
+
+def test_targets_left_out_for_the_same_reason_are_named_together(tmp_path: Path):
+    boxes = [summary(name, "local", CostDrivers("local", cpus=2), [level(1, 10, 100)], 100.0)
+             for name in ("box-a", "box-b")]
+    out = recommend_hook(Workload(base_rps=50, p95_slo_ms=50))([*boxes, INSTANCE], 50.0, tmp_path)
+    left_out = out.note[-1].split("Left out: ", 1)[1]
+    assert left_out.startswith("**box-a, box-b**: local deployments have no AWS price")
+    assert list(out.tables["recommendation_rejected.json"]["target"]) == ["box-a", "box-b"]

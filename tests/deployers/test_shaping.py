@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,11 @@ def test_backend_warns_once_when_shaping_is_unavailable(
         shaping.backend.cache_clear()
     warnings = [r for r in caplog.records if "shaping unavailable" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_several_instances_get_different_cores_wrapping_round() -> None:
+    mine = sorted(os.sched_getaffinity(0))
+    one = Shape(cores=1)
+    assert [replace(one, first_core=i).core_list() for i in range(len(mine) + 1)] == [
+        str(c) for c in mine] + [str(mine[0])]
+    assert Shape(cores=len(mine), first_core=1).core_list() == ",".join(str(c) for c in mine)

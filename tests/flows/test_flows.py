@@ -3,14 +3,24 @@ checks, which need no server, are in ``test_parameters.py``)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from click.testing import CliRunner
 from mlflow import MlflowClient
+from prefect import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
 from prefect.testing.utilities import prefect_test_harness
 
 from flows.cli import main as cli
+from flows.follow import NOISE, follow
 from flows.hpo import hpo
 from flows.train_and_benchmark import train_and_benchmark
 
@@ -46,8 +56,43 @@ def test_train_and_benchmark_logs_registers_and_benchmarks(tracking_uri):
     artifacts = {a.path for a in client.list_artifacts(bench.info.run_id)}
     assert {"recommendation.json", "summary.json", "plots"} <= artifacts
     assert summary["recommendation"] == bench.data.tags["recommendation"]
+    assert bench.data.tags["mlflow.note.content"].startswith("### ")
     row = summary["targets"][0]
-    assert row["status"] == "ok" and row["errors"] == 0
+    assert row["status"] == "ok" and row["errors"] == 0 and row["provenance"] == "measured-local"
+
+
+def _flow_run_id(summary) -> UUID:
+    return UUID(MlflowClient().get_run(summary["mlflow_run_id"]).data.tags["prefect.flow_run_id"])
+
+
+@pytest.fixture(scope="module")
+def two_targets(tracking_uri):
+    """The summary of a run on two in-process targets, one level each."""
+    return train_and_benchmark(
+        dataset=TINY, epochs=2, hyperparameters={"dim": 16}, levels=[1, 2],
+        targets=[{"name": "inproc-a", "deployer": "inprocess"},
+                 {"name": "inproc-b", "deployer": "inprocess"}],
+        level_seconds=0.2, warmup_seconds=0.05, experiment="flow-test")
+
+
+def test_prefect_shows_a_task_per_target_and_a_summary_with_cost_and_recommendation(
+        two_targets):
+    summary = two_targets
+    flow_run_id = _flow_run_id(summary)
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[flow_run_id])))
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    assert {"benchmark-inproc-a", "benchmark-inproc-b"} <= {t.name for t in tasks}
+    by_key = {a.key: a for a in artifacts}
+    table = by_key["benchmark-summary"]
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert [r["target"] for r in rows] == ["inproc-a", "inproc-b"]
+    assert {"provenance", "cost_per_1m_usd_at_saturation", "p95_ms_at_slo_level"} <= set(rows[0])
+    assert summary["recommendation"] and summary["recommendation"] in (table.description or "")
+    # a SQLite tracking store has no UI: no link artifact pointing nowhere
+    assert "mlflow-run" not in by_key and summary["links"]["mlflow"] is None
 
 
 def test_train_only_when_targets_empty(tracking_uri):
@@ -84,3 +129,17 @@ def test_cli_bad_arguments_name_the_option(args, option):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2
     assert option in result.output
+
+
+def test_following_a_run_prints_a_line_per_epoch_and_level_then_the_summary(two_targets):
+    lines: list[str] = []
+    run = follow(_flow_run_id(two_targets), timeout_s=60, out=lines.append, poll_s=0.2)
+    assert run.state is not None and run.state.is_completed()
+    text = "\n".join(lines)
+    assert len([ln for ln in lines if "epoch " in ln and "Recall@20" in ln]) == 2
+    for target in ("inproc-a", "inproc-b"):
+        levels = [ln for ln in lines if ln.split()[1:2] == [f"benchmark-{target}"]
+                  and " level " in f" {ln} "]
+        assert len(levels) == 2, (target, text)
+    assert text.count(NOISE) == 1 and lines[-1].endswith(f"flow{' ' * 22} {NOISE}")
+    assert "\nniser v" in text  # the summary, printed as one block

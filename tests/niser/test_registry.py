@@ -15,6 +15,7 @@ from niser.registry import (
     CHALLENGER,
     CHAMPION,
     decide_alias,
+    link_benchmark,
     log_training,
     pip_requirements,
     promote,
@@ -185,3 +186,15 @@ def test_register_refuses_an_unknown_metric(logged_model_uri):
 ])
 def test_decide_alias_policy(tags, value, alias):
     assert decide_alias(tags, "a", "recall_20", value)[0] == alias
+
+
+def test_a_version_carries_a_link_to_its_latest_benchmark(registered_model_uri):
+    client, version = MlflowClient(), registered_model_uri.rsplit("/", 1)[1]
+    link_benchmark(version, "run-1", "lambda-1024mb: $0.0288/h", "http://mlflow/#/r/run-1")
+    tags = client.get_model_version("niser", version).tags
+    assert (tags["benchmark.run_id"], tags["benchmark.url"]) == ("run-1", "http://mlflow/#/r/run-1")
+    assert tags["benchmark.recommendation"] == "lambda-1024mb: $0.0288/h"
+    link_benchmark(version, "run-2")  # a later benchmark on a store without a UI
+    tags = client.get_model_version("niser", version).tags
+    assert tags["benchmark.run_id"] == "run-2"
+    assert "benchmark.url" not in tags and "benchmark.recommendation" not in tags

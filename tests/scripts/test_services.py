@@ -1,0 +1,81 @@
+"""The services script hands out a Prefect UI that talks to its own server (``/ui-settings``)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "services.py"
+
+
+@pytest.fixture(scope="module")
+def services() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("services_script", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _ui(answer: dict[str, object] | None) -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if answer is None or self.path != "/ui-settings":
+                self.send_error(404)
+                return
+            body = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/api"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def ui_pointing_elsewhere() -> Iterator[str]:
+    yield from _ui({"api_url": "http://127.0.0.1:4200/api"})
+
+
+@pytest.fixture
+def no_ui() -> Iterator[str]:
+    yield from _ui(None)
+
+
+def test_a_ui_talking_to_another_server_stops_the_start_with_the_fix(services,
+                                                                      ui_pointing_elsewhere):
+    assert services.ui_api_url(ui_pointing_elsewhere) == "http://127.0.0.1:4200/api"
+    with pytest.raises(SystemExit, match="PREFECT_UI_API_URL="):
+        services.check_ui_settings(ui_pointing_elsewhere)
+
+
+def test_a_server_without_a_ui_has_nothing_to_check(services, no_ui):
+    assert services.ui_api_url(no_ui) is None
+    services.check_ui_settings(no_ui)
+
+
+def test_the_services_and_their_env_file_suppress_mlflows_genai_view_links(
+        services, tmp_path, monkeypatch):
+    monkeypatch.setattr(services, "ENV_FILE", tmp_path / "env.sh")
+    env = services.base_env()
+    assert env["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] == "true"
+    services._write_env({**env, "MLFLOW_TRACKING_URI": "http://127.0.0.1:1",
+                         "PREFECT_API_URL": "http://127.0.0.1:2/api"})
+    text = (tmp_path / "env.sh").read_text()
+    assert "export MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=true" in text
