@@ -52,6 +52,7 @@ Alias = Literal["champion", "challenger"]
 CHAMPION: Alias = "champion"
 CHALLENGER: Alias = "challenger"
 METADATA_KEY = "niser"  # key of the data summary and metrics in the MLmodel metadata
+COMPARED_METRIC = "val_recall_20"  # what register compares: validation, never test
 PYFUNC_PATH = Path(pyfunc.__file__).resolve()
 PACKAGE_DIR = PYFUNC_PATH.parent
 # Runtime requirements of the served model (niser itself travels as code, see log_recommender).
@@ -196,13 +197,16 @@ def _champion(client: MlflowClient, name: str) -> Any:
 
 
 def decide_alias(champion_tags: Mapping[str, str] | None, dataset_hash: str, metric: str,
-                 value: float) -> tuple[Alias, str]:
-    """The policy of the module docstring, as a pure function of the champion's version tags."""
+                 value: float | None) -> tuple[Alias, str]:
+    """The policy of the module docstring, as a pure function of the champion's version tags
+    (``value`` None: the new version has no ``metric``, so it is never compared)."""
     if champion_tags is None:
         return CHAMPION, "no champion yet"
     if champion_tags.get("dataset_hash") != dataset_hash:
         return CHALLENGER, (f"champion was trained on dataset {champion_tags.get('dataset_hash')}"
                             f", not {dataset_hash}: not compared")
+    if value is None:
+        return CHALLENGER, f"this version has no {metric}: not compared"
     best = champion_tags.get(f"metric.{metric}")
     if best is None:
         return CHALLENGER, f"champion has no {metric} tag: not compared"
@@ -212,14 +216,17 @@ def decide_alias(champion_tags: Mapping[str, str] | None, dataset_hash: str, met
 
 
 def register(model_uri: str, name: str = MODEL_NAME, dataset_hash: str | None = None,
-             metric: str = "val_recall_20", metrics: Mapping[str, float] | None = None
+             metric: str | None = None, metrics: Mapping[str, float] | None = None
              ) -> Registration:
     """Register ``model_uri`` as a new version of ``name`` and move ``champion`` or ``challenger``.
 
     Dataset and metrics come from the MLmodel metadata written by ``log_recommender``
     (``TrainResult.final``: validation metrics ``val_*`` of the chosen epoch and its test
-    metrics); the arguments override them. ``metric`` is the one compared: a validation metric.
-    The version gets tags ``dataset_hash``, ``dataset_name``, ``dataset.<count>``,
+    metrics); the arguments override them. ``metric`` is the one compared, by default
+    ``COMPARED_METRIC`` (``val_recall_20``); a version without the default metric (a model
+    logged outside ``train``, e.g. untrained weights for a benchmark) is registered but never
+    compared (champion only when there is none), while a ``metric`` named explicitly must be
+    among the model's metrics. The version gets tags ``dataset_hash``, ``dataset_name``, ``dataset.<count>``,
     ``metric.<name>`` for every metric, ``run_id`` and ``compared_on``, and a
     description of data, metrics and run. The alias follows the policy in the module docstring.
     Not atomic: two registrations racing on the same name may both see the old champion.
@@ -233,9 +240,10 @@ def register(model_uri: str, name: str = MODEL_NAME, dataset_hash: str | None = 
     if not dataset_hash:
         raise ValueError(f"{model_uri} carries no dataset hash: log it with log_recommender or "
                          "pass dataset_hash=")
-    if metric not in values:
+    if metric is not None and metric not in values:
         raise ValueError(f"metric {metric!r} is not among the model's metrics {sorted(values)}: "
                          "pass metrics= or choose one of them")
+    metric = metric or COMPARED_METRIC
     client = MlflowClient()
     try:
         client.get_registered_model(name)
@@ -245,7 +253,7 @@ def register(model_uri: str, name: str = MODEL_NAME, dataset_hash: str | None = 
             f"models:/{name}@{CHAMPION}`; contract in niser/pyfunc.py."))
     champion = _champion(client, name)
     alias, reason = decide_alias(champion.tags if champion else None, dataset_hash, metric,
-                                 values[metric])
+                                 values.get(metric))
     tags = {"dataset_hash": dataset_hash, "dataset_name": str(dataset.get("name", "unknown")),
             "compared_on": metric, "run_id": info.run_id or "",
             **{f"dataset.{k}": str(v) for k, v in dataset.items() if k not in ("name", "hash")},

@@ -171,9 +171,24 @@ def test_champion_moves_only_on_a_better_validation_score_on_the_same_dataset(lo
     assert champion() == other_data.version
 
 
-def test_register_refuses_an_unknown_metric(logged_model_uri):
+def test_register_refuses_an_unknown_metric_named_explicitly(logged_model_uri):
     with pytest.raises(ValueError, match="ndcg_20"):
         register(logged_model_uri, name="niser-refused", metric="ndcg_20")
+
+
+def test_a_version_without_validation_metrics_is_registered_but_never_compared(
+        logged_model_uri):
+    name = "niser-untrained"
+
+    def reg(metrics: dict[str, float]):
+        return register(logged_model_uri, name=name, dataset_hash="h", metrics=metrics)
+
+    first = reg({"recall_20": 0.0})  # as scripts log untrained weights: no val_recall_20
+    assert first.alias == CHAMPION  # there was none
+    assert reg({"val_recall_20": 10.0}).alias == CHALLENGER  # the champion has no val_ tag
+    second = reg({"recall_20": 99.0})
+    assert (second.alias, second.reason) == (CHALLENGER,
+                                             "this version has no val_recall_20: not compared")
 
 
 @pytest.mark.parametrize(("tags", "value", "alias"), [
@@ -183,6 +198,8 @@ def test_register_refuses_an_unknown_metric(logged_model_uri):
     ({"dataset_hash": "a", "metric.recall_20": "10.0"}, 9.0, CHALLENGER),
     ({"dataset_hash": "b", "metric.recall_20": "1.0"}, 50.0, CHALLENGER),
     ({"dataset_hash": "a", "metric.mrr_20": "1.0"}, 50.0, CHALLENGER),
+    ({"dataset_hash": "a", "metric.recall_20": "1.0"}, None, CHALLENGER),
+    (None, None, CHAMPION),
 ])
 def test_decide_alias_policy(tags, value, alias):
     assert decide_alias(tags, "a", "recall_20", value)[0] == alias
