@@ -46,9 +46,9 @@ def train_model(data: SessionData, config: TrainConfig, run_id: str) -> TrainRes
     logger = get_run_logger()
 
     def epoch_line(e: EpochResult) -> None:
-        logger.info("epoch %d/%d: loss %.4g, Recall@20 %.2f, MRR@20 %.2f (%.1f s)", e.epoch,
-                    config.epochs, e.loss, e.metrics.get("recall_20", float("nan")),
-                    e.metrics.get("mrr_20", float("nan")), e.train_seconds + e.eval_seconds)
+        logger.info("epoch %d/%d: loss %.4g, val Recall@20 %.2f, MRR@20 %.2f (%.1f s)", e.epoch,
+                    config.epochs, e.loss, e.validation.get("recall_20", float("nan")),
+                    e.validation.get("mrr_20", float("nan")), e.train_seconds + e.eval_seconds)
 
     result = train(data, config, on_epoch=epoch_line, progress=False)
     log_training(result, data, config, run_id=run_id)
