@@ -1,11 +1,11 @@
 """Inference on a trained NISER: raw item ids in, top-k raw item ids and scores out.
 
 A ``Recommender`` bundles the model, its vocabulary and item popularity (the fallback for
-sessions with no known item). Its top-k is the model's float32 top-k (``NISER.topk``: the float32
-product and the chunked top-k of ``niser.scoring``), whatever ``TrainConfig.precision`` trained
-it: choosing candidates with a bf16 product measured slower than float32 on this CPU at batch 1
-and batch 100 (bf16 reductions and top-k are slower there than float32 ones).
-``save``/``load`` use a plain directory::
+sessions with no known item). Its top-k is the model's float32 top-k (``NISER.topk``); on the
+bf16 path (``TrainConfig.precision``, decided for the device it runs on: ``niser.precision``)
+requests of at least ``niser.scoring.BF16_MIN_ROWS`` sessions take their candidates from a bf16
+product, smaller ones are scored in float32 (measured faster there). ``save``/``load`` use a
+plain directory::
 
     config.json      TrainConfig and n_items
     weights.pt       model state dict
@@ -26,6 +26,7 @@ import torch
 from niser.data import Samples, SessionData
 from niser.graph import build_batch
 from niser.model import NISER
+from niser.precision import PrecisionChoice, choose_precision
 from niser.train import TrainConfig, build_model
 from niser.vocab import Vocabulary
 
@@ -71,11 +72,16 @@ class Recommender:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def precision(self) -> PrecisionChoice:
+        """The scoring path on the model's current device, and why."""
+        return choose_precision(self.config.precision, self.device)
+
     def topk_indices(self, items: np.ndarray, offsets: np.ndarray, k: int
                      ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item indices and float32 scores (B, k) for ragged sessions of known indices."""
         g = build_batch(items, offsets, self.config.max_positions, self.config.long_sessions)
-        values, index = self.model.topk(k, *g.tensors(self.device))
+        values, index = self.model.topk(k, *g.tensors(self.device), bf16=self.precision.bf16)
         return index.cpu().numpy(), values.cpu().numpy()
 
     def recommend(self, sessions: Sequence[Sequence[int]], k: int = 20) -> list[Recommendation]:

@@ -15,8 +15,7 @@ probability in float32 (so within 2^-8 relative of p, about 0.004 per sample, of
 loss). The gradients reach the float32 weights (master copy, Adam state) as float32.
 
 The top-k (``ItemScorer.topk``) is the float32 top-k. With ``bf16`` a bf16 product only chooses
-candidates, which are rescored in float32 (evaluation and inference do not ask for it by default:
-on this CPU it measured slower than the float32 product, see ``niser.inference``):
+candidates, which are rescored in float32:
 
 * Error bound. With the operands rounded to bf16 (unit roundoff u = 2^-8), float32
   accumulation over d terms (gamma_d = d 2^-24 / (1 - d 2^-24)) and the result rounded to bf16,
@@ -39,10 +38,12 @@ on this CPU it measured slower than the float32 product, see ``niser.inference``
 
 Selecting the top-k: rows are cut into chunks of ``CHUNK`` items; the top-k items lie in the k
 chunks with the largest maxima, so only those are searched (one pass over the scores plus small
-top-k's, instead of a top-k over all N + 1 columns per row). Below ``BF16_MIN_ROWS`` rows the
-bf16 product is slower than float32 here (a matrix-vector product is bound by memory, and
-oneDNN's bf16 one is not faster than MKL's float32 one), so small batches score in float32, as do
-catalogues under 4 ``CANDIDATES`` items and k above ``CANDIDATES`` / 2.
+top-k's, instead of a top-k over all N + 1 columns per row). The bf16 candidates pay only for
+large batches: on this CPU (Diginetica, d = 100) they were slower than float32 at batch 1 and
+batch 100 (the bf16 product gains less than bf16 maxima and top-k's cost, which run slower than
+float32 ones) and faster at batch 500 (evaluation: 8,540 against 5,943 samples/s). So batches
+under ``BF16_MIN_ROWS`` rows score in float32, as do catalogues under 4 ``CANDIDATES`` items and
+k above ``CANDIDATES`` / 2.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ FP32_UNIT_ROUNDOFF = 2.0 ** -24
 NORM_SLACK = 1e-5  # rows of the item table are unit vectors up to float32 rounding
 CHUNK = 64  # items per chunk when selecting the top-k
 CANDIDATES = 64  # bf16 path: most candidates rescored per row before a row falls back
-BF16_MIN_ROWS = 16  # bf16 path: fewer rows than this are scored in float32 (measured crossover)
+BF16_MIN_ROWS = 256  # bf16 path: fewer rows are scored in float32 (measured: see below)
 CHUNKED_MIN_ROWS = 8  # fewer rows: one torch.topk over the row costs less than the chunk steps
 
 

@@ -9,8 +9,8 @@ returned holds the chosen epoch's weights, and the test set is evaluated once, f
 
 Precision (``TrainConfig.precision``, see ``niser.precision``): the training scoring product runs
 in bf16 where the hardware has bf16 units (``auto``); the loss, softmax and weights stay float32.
-Validation and test scores are float32 on either path (``NISER.topk``; ``niser.inference`` says
-why bf16 candidates are not used there).
+Validation and test use the float32 top-k on either path (``NISER.topk``; on the bf16 path
+evaluation batches take their candidates from a bf16 product, ``niser.scoring``).
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ def train(
         eval_s = 0.0
         if evaluate_each_epoch or epoch == config.epochs - 1:
             t1 = time.perf_counter()
-            validation = evaluate(topk_fn(model, config), data.valid, config.ks,
+            validation = evaluate(topk_fn(model, config, precision.bf16), data.valid, config.ks,
                                   config.eval_batch_size, progress, f"validate {epoch + 1}")
             eval_s = time.perf_counter() - t1
         res = EpochResult(epoch + 1, loss, train_s, seen / train_s, eval_s, validation)
@@ -246,7 +246,7 @@ def train(
         model.load_state_dict(sel.best_state)
     result.best_epoch, result.stopped_early = sel.best_epoch, sel.stopped
     t2 = time.perf_counter()
-    result.test = evaluate(topk_fn(model, config), data.test, config.ks,
+    result.test = evaluate(topk_fn(model, config, precision.bf16), data.test, config.ks,
                            config.eval_batch_size, progress, "test")
     result.test_seconds = time.perf_counter() - t2
     log.info("chosen epoch %d of %d; test %s", sel.best_epoch, len(result.history), result.test)

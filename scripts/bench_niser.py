@@ -12,8 +12,9 @@ first seed's model (batch-1 latency, batch-100 sessions/s).
 ``--rounds`` rounds of ``--max-batches`` training batches each from the same initial weights;
 training samples/s and the epoch time extrapolated to every training sample (train + valid).
 Then, on the weights of the last fp32 slice, alternately for three top-k's (``before``:
-torch.topk over the forward scores, the code before this change; ``fp32``: the chunked top-k that
-Recommender runs; ``bf16``: bf16 candidates rescored in float32): evaluation samples/s, batch-1
+torch.topk over the forward scores, the code before this change; ``fp32``: the chunked top-k;
+``bf16``: what Recommender runs on the bf16 path, bf16 candidates rescored in float32 from
+``niser.scoring.BF16_MIN_ROWS`` rows, the chunked float32 top-k below): evaluation samples/s, batch-1
 p50 and batch-100 sessions/s, and the top-20 agreement of ``fp32`` and ``bf16`` with ``before``
 on ``--agreement`` test prefixes (rows identical, rows breaking the tie rule of
 ``niser.scoring``).
@@ -107,7 +108,7 @@ def seeds_mode(args: argparse.Namespace, data: SessionData, machine: dict[str, A
         rec.save(args.save_model)
     rec.model.to(args.device)
     inf = inference_figures(rec, data)
-    print(f"inference ({args.device}): batch-1 p50 "
+    print(f"inference ({args.device}, {rec.precision.path} path): batch-1 p50 "
           f"{inf['batch1_p50_ms']:.3f} ms, p90 {inf['batch1_p90_ms']:.3f} ms; batch 100: "
           f"{inf['batch100_sessions_per_s']:.0f} sessions/s")
     if args.out:

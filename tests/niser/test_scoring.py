@@ -146,7 +146,7 @@ def test_rows_past_the_candidate_budget_fall_back_and_still_obey_the_tie_rule(
         small_trained: tuple[NISER, SessionData], monkeypatch: pytest.MonkeyPatch) -> None:
     model, data = small_trained
     monkeypatch.setattr(scoring, "CANDIDATES", 22)  # too few for most rows: they fall back
-    query, fp32 = _queries(model, data, 64)
+    query, fp32 = _queries(model, data, scoring.BF16_MIN_ROWS)
     scorer = ItemScorer(model.item_table(), bf16=True)
     values, index = scorer.topk(query, 10)
     assert scorer.fallback_rows > 0
@@ -156,8 +156,8 @@ def test_rows_past_the_candidate_budget_fall_back_and_still_obey_the_tie_rule(
 def test_tie_rule_holds_where_many_items_share_one_embedding() -> None:
     table = _unit(2001, 16, seed=9)
     table[1:1001] = table[1]  # a thousand identical items: all tie with each other
-    query = 16 * _unit(32, 16, seed=10)
-    query[:16] = 16 * table[1]  # half the rows rank the duplicates first
+    query = 16 * _unit(scoring.BF16_MIN_ROWS, 16, seed=10)
+    query[::2] = 16 * table[1]  # half the rows rank the duplicates first
     fp32 = query @ table.t()
     fp32[:, 0] = float("-inf")
     for bf16 in (False, True):
