@@ -232,10 +232,10 @@ def compare_mode(args: argparse.Namespace, data: SessionData, machine: dict[str,
                 continue
             config = _config(args, args.seed).model_copy(update={"epochs": 1, "precision": path})
             last[path] = train(small, config, progress=False)
-            rate = last[path].history[0].samples_per_second
+            rate, loss = last[path].history[0].samples_per_second, last[path].history[0].loss
             train_rate[path].append(rate)
             print(f"round {rnd + 1} train {path}: {args.max_batches} batches, {rate:.0f} "
-                  "samples/s", flush=True)
+                  f"samples/s, mean loss {loss:.5f}", flush=True)
     every = len(data.train) + len(data.valid or [])  # all training samples: 719,470 on Diginetica
     out: dict[str, Any] = {"machine": machine, "fast_path": vars(fast), "rounds": args.rounds,
                            "max_batches": args.max_batches, "training": {}, "inference": {}}
@@ -243,6 +243,8 @@ def compare_mode(args: argparse.Namespace, data: SessionData, machine: dict[str,
         rate = statistics.median(train_rate[path])
         out["training"][path] = {"samples_per_s": rate, "rounds": train_rate[path],
                                  "epoch_s_extrapolated": every / rate}
+        if path in last:  # same initial weights, batches and dropout: the loss compares paths
+            out["training"][path]["mean_loss"] = last[path].history[0].loss
         print(f"train {path}: {rate:.0f} samples/s (median of {args.rounds}); an epoch of "
               f"{every:,} samples, extrapolated: {every / rate:.0f} s", flush=True)
     model, config = last["fp32"].model, last["fp32"].config
