@@ -65,7 +65,7 @@ def hpo(
     dataset: str = "synthetic",
     n_trials: Count = 4,
     epochs: Count = 2,
-    metric: str = "recall_20",
+    metric: str = "val_recall_20",
     study_name: str = "niser-hpo",
     storage_path: str = str(DEFAULT_STORAGE),
     seed: int = 0,

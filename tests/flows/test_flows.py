@@ -109,10 +109,10 @@ def test_hpo_runs_nested_trials_and_logs_best_params(tracking_uri, tmp_path: Pat
     trials = client.search_runs([parent.info.experiment_id],
                                 f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(trials) == 4
-    assert all("recall_20" in t.data.metrics for t in trials)
+    assert all("val_recall_20" in t.data.metrics for t in trials)
     assert {f"best.{k}" for k in ("lr", "dim", "dropout", "weight_decay")} <= set(parent.data.params)
-    best = max(t.data.metrics["recall_20"] for t in trials)
-    assert parent.data.metrics["best_recall_20"] == pytest.approx(best)
+    best = max(t.data.metrics["val_recall_20"] for t in trials)  # chosen on validation
+    assert parent.data.metrics["best_val_recall_20"] == pytest.approx(best)
     # the journal persists the study: a second run continues it
     again = hpo(dataset=TINY, n_trials=1, epochs=1, study_name="t",
                 storage_path=str(tmp_path / "journal.log"), experiment="hpo-test")

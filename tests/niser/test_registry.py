@@ -118,7 +118,10 @@ def test_registered_version_carries_tags_description_and_champion(registered_mod
     assert "recall_20=" in mv.description and mv.tags["run_id"] in mv.description
     assert "Validation metrics (epoch" in mv.description
     assert "Test metrics, measured once" in mv.description
-    assert str(client.get_model_version_by_alias("niser", CHAMPION).version) == version
+    champion = client.get_model_version_by_alias("niser", CHAMPION)
+    if str(champion.version) != version:  # an earlier test of the session registered a better one
+        assert champion.tags["dataset_hash"] != mv.tags["dataset_hash"] or float(
+            champion.tags["metric.val_recall_20"]) >= float(mv.tags["metric.val_recall_20"])
 
 
 def test_logged_model_is_self_describing(registered_model_uri):
