@@ -142,7 +142,7 @@ class LocalDeployer(Deployer[LocalSettings]):
     def parse_settings(self, raw: Mapping[str, Any] | Settings | None) -> LocalSettings:
         """The typed settings; ``SettingsError`` also when ``cpus`` exceeds this machine's cores."""
         s = super().parse_settings(raw)
-        cores = len(os.sched_getaffinity(0))
+        cores = shaping.machine_cores()
         if s.cpus is not None and s.cpus * s.instances > cores:
             shape = f"cpus={s.cpus}" if s.instances == 1 else (
                 f"instances={s.instances} x cpus={s.cpus}")

@@ -16,7 +16,6 @@ Promises:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,7 +23,7 @@ from deployers import aws, standins
 from deployers.base import SettingsError
 from deployers.sagemaker.instances import fitting, instance_shape
 from deployers.sagemaker.settings import SageMakerSettings
-from deployers.standins.shaping import Shape
+from deployers.standins.shaping import Shape, machine_cores
 
 
 def is_local(s: SageMakerSettings) -> bool:
@@ -52,10 +51,6 @@ def check_fits(s: SageMakerSettings) -> SageMakerSettings:
             " (local=false).")
     return s
 
-
-def machine_cores() -> int:
-    """The cores this process may use (``os.sched_getaffinity``)."""
-    return len(os.sched_getaffinity(0))
 
 
 def server_shape(variant: Mapping[str, Any]) -> tuple[Shape, int]:

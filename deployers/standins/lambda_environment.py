@@ -43,8 +43,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
-from deployers.standins.lambda_shape import group_name, lambda_shape, machine_cores
-from deployers.standins.shaping import Backend, CpuStat, Group, ShapingError
+from deployers.standins.lambda_shape import group_name, lambda_shape
+from deployers.standins.shaping import Backend, CpuStat, Group, ShapingError, machine_cores
 
 INIT_TIMEOUT_S = 10.0  # Lambda's limit on the Init phase
 ACCOUNT = "123456789012"

@@ -78,8 +78,8 @@ from deployers.standins.lambda_environment import (
     runtime_dir,
 )
 from deployers.standins.lambda_invoke_api import Report, Result, Throttled, invoke_api
-from deployers.standins.lambda_shape import capacity, lambda_shape, machine_cores, mem_available_mb
-from deployers.standins.shaping import CpuStat, Shape, ShapingError, add_stats, backend
+from deployers.standins.lambda_shape import capacity, lambda_shape, mem_available_mb
+from deployers.standins.shaping import CpuStat, Shape, ShapingError, add_stats, backend, machine_cores
 
 LOG_TAIL_BYTES = 4096
 

@@ -14,14 +14,13 @@ Lambda's resources follow from the memory size alone (the facts this module enco
   and the invocation fails with ``Runtime.OutOfMemory``.
 
 ``lambda_shape`` is the one place these rules live; ``capacity`` says how many environments of a
-size this machine holds at once at their full share. Both are pure; ``machine_cores`` and
-``mem_available_mb`` read this machine for them.
+size this machine holds at once at their full share. Both are pure;
+``shaping.machine_cores`` and ``mem_available_mb`` read this machine for them.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
 import secrets
 from pathlib import Path
@@ -74,11 +73,6 @@ def capacity(memory_mb: int, machine_cores: int, mem_available_mb: int) -> Capac
     if concurrency < 1:
         reason += "; one environment does not fit at its full share, 1 runs anyway"
     return Capacity(max(1, concurrency), reason)
-
-
-def machine_cores() -> int:
-    """The cores this process may use."""
-    return len(os.sched_getaffinity(0))
 
 
 def mem_available_mb(meminfo: Path = Path("/proc/meminfo")) -> int:

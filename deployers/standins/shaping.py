@@ -50,6 +50,11 @@ class ShapingError(DeployerError):
     """A cgroup could not be created, joined or removed."""
 
 
+def machine_cores() -> int:
+    """The cores this process may use (``os.sched_getaffinity``): what any shape must fit in."""
+    return len(os.sched_getaffinity(0))
+
+
 @dataclass(frozen=True)
 class Shape:
     """The resources of one shaped group; ``None`` leaves that resource unlimited."""
