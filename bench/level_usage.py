@@ -135,9 +135,13 @@ def shaped_groups_of(pid: int | str = "self", proc: Path = Path("/proc")) -> lis
         lines = (proc / str(pid) / "cgroup").read_text().splitlines()
     except OSError:
         return []
-    return sorted({line.split(":", 2)[2] for line in lines
-                   if line.count(":") >= 2 and f"/{PARENT}/" in line.split(":", 2)[2] + "/"
-                   and line.split(":", 2)[2].rstrip("/") != f"/{PARENT}"})
+    inside: set[str] = set()
+    for line in lines:
+        path = line.split(":", 2)[-1].rstrip("/")  # "id:controllers:path"
+        if line.count(":") >= 2 and f"/{PARENT}/" in path + "/" and not path.endswith(
+                f"/{PARENT}"):
+            inside.add(path)
+    return sorted(inside)
 
 
 def assert_outside_shaped_groups(pid: int | str = "self", proc: Path = Path("/proc")) -> None:
