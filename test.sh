@@ -5,5 +5,5 @@ cd "$(dirname "$0")"
 bash scripts/setup.sh
 . .venv/bin/activate
 ruff check .
-mypy niser deployers bench flows scripts
+mypy niser deployers bench flows sessions scripts
 pytest -q -ra "$@"

@@ -8,6 +8,7 @@
     niser-mlops calibrate                        # load-generator honesty check
     niser-mlops http --url URL --data DIR        # sweep any scoring endpoint
     niser-mlops prices show|refresh --region us-east-1
+    niser-mlops session-server --deployer local --deployment NAME   # Figure 2's session manager
 
 Without MLFLOW_TRACKING_URI the tracking store is ``.state/mlflow.db`` (SQLite) in the current
 directory; without PREFECT_API_URL, Prefect runs the flow on a temporary local server.
@@ -24,6 +25,7 @@ import click
 
 from bench.cli import COMMANDS
 from bench.load_settings import DEFAULT_LEVELS
+from sessions.server import session_server
 
 
 def _defaults() -> None:
@@ -165,7 +167,7 @@ def compare(experiment: str, parent_run_id: str | None, latest: bool) -> None:
         click.echo(table.to_string(index=False))
 
 
-for _command in COMMANDS:
+for _command in [*COMMANDS, session_server]:
     main.add_command(_command)
 
 

@@ -16,6 +16,13 @@ if [[ ",$EXTRAS," == *",test,"* ]] && ! command -v chromium >/dev/null 2>&1; the
   { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null; } \
     || echo "chromium could not be installed: tests/flows/test_browser.py will skip"
 fi
+# the session server's Redis store is tested against Debian's redis-server; without it those
+# tests skip, so a failed install does not stop the setup
+if [[ ",$EXTRAS," == *",test,"* ]] && ! command -v redis-server >/dev/null 2>&1; then
+  echo "installing redis-server (the session server's Redis store, in the tests)"
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null; } \
+    || echo "redis-server could not be installed: the Redis store tests will skip"
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("niser", "deployers", "bench", "flows")
+PACKAGES = ("niser", "deployers", "bench", "flows", "sessions")
 MAX_LINES = 400
 
 
