@@ -100,8 +100,9 @@ def session_server(deployer: str, deployment: str, host: str, port: int, port_fi
         serve(deployer, deployment, host=host, port=port, store_url=store_url,
               ttl_s=ttl_minutes * 60, max_clicks=max_clicks,
               endpoint_timeout_s=endpoint_timeout_s, port_file=port_file)
-    except DeployerError as exc:
-        raise click.BadParameter(str(exc), param_hint="--deployment") from None
+    except (DeployerError, KeyError) as exc:  # describe: KeyError for an unknown deployment
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise click.BadParameter(str(message), param_hint="--deployment") from None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--store") from None
     except OSError as exc:

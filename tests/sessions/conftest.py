@@ -43,10 +43,10 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     workdir = tmp_path_factory.mktemp("redis")
     port = _free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(workdir)],
-                            stdout=open(workdir / "redis.log", "wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    with open(workdir / "redis.log", "wb") as log:
+        proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                 "--appendonly", "no", "--dir", str(workdir)],
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 30
     while True:
@@ -86,11 +86,11 @@ class SessionServer:
 
     def start(self) -> SessionServer:
         port_file = self.workdir / f"port-{time.monotonic_ns()}"
-        log = open(self.workdir / "session-server.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "session-server", "--port-file", str(port_file),
-             *self.args], cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+        with open(self.workdir / "session-server.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "flows.cli", "session-server", "--port-file",
+                 str(port_file), *self.args], cwd=self.workdir, env=self.env, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 60
         while not port_file.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -119,16 +119,18 @@ class SessionServer:
     def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
              content_type: str | None = "application/json",
              timeout_s: float = 30.0) -> tuple[int, Any, dict[str, str]]:
-        """(status, decoded JSON body or None, headers); connection errors raise."""
+        """(status, decoded JSON body or None, headers by lower-case name); connection errors
+        raise."""
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         req = urllib.request.Request(self.url + path, data=data, method=method)
         if content_type is not None and data is not None:
             req.add_header("Content-Type", content_type)
         try:
             with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-                status, text, headers = resp.status, resp.read(), dict(resp.headers)
+                status, text, found = resp.status, resp.read(), resp.headers
         except urllib.error.HTTPError as err:
-            status, text, headers = err.code, err.read(), dict(err.headers)
+            status, text, found = err.code, err.read(), err.headers
+        headers = {k.lower(): v for k, v in found.items()}
         return status, json.loads(text) if text else None, headers
 
     def click(self, session: str, item: Any, k: int | None = None) -> tuple[int, Any]:
