@@ -28,8 +28,13 @@ DEFAULT_STORE = "sqlite:///.state/sessions.db"
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (0: a free port the OS picks)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    """A listening TCP socket on ``host:port`` (0: a free port the OS picks).
+
+    Made with ``IPPROTO_TCP`` named: asyncio turns Nagle off (``TCP_NODELAY``) only on sockets
+    whose protocol says TCP, and with Nagle on every answer waits ~40 ms for a delayed ACK
+    between its header and body writes (measured: 44 ms for ``GET /health``, 0.7 ms without)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(512)

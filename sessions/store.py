@@ -52,6 +52,7 @@ class SessionStore(ABC):
     """Sessions of item clicks with expiry and a click cap (see the module docstring)."""
 
     kind: str = ""
+    inline: bool = False  # calls are quick enough to make on a server's event loop
 
     def __init__(self, ttl_s: float = DEFAULT_TTL_S, max_clicks: int = DEFAULT_MAX_CLICKS,
                  clock: Clock = time.time) -> None:
@@ -93,19 +94,23 @@ class SessionStore(ABC):
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
-    id TEXT PRIMARY KEY, last_click_at REAL NOT NULL, next_seq INTEGER NOT NULL);
+    id TEXT PRIMARY KEY, last_click_at REAL NOT NULL, clicks TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sessions_by_time ON sessions(last_click_at);
-CREATE TABLE IF NOT EXISTS clicks (
-    session_id TEXT NOT NULL, seq INTEGER NOT NULL, item INTEGER NOT NULL,
-    PRIMARY KEY (session_id, seq)) WITHOUT ROWID;
 """
 
 
+def _items(text: str) -> list[int]:
+    return [int(x) for x in text.split()]
+
+
 class SQLiteStore(SessionStore):
-    """Sessions in one SQLite file (WAL): a connection per store, writes serialised by a lock in
-    this process and by SQLite's write lock across processes."""
+    """Sessions in one SQLite file (WAL), a row per session with its clicks as text (a click is
+    one read and one write of one row). Writes are serialised by a lock in this process and by
+    SQLite's write lock across processes. Calls take ~0.1 ms: ``inline`` says a server may make
+    them on its event loop instead of handing them to a thread."""
 
     kind = "sqlite"
+    inline = True
 
     def __init__(self, path: str | Path, ttl_s: float = DEFAULT_TTL_S,
                  max_clicks: int = DEFAULT_MAX_CLICKS, clock: Clock = time.time) -> None:
@@ -130,53 +135,36 @@ class SQLiteStore(SessionStore):
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                row = db.execute("SELECT last_click_at, next_seq FROM sessions WHERE id = ?",
+                row = db.execute("SELECT last_click_at, clicks FROM sessions WHERE id = ?",
                                  (session_id,)).fetchone()
-                if row is not None and self._expired(row[0], now):
-                    db.execute("DELETE FROM clicks WHERE session_id = ?", (session_id,))
-                    row = None
-                seq = row[1] if row is not None else 0
-                db.execute("INSERT INTO clicks VALUES (?, ?, ?)", (session_id, seq, item))
-                db.execute("DELETE FROM clicks WHERE session_id = ? AND seq <= ?",
-                           (session_id, seq - self.max_clicks))
+                clicks = [] if row is None or self._expired(row[0], now) else _items(row[1])
+                clicks.append(item)
+                del clicks[:-self.max_clicks]
                 db.execute("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?)",
-                           (session_id, now, seq + 1))
-                clicks = [r[0] for r in db.execute(
-                    "SELECT item FROM clicks WHERE session_id = ? ORDER BY seq", (session_id,))]
+                           (session_id, now, " ".join(map(str, clicks))))
                 if now - self._last_purge >= PURGE_EVERY_S:
-                    self._purge(now)
+                    db.execute("DELETE FROM sessions WHERE last_click_at <= ?",
+                               (now - self.ttl_s,))
+                    self._last_purge = now
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
         return self._session(session_id, clicks, now)
 
-    def _purge(self, now: float) -> None:
-        cutoff = now - self.ttl_s
-        self._db.execute("DELETE FROM clicks WHERE session_id IN "
-                         "(SELECT id FROM sessions WHERE last_click_at <= ?)", (cutoff,))
-        self._db.execute("DELETE FROM sessions WHERE last_click_at <= ?", (cutoff,))
-        self._last_purge = now
-
     def get(self, session_id: str) -> Session | None:
         with self._lock:
-            row = self._db.execute("SELECT last_click_at FROM sessions WHERE id = ?",
+            row = self._db.execute("SELECT last_click_at, clicks FROM sessions WHERE id = ?",
                                    (session_id,)).fetchone()
-            if row is None or self._expired(row[0], self.clock()):
-                return None
-            clicks = [r[0] for r in self._db.execute(
-                "SELECT item FROM clicks WHERE session_id = ? ORDER BY seq", (session_id,))]
-        return self._session(session_id, clicks, row[0])
+        if row is None or self._expired(row[0], self.clock()):
+            return None
+        return self._session(session_id, _items(row[1]), row[0])
 
     def delete(self, session_id: str) -> bool:
         with self._lock:
             now = self.clock()
-            self._db.execute("BEGIN IMMEDIATE")
-            row = self._db.execute("SELECT last_click_at FROM sessions WHERE id = ?",
+            row = self._db.execute("DELETE FROM sessions WHERE id = ? RETURNING last_click_at",
                                    (session_id,)).fetchone()
-            self._db.execute("DELETE FROM clicks WHERE session_id = ?", (session_id,))
-            self._db.execute("DELETE FROM sessions WHERE id = ?", (session_id,))
-            self._db.execute("COMMIT")
         return row is not None and not self._expired(row[0], now)
 
     def count(self) -> int:
