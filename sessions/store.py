@@ -34,6 +34,7 @@ DEFAULT_MAX_CLICKS = 50
 PURGE_EVERY_S = 60.0
 KEY_SLACK_S = 60.0
 REDIS_PREFIX = "niser-sessions:"
+POOL_SIZE = 16
 
 Clock = Callable[[], float]
 
@@ -203,8 +204,12 @@ class RedisStore(SessionStore):
         import redis  # only a Redis store needs the client
 
         self._url = url
-        self._redis: Any = redis.Redis.from_url(url, socket_timeout=10.0,
-                                                socket_connect_timeout=5.0)
+        # a bounded pool: callers beyond POOL_SIZE wait for a connection instead of opening
+        # one each (a burst of new connections can be refused by the server's backlog)
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=POOL_SIZE, timeout=10.0, socket_timeout=10.0,
+            socket_connect_timeout=5.0)
+        self._redis: Any = redis.Redis(connection_pool=pool)
         self._redis.ping()
         self._append = self._redis.register_script(_APPEND_LUA)
 

@@ -92,8 +92,14 @@ def test_concurrent_clicks_on_one_session_are_all_kept_each_answer_a_prefix_of_t
     answers: list[list[int]] = []
     lock = threading.Lock()
 
+    errors: list[BaseException] = []
+
     def click(item: int) -> None:
-        clicks = store.append("busy", item).clicks
+        try:
+            clicks = store.append("busy", item).clicks
+        except BaseException as exc:  # a thread's exception would otherwise only warn
+            errors.append(exc)
+            raise
         with lock:
             answers.append(clicks)
 
@@ -102,6 +108,7 @@ def test_concurrent_clicks_on_one_session_are_all_kept_each_answer_a_prefix_of_t
         t.start()
     for t in threads:
         t.join()
+    assert errors == []
     final = store.get("busy")
     assert final is not None and sorted(final.clicks) == list(range(1, 201))
     for clicks in answers:  # every answer is the session up to and including its own click
