@@ -25,6 +25,7 @@ file and line.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,8 +58,7 @@ class TraceSession:
                     f"{len(self.items)} clicks; give one offset per click"
                 )
             if self.offsets_s[0] != 0 or any(
-                b < a for a, b in zip(self.offsets_s, self.offsets_s[1:], strict=False)
-            ):
+                b < a for a, b in itertools.pairwise(self.offsets_s)):
                 raise ValueError(
                     f"session {self.session_id!r}: click offsets must start at 0 and never "
                     f"decrease, got {list(self.offsets_s)[:10]}"
@@ -148,18 +148,24 @@ def _by_session(df: pd.DataFrame, order: np.ndarray, date: pd.Series, last_days:
     return frame, np.concatenate([[0], bounds, [len(s)]]).astype(np.int64)
 
 
+def _sessions(frame: pd.DataFrame, bounds: np.ndarray, per_second: float, started: bool
+              ) -> list[TraceSession]:
+    """One ``TraceSession`` per ``bounds`` slice; ``order`` in units of ``1 / per_second`` s."""
+    items, t, ids = (frame[c].to_numpy() for c in ("item_id", "order", "session_id"))
+    out = []
+    for a, b in itertools.pairwise(bounds):
+        offsets = tuple(float(o) for o in (t[a:b] - t[a]) / per_second)
+        start = float(t[a]) / per_second if started else None
+        out.append(TraceSession(str(ids[a]), tuple(int(i) for i in items[a:b]), offsets, start))
+    return out
+
+
 def read_diginetica_trace(path: str | Path, last_days: int | None = None) -> list[TraceSession]:
     """The sessions of a raw Diginetica log, offsets from ``timeframe`` (see the module
     docstring)."""
     df = read_diginetica(path)
     frame, bounds = _by_session(df, df["timeframe"].to_numpy(), df["eventdate"], last_days)
-    items, tf, ids = (frame[c].to_numpy() for c in ("item_id", "order", "session_id"))
-    out = []
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        offsets = (tf[a:b] - tf[a]) / 1e3
-        out.append(TraceSession(str(ids[a]), tuple(int(i) for i in items[a:b]),
-                                tuple(float(o) for o in offsets)))
-    return out
+    return _sessions(frame, bounds, 1e3, started=False)
 
 
 def read_yoochoose_trace(path: str | Path, last_days: int | None = None) -> list[TraceSession]:
@@ -167,13 +173,7 @@ def read_yoochoose_trace(path: str | Path, last_days: int | None = None) -> list
     df = read_yoochoose(path)
     ns = df["timestamp"].to_numpy().astype("datetime64[ns]").view(np.int64)
     frame, bounds = _by_session(df, ns, df["timestamp"], last_days)
-    items, t, ids = (frame[c].to_numpy() for c in ("item_id", "order", "session_id"))
-    out = []
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-        offsets = (t[a:b] - t[a]) / 1e9
-        out.append(TraceSession(str(ids[a]), tuple(int(i) for i in items[a:b]),
-                                tuple(float(o) for o in offsets), float(t[a]) / 1e9))
-    return out
+    return _sessions(frame, bounds, 1e9, started=True)
 
 
 def select(sessions: list[TraceSession], source: str, *, limit: int | None = None,
