@@ -137,3 +137,28 @@ class FakeSessionServer:
                 self._send(204 if known else 404, None if known else {"error": "unknown"})
 
         return Handler
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.bench.replay_support --port-file F``: serve until SIGTERM, port in F
+    (write-then-rename), as ``niser-mlops session-server --port 0 --port-file F`` does."""
+    import argparse
+    import os
+    import signal
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port-file", required=True)
+    args, _ = parser.parse_known_args(argv)
+    server = FakeSessionServer()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with server:
+        tmp = args.port_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{server.httpd.server_address[1]}\n")
+        os.replace(tmp, args.port_file)
+        stop.wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -102,7 +102,7 @@ def test_bad_options_are_refused_naming_the_option(tmp_path, kwargs, message):
 def test_unknown_paths_and_forms_are_refused_with_the_accepted_forms(tmp_path):
     with pytest.raises(DataError, match="no such file or folder"):
         load_trace(tmp_path / "missing.csv")
-    with pytest.raises(DataError, match="the folder has no test.tsv"):
+    with pytest.raises(DataError, match=r"the folder has no test\.tsv"):
         load_trace(tmp_path)
     with pytest.raises(DataError, match="not a known trace form"):
         load_trace(write(tmp_path / "clicks.json", "{}"))
