@@ -14,7 +14,8 @@ Promises:
 - Session ids are ``<run_id>-<trace id>`` (``run_id`` unique per replay), so repeated replays
   never share a session; each session is DELETEd after its last click.
 - Every click is a ``ClickRecord``, failures included: the HTTP status (0 when no answer came),
-  the error, the ``Server-Timing`` durations and the top-k items. A click that timed out, or
+  the error, the ``Server-Timing`` durations and the top-k items; a sender that raises makes a
+  failed record too, so no click is lost and no replay hangs. A click that timed out, or
   was answered more than ``timeout_s`` after its intended time, is a timeout (``bench.stats``).
 """
 
@@ -215,7 +216,10 @@ def replay(
             when = due[i][pos]
             clock.sleep((when - clock.now_ns()) / 1e9)
             sent = clock.now_ns()
-            answer = sender.click(sid, item, s.k)
+            try:
+                answer = sender.click(sid, item, s.k)
+            except Exception as exc:  # every failure is a record, never a hung replay
+                answer = ClickAnswer(0, error=f"{type(exc).__name__}: {exc}")
             done = clock.now_ns()
             outcome, error = _outcome(answer, done - when, timeout_ns)
             ready = when if previous is None else max(when, previous)
@@ -226,7 +230,11 @@ def replay(
                 answer.items, answer.clicks, previous is not None and previous > when,
                 sent - ready > late_ns))
             previous = done
-        if sender.delete(sid) != 204:
+        try:
+            deleted = sender.delete(sid) == 204
+        except Exception:  # counted in deletes_failed
+            deleted = False
+        if not deleted:
             with pool.lock:
                 deletes_failed[0] += 1
 

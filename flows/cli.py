@@ -7,6 +7,7 @@
     niser-mlops compare --experiment niser
     niser-mlops calibrate                        # load-generator honesty check
     niser-mlops http --url URL --data DIR        # sweep any scoring endpoint
+    niser-mlops replay --deployment D --data DIR # test sessions through a session server
     niser-mlops prices show|refresh --region us-east-1
 
 Without MLFLOW_TRACKING_URI the tracking store is ``.state/mlflow.db`` (SQLite) in the current

@@ -10,11 +10,11 @@ import pytest
 from bench.clock import FakeClock
 from bench.replay import ReplaySettings, replay, wire_id
 from bench.replay_check import check
-from bench.replay_client import SessionClient, parse_server_timing
+from bench.replay_client import ClickAnswer, SessionClient, parse_server_timing
 from bench.replay_schedule import schedule
 from bench.replay_summary import format_summary, replay_metrics, summarize_replay
 from bench.replay_trace import Trace, TraceSession
-from bench.stats import OK, TIMEOUT
+from bench.stats import ERROR, OK, TIMEOUT
 from tests.bench.replay_support import ENDPOINT_MS, FakeSessionServer, direct_invoker
 
 
@@ -176,3 +176,21 @@ def test_server_timing_is_parsed_by_name_and_malformed_entries_are_left_out():
 def test_wire_ids_keep_the_servers_character_set_and_length():
     assert wire_id("replay-1", "a b/c") == "replay-1-a_b_c"
     assert len(wire_id("replay-1", "x" * 200)) == 128
+
+
+def test_a_sender_that_raises_makes_a_failed_record_and_the_replay_ends():
+    class Flaky:
+        def click(self, session_id, item, k):
+            if item == 2:
+                raise ValueError("bad header")
+            return ClickAnswer(200, (9,), (item,), {"endpoint": 1.0})
+
+        def delete(self, session_id):
+            raise OSError("gone")
+
+    trace = trace_of([1, 2, 3])
+    res = replay(Flaky(), trace, schedule(trace, "poisson", rate=1.0, think_s=0.1),
+                 clock=FakeClock())
+    assert [(r.outcome, r.error) for r in res.records] == [
+        (OK, ""), (ERROR, "ValueError: bad header"), (OK, "")]
+    assert res.deletes_failed == 1

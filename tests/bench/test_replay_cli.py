@@ -155,3 +155,22 @@ def test_the_server_command_serves_one_deployment_on_a_free_port_with_a_port_fil
     assert argv[1:] == ["-m", "flows.cli", "session-server", "--deployer", "local", "--deployment",
                         "d1", "--port", "0", "--port-file", str(tmp_path / "p"),
                         "--max-clicks", "30", "--store", "sqlite:///s.db"]
+
+
+def test_a_raw_log_is_replayed_at_its_recorded_pace_by_default(tmp_path, tracking):
+    log = tmp_path / "views.csv"
+    log.write_text("session_id;user_id;item_id;timeframe;eventdate\n"
+                   "1;NA;10;0;2016-05-09\n1;NA;11;500;2016-05-09\n2;NA;20;0;2016-05-09\n"
+                   "2;NA;21;1000;2016-05-09\n")
+    with FakeSessionServer() as server:
+        result = run("--url", server.url, "--data", str(log), "--no-check", "--speedup", "100",
+                     "--rate", "100", "--experiment", "replay-test")
+    assert result.exit_code == 0, result.output
+    assert "recorded pace (session starts: poisson)" in result.stderr
+    exp = tracking.get_experiment_by_name("replay-test")
+    child = tracking.search_runs([exp.experiment_id], "tags.`benchmark.target` != ''")[0]
+    assert (child.data.params["pace"], child.data.params["schedule.starts"]) == (
+        "recorded", "poisson")
+    clicks = pd.read_parquet(tracking.download_artifacts(child.info.run_id, "raw/clicks.parquet"))
+    first = clicks[clicks["session"] == 0]["intended_ns"].tolist()
+    assert first[1] - first[0] == 5_000_000  # 500 ms recorded, 100 times faster
