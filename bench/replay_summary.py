@@ -10,8 +10,8 @@ Definitions (on top of ``bench.stats``, whose rules give the end-to-end figures)
 - **overhead** of the session manager, per successful click reporting it: end-to-end minus
   endpoint (the store, the handler, HTTP and any queueing behind the session's previous click).
 - **errors**: clicks that did not succeed (failures and timeouts), counted by cause in
-  ``errors_by_status``: the HTTP status (``"502"``), ``"timeout"``, or the transport error's
-  class (``"ConnectionRefusedError"``).
+  ``errors_by_status``: the HTTP status (``"502"``), ``"timeout"``, ``"bad body"`` (a 200 whose
+  body is not the API's), or the transport error's class (``"ConnectionRefusedError"``).
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ def cause(r: ClickRecord) -> str:
     """Why a click failed, as ``errors_by_status`` counts it."""
     if r.outcome == TIMEOUT:
         return "timeout"
+    if r.http_status == 200:
+        return "bad body"  # answered 200 with a body that is not the API's
     if r.http_status:
         return str(r.http_status)
     return r.error.split(":", 1)[0] or "error"
