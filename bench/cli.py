@@ -11,6 +11,10 @@
   size cold start, warm billed duration, CPU share and cost, then the cost, speed and balanced
   picks; the table is printed (picks on its last line) and logged to MLflow. Exits 1 when a size
   could not be measured.
+- ``replay``: real test sessions sent click by click through a session server in front of a
+  deployment, at their recorded pace or as Poisson arrivals (``bench.replay``); the summary is
+  printed and logged to MLflow as target ``session-server:<deployer>``. Exits 1 on any error or
+  mismatch.
 
 ``python -m bench.cli ...`` runs the same commands. A bad argument exits 2 naming the option.
 Heavy imports happen inside the commands, so the command line starts fast.
@@ -20,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -28,6 +31,8 @@ from typing import NoReturn
 import click
 
 from bench.load_settings import DEFAULT_LEVELS
+from bench.replay_cli import replay
+from bench.tracking import use_default_tracking
 
 
 class _IntList(click.ParamType):
@@ -198,14 +203,6 @@ def _lambda_memory(ctx: click.Context, param: click.Parameter, sizes: list[int])
     return sizes
 
 
-def _tracking_default() -> None:
-    """The tracking store ``niser-mlops train`` uses when MLFLOW_TRACKING_URI is unset."""
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        state = Path(".state").resolve()
-        state.mkdir(exist_ok=True)
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{state / 'mlflow.db'}"
-
-
 @click.command(name="power-tune")
 @click.option("--model-uri", default="models:/niser@champion", show_default=True,
               help="The registered model (it must carry its Lambda function code).")
@@ -254,7 +251,7 @@ def power_tune(model_uri: str, dataset: str, memory: list[int], architecture: st
         prices = tables.load().region(aws.region()).lambda_
     except tables.PriceError as exc:
         _price_error(exc)
-    _tracking_default()
+    use_default_tracking()
     settings = TuneSettings(memory_mb=memory, architecture=architecture,  # type: ignore[arg-type]
                             invocations=invocations, warmup=warmup, cold_starts=cold_starts,
                             batch=batch, probe_s=probe_seconds, k=k, seed=seed,
@@ -297,7 +294,7 @@ def serve_stub(delay_ms: float) -> None:
     serve(delay_ms)
 
 
-COMMANDS: list[click.Command] = [calibrate, http, prices, power_tune, serve_stub]
+COMMANDS: list[click.Command] = [calibrate, http, prices, power_tune, replay, serve_stub]
 """What ``niser-mlops`` adds to its group (it has its own ``compare``)."""
 
 

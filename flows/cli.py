@@ -7,6 +7,7 @@
     niser-mlops compare --experiment niser
     niser-mlops calibrate                        # load-generator honesty check
     niser-mlops http --url URL --data DIR        # sweep any scoring endpoint
+    niser-mlops replay --deployment D --data DIR # test sessions through a session server
     niser-mlops prices show|refresh --region us-east-1
     niser-mlops session-server --deployer local --deployment NAME   # Figure 2's session manager
 

@@ -135,6 +135,18 @@ def _read(path: str | Path, fmt: _Format) -> pd.DataFrame:
     return df
 
 
+def read_diginetica(path: str | Path) -> pd.DataFrame:
+    """The rows of a raw Diginetica click log in file order (``eventdate`` as datetime64);
+    ``DataError`` names the first malformed line."""
+    return _read(path, DIGINETICA)
+
+
+def read_yoochoose(path: str | Path) -> pd.DataFrame:
+    """The rows of a raw Yoochoose click log in file order (``timestamp`` as datetime64, UTC);
+    ``DataError`` names the first malformed line."""
+    return _read(path, YOOCHOOSE)
+
+
 def _span(days: int | None) -> np.timedelta64 | None:
     return None if days is None else np.timedelta64(days, "D")
 
