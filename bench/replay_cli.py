@@ -84,6 +84,9 @@ def _bad(message: str, option: str) -> click.BadParameter:
               help="Most sessions in flight at once.")
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Compare every answer with the deployment called directly.")
+@click.option("--baseline/--no-baseline", default=True, show_default=True,
+              help="Then replay the same schedule straight to the deployment, and report what "
+                   "the session manager adds over it.")
 @click.option("--experiment", default="replay", show_default=True, help="MLflow experiment.")
 @click.option("--slo-ms", type=POSITIVE, default=100.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -93,7 +96,7 @@ def _bad(message: str, option: str) -> click.BadParameter:
 def replay(deployer: str, deployment: str | None, url: str | None, data: str, sessions: int,
            min_length: int, last_days: int | None, pace: str | None, speedup: float,
            rate: float, think_s: float, k: int, max_clicks: int, store: str | None,
-           timeout_s: float, max_workers: int, check: bool, experiment: str, slo_ms: float,
+           timeout_s: float, max_workers: int, check: bool, baseline: bool, experiment: str, slo_ms: float,
            seed: int, start_timeout_s: float) -> None:
     """Replay real sessions through a session server, click by click."""
     from contextlib import nullcontext
@@ -102,10 +105,11 @@ def replay(deployer: str, deployment: str | None, url: str | None, data: str, se
     from bench.replay import replay as run_replay
     from bench.replay_check import check as check_answers
     from bench.replay_client import SessionClient
+    from bench.replay_direct import DirectSender
     from bench.replay_report import log_replay
     from bench.replay_schedule import schedule
     from bench.replay_server import SessionServerError, running_session_server, session_server_argv
-    from bench.replay_summary import format_summary, summarize_replay
+    from bench.replay_summary import format_summary, summarize_replay, with_baseline
     from bench.replay_trace import load_trace
     from bench.tracking import use_default_tracking
     from deployers.registry import UnknownDeployerError, deployer_class
@@ -114,9 +118,11 @@ def replay(deployer: str, deployment: str | None, url: str | None, data: str, se
         deployer_class(deployer)
     except UnknownDeployerError as exc:
         raise _bad(str(exc), "--deployer") from None
-    if deployment is None and (url is None or check):
-        why = "to start a session server" if url is None else "for --check"
-        raise _bad(f"give the deployment's name {why} (or --url with --no-check)", "--deployment")
+    if deployment is None and (url is None or check or baseline):
+        why = ("to start a session server" if url is None
+               else "for --check" if check else "for --baseline")
+        raise _bad(f"give the deployment's name {why} (or --url with --no-check --no-baseline)",
+                   "--deployment")
     if url is not None:
         try:
             SessionClient(url)
@@ -157,6 +163,10 @@ def replay(deployer: str, deployment: str | None, url: str | None, data: str, se
         checked = check_answers(result, trace, direct_invoker(deployer, str(deployment)), k=k,
                                 max_clicks=max_clicks)
     summary = summarize_replay(result, checked.mismatches if checked else None)
+    if baseline:
+        click.echo("replaying the same schedule straight to the deployment (baseline)", err=True)
+        sender = DirectSender(direct_invoker(deployer, str(deployment)), max_clicks=max_clicks)
+        summary = with_baseline(summary, run_replay(sender, trace, plan, settings))
     if checked is not None:
         summary.notes.extend(m.describe() for m in checked.first)
         if checked.direct_errors:
@@ -166,7 +176,8 @@ def replay(deployer: str, deployment: str | None, url: str | None, data: str, se
               "trace.min_length": str(min_length), "trace.last_days": str(last_days),
               "pace": chosen, "schedule.starts": plan.starts, "speedup": f"{speedup:g}",
               "rate": f"{rate:g}", "think_s": f"{think_s:g}", "seed": str(seed),
-              "max_clicks": str(max_clicks), "check": str(check), "deployer": deployer,
+              "max_clicks": str(max_clicks), "check": str(check), "baseline": str(baseline),
+              "deployer": deployer,
               "deployment": str(deployment), "url": base}
     run = log_replay(result, summary, deployer=deployer, params=params, experiment=experiment,
                      slo_ms=slo_ms, description=_description(deployer, deployment),

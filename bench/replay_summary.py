@@ -9,6 +9,9 @@ Definitions (on top of ``bench.stats``, whose rules give the end-to-end figures)
   deployer's invoker call only), over the successful clicks that report it.
 - **overhead** of the session manager, per successful click reporting it: end-to-end minus
   endpoint (the store, the handler, HTTP and any queueing behind the session's previous click).
+- **direct** (when a baseline was replayed, ``bench.replay_direct``): the end-to-end figures of
+  the same schedule sent straight to the deployment; the manager **adds** the difference of the
+  two p50s (and p95s), generator delays cancelling.
 - **errors**: clicks that did not succeed (failures and timeouts), counted by cause in
   ``errors_by_status``: the HTTP status (``"502"``), ``"timeout"``, ``"bad body"`` (a 200 whose
   body is not the API's), or the transport error's class (``"ConnectionRefusedError"``).
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -50,6 +53,25 @@ class ReplaySummary:
     deletes_failed: int
     mismatches: int | None = None  # None: not checked
     notes: list[str] = field(default_factory=list)
+    direct_p50_ms: float = math.nan  # NaN: no baseline replayed
+    direct_p95_ms: float = math.nan
+    direct_errors: int = 0
+
+    @property
+    def adds_p50_ms(self) -> float:
+        """What the session manager adds to the p50 over calling the deployment directly."""
+        return self.e2e_p50_ms - self.direct_p50_ms
+
+    @property
+    def adds_p95_ms(self) -> float:
+        return self.e2e_p95_ms - self.direct_p95_ms
+
+
+def with_baseline(s: ReplaySummary, direct: ReplayResult) -> ReplaySummary:
+    """``s`` with the end-to-end figures of the baseline replay ``direct``."""
+    st = direct.level.stats()
+    return replace(s, direct_p50_ms=st.p50_ms, direct_p95_ms=st.p95_ms,
+                   direct_errors=st.errors + st.timeouts)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -98,6 +120,10 @@ def replay_metrics(s: ReplaySummary) -> dict[str, float]:
     }
     if s.mismatches is not None:
         vals["mismatches"] = s.mismatches
+    if not math.isnan(s.direct_p50_ms):
+        vals.update({"direct_latency_p50_ms": s.direct_p50_ms,
+                     "direct_latency_p95_ms": s.direct_p95_ms, "direct_errors": s.direct_errors,
+                     "manager_adds_p50_ms": s.adds_p50_ms, "manager_adds_p95_ms": s.adds_p95_ms})
     return {k: round_metric(k, float(v)) for k, v in vals.items() if not math.isnan(float(v))}
 
 
@@ -112,6 +138,10 @@ def format_summary(s: ReplaySummary) -> str:
         ("endpoint p50 / p95 / p99 ms",
          f"{fmt(s.endpoint_p50_ms)} / {fmt(s.endpoint_p95_ms)} / {fmt(s.endpoint_p99_ms)}"),
         ("manager overhead p50 / p95 ms", f"{fmt(s.overhead_p50_ms)} / {fmt(s.overhead_p95_ms)}"),
+        *([] if math.isnan(s.direct_p50_ms) else [
+            ("direct to the endpoint p50 / p95 ms",
+             f"{fmt(s.direct_p50_ms)} / {fmt(s.direct_p95_ms)} ({s.direct_errors:,} errors)"),
+            ("manager adds p50 / p95 ms", f"{fmt(s.adds_p50_ms)} / {fmt(s.adds_p95_ms)}")]),
         ("throughput (clicks/s)", fmt(s.throughput_rps)),
         ("late starts / queued clicks", f"{s.late_starts:,} / {s.queued_clicks:,}"),
         ("sessions not deleted", f"{s.deletes_failed:,}"),
