@@ -11,7 +11,10 @@ Definitions (on top of ``bench.stats``, whose rules give the end-to-end figures)
   endpoint (the store, the handler, HTTP and any queueing behind the session's previous click).
 - **direct** (when a baseline was replayed, ``bench.replay_direct``): the end-to-end figures of
   the same schedule sent straight to the deployment; the manager **adds** the difference of the
-  two p50s (and p95s), generator delays cancelling.
+  two p50s (and p95s), generator delays cancelling. Its **own overhead** is the p50 of
+  end-to-end minus endpoint through it, less the same p50 of the baseline (the generator's own
+  time around a call): the endpoint's time is taken out click by click, so a busier or quieter
+  endpoint in one of the two replays does not move it.
 - **errors**: clicks that did not succeed (failures and timeouts), counted by cause in
   ``errors_by_status``: the HTTP status (``"502"``), ``"timeout"``, ``"bad body"`` (a 200 whose
   body is not the API's), or the transport error's class (``"ConnectionRefusedError"``).
@@ -56,6 +59,7 @@ class ReplaySummary:
     direct_p50_ms: float = math.nan  # NaN: no baseline replayed
     direct_p95_ms: float = math.nan
     direct_errors: int = 0
+    direct_overhead_p50_ms: float = math.nan  # the generator's own share of "overhead"
 
     @property
     def adds_p50_ms(self) -> float:
@@ -66,12 +70,20 @@ class ReplaySummary:
     def adds_p95_ms(self) -> float:
         return self.e2e_p95_ms - self.direct_p95_ms
 
+    @property
+    def own_overhead_p50_ms(self) -> float:
+        """The session manager's own time per click (p50 of end-to-end minus endpoint), less
+        the same figure of the baseline (what the generator itself adds around a call)."""
+        return self.overhead_p50_ms - self.direct_overhead_p50_ms
+
 
 def with_baseline(s: ReplaySummary, direct: ReplayResult) -> ReplaySummary:
     """``s`` with the end-to-end figures of the baseline replay ``direct``."""
     st = direct.level.stats()
+    base = summarize_replay(direct)
     return replace(s, direct_p50_ms=st.p50_ms, direct_p95_ms=st.p95_ms,
-                   direct_errors=st.errors + st.timeouts)
+                   direct_errors=st.errors + st.timeouts,
+                   direct_overhead_p50_ms=base.overhead_p50_ms)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -123,7 +135,9 @@ def replay_metrics(s: ReplaySummary) -> dict[str, float]:
     if not math.isnan(s.direct_p50_ms):
         vals.update({"direct_latency_p50_ms": s.direct_p50_ms,
                      "direct_latency_p95_ms": s.direct_p95_ms, "direct_errors": s.direct_errors,
-                     "manager_adds_p50_ms": s.adds_p50_ms, "manager_adds_p95_ms": s.adds_p95_ms})
+                     "manager_adds_p50_ms": s.adds_p50_ms, "manager_adds_p95_ms": s.adds_p95_ms,
+                     "direct_overhead_p50_ms": s.direct_overhead_p50_ms,
+                     "manager_own_overhead_p50_ms": s.own_overhead_p50_ms})
     return {k: round_metric(k, float(v)) for k, v in vals.items() if not math.isnan(float(v))}
 
 
@@ -141,7 +155,9 @@ def format_summary(s: ReplaySummary) -> str:
         *([] if math.isnan(s.direct_p50_ms) else [
             ("direct to the endpoint p50 / p95 ms",
              f"{fmt(s.direct_p50_ms)} / {fmt(s.direct_p95_ms)} ({s.direct_errors:,} errors)"),
-            ("manager adds p50 / p95 ms", f"{fmt(s.adds_p50_ms)} / {fmt(s.adds_p95_ms)}")]),
+            ("manager adds p50 / p95 ms", f"{fmt(s.adds_p50_ms)} / {fmt(s.adds_p95_ms)}"),
+            ("generator's own overhead p50 ms", fmt(s.direct_overhead_p50_ms)),
+            ("manager's own overhead p50 ms", fmt(s.own_overhead_p50_ms))]),
         ("throughput (clicks/s)", fmt(s.throughput_rps)),
         ("late starts / queued clicks", f"{s.late_starts:,} / {s.queued_clicks:,}"),
         ("sessions not deleted", f"{s.deletes_failed:,}"),
