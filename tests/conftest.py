@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_local_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Local deployments made by tests are recorded in a directory of their own, so the suite
+    never sees (or tears down) the deployments of the user running it."""
+    state = tmp_path_factory.mktemp("local-state-default")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NISER_LOCAL_STATE_DIR", str(state))
+        yield state
 
 
 @pytest.fixture(scope="session")

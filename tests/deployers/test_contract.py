@@ -204,22 +204,25 @@ def _interrupt_at(monkeypatch: pytest.MonkeyPatch, nth: int, error: type[BaseExc
 @pytest.mark.parametrize("error", [_Injected, KeyboardInterrupt])
 def test_interrupted_deploy_leaves_nothing_behind(
         target: tuple[Deployer, dict[str, Any]], registered_model_uri: str,
-        monkeypatch: pytest.MonkeyPatch, nth: int, error: type[BaseException]) -> None:
+        nth: int, error: type[BaseException]) -> None:
     """A failure midway becomes DeploymentFailed, Ctrl-C stays Ctrl-C; either way list(),
     describe() and (for the AWS targets) moto's list calls show nothing left."""
     deployer, settings = target
     before, aws_before = deployer.list(), _aws_leftovers()
-    pushed = _interrupt_at(monkeypatch, nth, error)
     expected = DeploymentFailed if error is _Injected else KeyboardInterrupt
-    try:
-        with pytest.raises(expected) as info:
-            deployer.deploy(registered_model_uri, settings, "niser-contract-midway")
-    except pytest.fail.Exception:
-        if len(pushed) < nth:  # deployed without reaching the injection point
-            deployer.teardown("niser-contract-midway")
-            pytest.skip(f"{deployer.name} registers {len(pushed)} resource(s) for cleanup")
-        raise
-    monkeypatch.undo()
+    # Only the injection is undone afterwards: the target's own set-up (its state directory)
+    # stays in force for the checks below.
+    with pytest.MonkeyPatch.context() as injection:
+        pushed = _interrupt_at(injection, nth, error)
+        try:
+            with pytest.raises(expected) as info:
+                deployer.deploy(registered_model_uri, settings, "niser-contract-midway")
+        except pytest.fail.Exception:
+            injection.undo()
+            if len(pushed) < nth:  # deployed without reaching the injection point
+                deployer.teardown("niser-contract-midway")
+                pytest.skip(f"{deployer.name} registers {len(pushed)} resource(s) for cleanup")
+            raise
     if error is _Injected:
         assert isinstance(info.value.__cause__, _Injected)
         assert "cleanup problems" not in str(info.value), str(info.value)
