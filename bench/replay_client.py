@@ -2,9 +2,9 @@
 
 Promises:
 
-- One keep-alive ``http.client.HTTPConnection`` per calling thread (``TCP_NODELAY`` on), for the
-  reason ``deployers.http`` gives: the generator's own CPU per request is what skews latencies.
-  A reused connection the server closed while idle is reopened once, transparently.
+- One keep-alive ``http.client.HTTPConnection`` per calling thread (``deployers.http.KeepAlive``),
+  for the reason ``deployers.http`` gives: the generator's own CPU per request is what skews
+  latencies. A reused connection the server closed while idle is reopened once, transparently.
 - ``click`` never raises for a failed click: it returns a ``ClickAnswer`` with the HTTP status
   (0 when no answer came), whether the socket timed out, and the error (the server's
   ``{"error": ...}`` sentence, or the exception's class and message).
@@ -17,13 +17,12 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import socket
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+from deployers.http import KeepAlive
+
 _JSON = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
@@ -69,53 +68,17 @@ class SessionClient:
         self.host, self.port = parts.hostname, parts.port or 80
         self.prefix = parts.path.rstrip("/")
         self.timeout_s = timeout_s
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._all: list[http.client.HTTPConnection] = []
+        self._connections = KeepAlive(self.host, self.port, timeout_s)
 
     def __repr__(self) -> str:
         return f"SessionClient({self.url!r}, timeout_s={self.timeout_s})"
 
-    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
-        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
-        if conn is not None and conn.sock is not None:
-            return conn, True
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
-        conn.connect()
-        assert conn.sock is not None
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._local.conn = conn
-        with self._lock:
-            self._all.append(conn)
-        return conn, False
-
-    def _drop(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-
     def request(self, method: str, path: str, body: bytes | None = None
                 ) -> tuple[int, bytes, str | None]:
         """One round trip: (status, body, ``Server-Timing``). Transport errors raise."""
-        for attempt in (0, 1):
-            conn, reused = self._connection()
-            try:
-                conn.request(method, self.prefix + path, body=body, headers=_JSON)
-                resp = conn.getresponse()
-                data = resp.read()
-            except _STALE:
-                self._drop()
-                if reused and attempt == 0:
-                    continue
-                raise
-            except BaseException:
-                self._drop()
-                raise
-            if resp.will_close:
-                self._drop()
-            return resp.status, data, resp.getheader("Server-Timing")
-        raise AssertionError("unreachable")
+        status, data, headers = self._connections.request(method, self.prefix + path, body,
+                                                          _JSON)
+        return status, data, headers.get("Server-Timing")
 
     def click(self, session_id: str, item: int, k: int) -> ClickAnswer:
         """``POST /sessions/{id}/clicks?k=`` with ``{"item": item}``."""
@@ -171,7 +134,4 @@ class SessionClient:
 
     def close(self) -> None:
         """Close every connection this client opened, in every thread."""
-        with self._lock:
-            conns, self._all = self._all, []
-        for conn in conns:
-            conn.close()
+        self._connections.close()

@@ -41,6 +41,66 @@ _HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 
+class KeepAlive:
+    """Thread-safe keep-alive HTTP/1.1 connections to one server: one ``http.client`` connection
+    per calling thread, ``TCP_NODELAY`` on; a reused connection the server closed while idle is
+    reopened once, transparently. Transport errors raise (``OSError``, ``HTTPException``)."""
+
+    def __init__(self, host: str, port: int, timeout_s: float) -> None:
+        self.host, self.port, self.timeout_s = host, port, timeout_s
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[http.client.HTTPConnection] = []
+
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is not None and conn.sock is not None:
+            return conn, True
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
+        conn.connect()
+        assert conn.sock is not None
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._local.conn = conn
+        with self._lock:
+            self._all.append(conn)
+        return conn, False
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def request(self, method: str, path: str, body: bytes | None,
+                headers: dict[str, str]) -> tuple[int, bytes, http.client.HTTPMessage]:
+        """One round trip on this thread's connection: (status, body, headers)."""
+        for attempt in (0, 1):
+            conn, reused = self._connection()
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            except _STALE:
+                self._drop()
+                if reused and attempt == 0:
+                    continue
+                raise
+            except BaseException:
+                self._drop()
+                raise
+            if resp.will_close:
+                self._drop()
+            return resp.status, data, resp.headers
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Close every connection opened, in every thread."""
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
+
+
 class HttpInvoker:
     """A thread-safe invoker for a scoring server's ``/invocations`` (see the module docstring)."""
 
@@ -62,56 +122,15 @@ class HttpInvoker:
         self.port = parts.port or 80
         self.path = (base + "/" + path.lstrip("/")) if path else base
         self.timeout_s = timeout_s
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._all: list[http.client.HTTPConnection] = []
+        self._connections = KeepAlive(self.host, self.port, timeout_s)
 
     def __repr__(self) -> str:
         return f"HttpInvoker({self.url + self.path!r}, timeout_s={self.timeout_s})"
 
-    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
-        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
-        if conn is not None and conn.sock is not None:
-            return conn, True
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
-        conn.connect()
-        assert conn.sock is not None
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._local.conn = conn
-        with self._lock:
-            self._all.append(conn)
-        return conn, False
-
-    def _drop(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-
-    def _roundtrip(self, body: bytes) -> tuple[int, bytes]:
-        for attempt in (0, 1):
-            conn, reused = self._connection()
-            try:
-                conn.request("POST", self.path, body=body, headers=_HEADERS)
-                resp = conn.getresponse()
-                data = resp.read()
-            except _STALE:
-                self._drop()
-                if reused and attempt == 0:
-                    continue
-                raise
-            except BaseException:
-                self._drop()
-                raise
-            if resp.will_close:
-                self._drop()
-            return resp.status, data
-        raise AssertionError("unreachable")
-
     def __call__(self, sessions: list[list[int]], k: int = 20) -> Prediction:
         body = wire.encode_request(sessions, k)
         try:
-            status, data = self._roundtrip(body)
+            status, data, _ = self._connections.request("POST", self.path, body, _HEADERS)
         except (OSError, http.client.HTTPException) as exc:
             raise InvocationError(
                 f"POST {self.url}{self.path} failed: {type(exc).__name__}: {exc}"
@@ -132,10 +151,7 @@ class HttpInvoker:
 
     def close(self) -> None:
         """Close every connection this invoker opened, in every thread."""
-        with self._lock:
-            conns, self._all = self._all, []
-        for conn in conns:
-            conn.close()
+        self._connections.close()
 
 
 def free_port() -> int:
