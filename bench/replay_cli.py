@@ -101,6 +101,7 @@ def replay(deployer: str, deployment: str | None, url: str | None, data: str, se
     """Replay real sessions through a session server, click by click."""
     from contextlib import nullcontext
 
+    from bench.provenance import of_target
     from bench.replay import ReplaySettings
     from bench.replay import replay as run_replay
     from bench.replay_check import check as check_answers
@@ -182,7 +183,7 @@ def replay(deployer: str, deployment: str | None, url: str | None, data: str, se
     run = log_replay(result, summary, deployer=deployer, params=params, experiment=experiment,
                      slo_ms=slo_ms, description=_description(deployer, deployment),
                      checked=checked)
-    click.echo(format_summary(summary))
+    click.echo(format_summary(summary, of_target(deployer)))
     click.echo(f"MLflow run {run.parent_run_id} (experiment {experiment!r})", err=True)
     if summary.errors or summary.mismatches or (checked is not None and checked.direct_errors):
         sys.exit(1)

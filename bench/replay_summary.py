@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from bench.provenance import MEANING, Provenance
 from bench.replay import ClickRecord, ReplayResult
 from bench.rounding import fmt, round_metric
 from bench.stats import OK, TIMEOUT
@@ -141,10 +142,11 @@ def replay_metrics(s: ReplaySummary) -> dict[str, float]:
     return {k: round_metric(k, float(v)) for k, v in vals.items() if not math.isnan(float(v))}
 
 
-def format_summary(s: ReplaySummary) -> str:
-    """A short table for people."""
+def format_summary(s: ReplaySummary, provenance: Provenance) -> str:
+    """A short table for people, headed by where its figures come from."""
     errors = ", ".join(f"{k}: {v}" for k, v in s.errors_by_status.items()) or "none"
     rows = [
+        ("figures", f"{provenance}: {MEANING[provenance]}"),
         ("sessions / clicks", f"{s.sessions:,} / {s.clicks:,}"),
         ("errors", f"{s.errors:,} ({errors})"),
         ("end-to-end p50 / p95 / p99 ms",

@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from bench.provenance import MEANING, of_target
 from bench.replay_client import SessionClient
 from bench.replay_server import running_session_server, session_server_argv
 from deployers.base import Invoker
@@ -40,7 +41,7 @@ from deployers.registry import get_deployer
 
 SESSION = [21553, 20071, 8762, 21566, 6381]
 ECHO = """
-import socket, sys
+import socket
 srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
 print(srv.getsockname()[1], flush=True)
 conn, _ = srv.accept()
@@ -107,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
             echo_sock = socket.create_connection(("127.0.0.1", int(echo.stdout.readline())))
             echo_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = SessionClient(url)
+            source = of_target(args.deployer)
+            print(f"figures: {source}: {MEANING[source]}")
             print(f"{'gap ms':>7}{'echo':>8}{'health':>8}{'direct':>8}{'click':>8}"
                   f"{'endpoint':>9}{'overhead':>9}{'adds':>7}   (p50 ms, {args.requests} each)")
             for gap in gaps:

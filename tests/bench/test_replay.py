@@ -80,7 +80,7 @@ def test_failed_clicks_are_counted_by_status_and_the_session_goes_on():
     assert (s.clicks, s.ok, s.errors, s.errors_by_status) == (5, 3, 2, {"502": 1, "504": 1})
     assert [r.http_status for r in res.records] == [200, 502, 200, 504, 200]
     assert "endpoint failed for item 12" in res.records[1].error
-    assert re.search(r"^errors +2 \(502: 1, 504: 1\)$", format_summary(s), re.M)
+    assert re.search(r"^errors +2 \(502: 1, 504: 1\)$", format_summary(s, "measured-local"), re.M)
 
 
 def test_a_click_answered_later_than_the_timeout_after_its_intended_time_is_a_timeout():

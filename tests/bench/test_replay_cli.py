@@ -80,6 +80,7 @@ def test_a_replay_through_a_running_server_is_logged_like_a_benchmark_target(dat
                      "--think-s", "0", "--experiment", "replay-test")
     assert result.exit_code == 0, result.output
     assert "manager overhead p50 / p95 ms" in result.stdout
+    assert re.search(r"^figures +measured-local: measured on this machine", result.stdout, re.M)
     exp = tracking.get_experiment_by_name("replay-test")
     runs = {r.info.run_name: r for r in tracking.search_runs([exp.experiment_id])}
     assert set(runs) == {"replay", "session-server:local"}
