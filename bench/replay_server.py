@@ -28,13 +28,18 @@ class SessionServerError(RuntimeError):
 
 
 def session_server_argv(deployer: str, deployment: str, *, max_clicks: int = 50,
-                        store: str | None = None) -> Callable[[Path], list[str]]:
-    """The command that serves ``deployment`` of ``deployer``, given the port file to write."""
+                        store: str | None = None, http: str | None = None,
+                        loop: str | None = None) -> Callable[[Path], list[str]]:
+    """The command that serves ``deployment`` of ``deployer``, given the port file to write
+    (``http``/``loop``: the server's ``--http``/``--loop``; None keeps its defaults)."""
     def argv(port_file: Path) -> list[str]:
         out = [sys.executable, "-m", "flows.cli", "session-server", "--deployer", deployer,
                "--deployment", deployment, "--port", "0", "--port-file", str(port_file),
                "--max-clicks", str(max_clicks)]
-        return [*out, "--store", store] if store else out
+        for option, value in (("--store", store), ("--http", http), ("--loop", loop)):
+            if value:
+                out += [option, value]
+        return out
     return argv
 
 

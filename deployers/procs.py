@@ -33,10 +33,18 @@ def scoring_server_argv(model_uri: str, port: int, workers: int | None = None) -
     return [*argv, "-w", str(workers)] if workers else argv
 
 
-def with_interpreter_bin(env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` with this interpreter's bin folder first on PATH: the scoring server execs
-    ``uvicorn`` from there."""
-    out = dict(env)
+# The scoring server's HTTP stack as MLflow's own serving image has it (plain ``uvicorn``: the
+# pure-Python h11 parser on asyncio's loop), even though this environment also holds httptools and
+# uvloop (the session server's), which ``uvicorn`` would otherwise pick: a stand-in is shaped like
+# its target, and a figure measured on it stays comparable. The caller's env may override both.
+SCORING_SERVER_STACK = {"UVICORN_HTTP": "h11", "UVICORN_LOOP": "asyncio"}
+
+
+def scoring_server_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` for ``mlflow models serve``: this interpreter's bin folder first on PATH (the
+    scoring server execs ``uvicorn`` from there) and ``SCORING_SERVER_STACK`` unless ``env``
+    names its own."""
+    out = {**SCORING_SERVER_STACK, **env}
     out["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{out.get('PATH', '')}"
     return out
 

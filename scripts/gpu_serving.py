@@ -171,7 +171,7 @@ def served(model: Path, sessions: list[list[int]], device: str, levels: list[int
         raise RuntimeError("no 'uvicorn' on PATH: mlflow's scoring server execs it; put the "
                            "folder holding uvicorn's script (e.g. /tmp/site/bin) on PATH")
     port = free_port()
-    env = procs.with_interpreter_bin(dict(os.environ, NISER_DEVICE=device, PYTHONUNBUFFERED="1"))
+    env = procs.scoring_server_env(dict(os.environ, NISER_DEVICE=device, PYTHONUNBUFFERED="1"))
     if cpu_threads > 0:  # torch reads these at start-up
         env.update(OMP_NUM_THREADS=str(cpu_threads), MKL_NUM_THREADS=str(cpu_threads))
     argv = procs.scoring_server_argv(str(model.resolve()), port, workers=1)

@@ -25,6 +25,12 @@ from sessions.app import create_app
 from sessions.store import DEFAULT_MAX_CLICKS, DEFAULT_TTL_S, open_store
 
 DEFAULT_STORE = "sqlite:///.state/sessions.db"
+# uvicorn's fast path, named rather than left to "auto": the C parser (httptools) and libuv's loop
+# (uvloop) take ~0.3 ms off every click here against h11 on asyncio (scripts/
+# bench_session_overhead.py; BENCHMARKS.md), and the session manager's own time is what a shop
+# adds to every recommendation. The scoring servers keep MLflow's stack (deployers.procs).
+HTTP_PARSER = "httptools"
+EVENT_LOOP = "uvloop"
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -50,7 +56,8 @@ def write_port(path: Path, port: int) -> None:
 def serve(deployer: str, deployment: str, *, host: str = "127.0.0.1", port: int = 0,
           store_url: str = DEFAULT_STORE, ttl_s: float = DEFAULT_TTL_S,
           max_clicks: int = DEFAULT_MAX_CLICKS, endpoint_timeout_s: float = 10.0,
-          port_file: Path | None = None, announce: bool = True) -> None:
+          port_file: Path | None = None, announce: bool = True, http: str = HTTP_PARSER,
+          loop: str = EVENT_LOOP) -> None:
     """Serve sessions in front of ``deployer``/``deployment`` until SIGINT/SIGTERM."""
     target = get_deployer(deployer)
     target.describe(deployment)  # an unknown deployment fails here, naming the known ones
@@ -68,7 +75,8 @@ def serve(deployer: str, deployment: str, *, host: str = "127.0.0.1", port: int 
         click.echo(f"session server for {deployer}/{deployment} on http://{host}:{bound} "
                    f"(sessions: {store.label}, expire after {ttl_s:g} s, last {max_clicks} "
                    "clicks kept)")
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                            http=http, loop=loop)
     uvicorn.Server(config).run(sockets=[sock])
 
 
@@ -94,9 +102,13 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float) -> float
               show_default=True, help="Clicks kept per session (the newest), and sent to the model.")
 @click.option("--endpoint-timeout-s", type=float, default=10.0, show_default=True,
               callback=_positive, help="Answer 504 when the deployment takes longer.")
+@click.option("--http", type=click.Choice(["httptools", "h11"]), default=HTTP_PARSER,
+              show_default=True, help="uvicorn's HTTP parser (h11: pure Python, slower).")
+@click.option("--loop", type=click.Choice(["uvloop", "asyncio"]), default=EVENT_LOOP,
+              show_default=True, help="uvicorn's event loop (asyncio: the standard library's).")
 def session_server(deployer: str, deployment: str, host: str, port: int, port_file: Path | None,
                    store_url: str, ttl_minutes: float, max_clicks: int,
-                   endpoint_timeout_s: float) -> None:
+                   endpoint_timeout_s: float, http: str, loop: str) -> None:
     """Serve the session manager in front of a deployment (see sessions.app for the API)."""
     if deployer not in available():
         raise click.BadParameter(f"{deployer!r} is not a deployer; known: {', '.join(available())}",
@@ -104,7 +116,7 @@ def session_server(deployer: str, deployment: str, host: str, port: int, port_fi
     try:
         serve(deployer, deployment, host=host, port=port, store_url=store_url,
               ttl_s=ttl_minutes * 60, max_clicks=max_clicks,
-              endpoint_timeout_s=endpoint_timeout_s, port_file=port_file)
+              endpoint_timeout_s=endpoint_timeout_s, port_file=port_file, http=http, loop=loop)
     except (DeployerError, KeyError) as exc:  # describe: KeyError for an unknown deployment
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         raise click.BadParameter(str(message), param_hint="--deployment") from None

@@ -78,7 +78,7 @@ def default_state_dir() -> Path:
 
 def server_env(settings: LocalSettings) -> dict[str, str]:
     """The environment of one scoring server: venv on PATH, thread limits, tracking URI."""
-    env = procs.with_interpreter_bin(os.environ)
+    env = procs.scoring_server_env(os.environ)
     for var in _THREAD_VARS:
         env[var] = str(settings.torch_threads)
     env["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()

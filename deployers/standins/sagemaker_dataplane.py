@@ -91,7 +91,7 @@ class ScoringServer:
         argv = procs.scoring_server_argv(model_path, port, workers)
         if group is not None:
             argv = group.launch_argv(argv)
-        full_env = procs.with_interpreter_bin({**os.environ, **(env or {})})
+        full_env = procs.scoring_server_env({**os.environ, **(env or {})})
         record, proc = procs.spawn(argv, full_env, log)
         server = cls(model_path, port, record, group)
         try:

@@ -233,3 +233,32 @@ def test_an_unknown_deployment_is_refused_at_start_naming_the_option(
     with pytest.raises(RuntimeError, match="did not start"):
         srv.start()
     assert "--deployment" in srv.log() and "no-such-deployment" in srv.log()
+
+
+def _mapped(procs: list[psutil.Process], package: str) -> bool:
+    """Whether any of ``procs`` has loaded a shared object of ``package`` (its C extension)."""
+    return any(f"/{package}/" in m.path for p in procs for m in p.memory_maps())
+
+
+def test_the_session_server_runs_the_c_http_stack_and_the_scoring_server_mlflows_plain_one(
+        server: SessionServer, local: tuple[LocalDeployer, str]) -> None:
+    assert server.proc is not None
+    session_server = [psutil.Process(server.proc.pid)]
+    assert _mapped(session_server, "httptools") and _mapped(session_server, "uvloop")
+    scoring = _scoring_processes(*local)
+    assert not _mapped(scoring, "httptools") and not _mapped(scoring, "uvloop")
+
+
+def test_the_plain_python_http_stack_serves_the_same_answers(
+        local: tuple[LocalDeployer, str], tmp_path: Path) -> None:
+    deployer, name = local
+    srv = _server(tmp_path, deployer, name, "--store", f"sqlite:///{tmp_path / 's.db'}",
+                  "--http", "h11", "--loop", "asyncio").start()
+    try:
+        assert srv.proc is not None and not _mapped([psutil.Process(srv.proc.pid)], "httptools")
+        srv.click("plain", ITEMS[0])
+        status, body = srv.click("plain", ITEMS[1], k=5)
+        assert status == 200 and body["items"] == _direct(local, [ITEMS[0], ITEMS[1]], 5)
+        assert srv.call("POST", "/sessions/plain/clicks", raw=b"{")[0] == 400
+    finally:
+        srv.stop()
