@@ -39,7 +39,7 @@ from bench.replay_client import SessionClient
 from bench.replay_server import running_session_server, session_server_argv
 from deployers.base import Invoker
 from deployers.registry import get_deployer
-from sessions.server import EVENT_LOOP, HTTP_PARSER
+from sessions.server import EVENT_LOOP, EVENT_LOOPS, HTTP_PARSER, HTTP_PARSERS
 
 SESSION = [21553, 20071, 8762, 21566, 6381]
 ECHO = """
@@ -99,9 +99,9 @@ def _stacks(text: str) -> list[tuple[str, str]]:
     out = []
     for spec in text.split(","):
         http, _, loop = spec.strip().partition("/")
-        if http not in ("httptools", "h11") or loop not in ("uvloop", "asyncio"):
-            raise SystemExit(f"--stacks: {spec!r} is not PARSER/LOOP with PARSER httptools or "
-                             "h11 and LOOP uvloop or asyncio")
+        if http not in HTTP_PARSERS or loop not in EVENT_LOOPS:
+            raise SystemExit(f"--stacks: {spec!r} is not PARSER/LOOP with PARSER one of "
+                             f"{', '.join(HTTP_PARSERS)} and LOOP one of {', '.join(EVENT_LOOPS)}")
         out.append((http, loop))
     return out
 

@@ -26,11 +26,12 @@ from sessions.store import DEFAULT_MAX_CLICKS, DEFAULT_TTL_S, open_store
 
 DEFAULT_STORE = "sqlite:///.state/sessions.db"
 # uvicorn's fast path, named rather than left to "auto": the C parser (httptools) and libuv's loop
-# (uvloop) take ~0.3 ms off every click here against h11 on asyncio (scripts/
+# (uvloop) take 0.3-0.5 ms off every click here against h11 on asyncio (scripts/
 # bench_session_overhead.py; BENCHMARKS.md), and the session manager's own time is what a shop
 # adds to every recommendation. The scoring servers keep MLflow's stack (deployers.procs).
-HTTP_PARSER = "httptools"
-EVENT_LOOP = "uvloop"
+HTTP_PARSERS = ("httptools", "h11")  # the first is the default; h11 is pure Python
+EVENT_LOOPS = ("uvloop", "asyncio")  # asyncio: the standard library's
+HTTP_PARSER, EVENT_LOOP = HTTP_PARSERS[0], EVENT_LOOPS[0]
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -102,9 +103,9 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float) -> float
               show_default=True, help="Clicks kept per session (the newest), and sent to the model.")
 @click.option("--endpoint-timeout-s", type=float, default=10.0, show_default=True,
               callback=_positive, help="Answer 504 when the deployment takes longer.")
-@click.option("--http", type=click.Choice(["httptools", "h11"]), default=HTTP_PARSER,
+@click.option("--http", type=click.Choice(HTTP_PARSERS), default=HTTP_PARSER,
               show_default=True, help="uvicorn's HTTP parser (h11: pure Python, slower).")
-@click.option("--loop", type=click.Choice(["uvloop", "asyncio"]), default=EVENT_LOOP,
+@click.option("--loop", type=click.Choice(EVENT_LOOPS), default=EVENT_LOOP,
               show_default=True, help="uvicorn's event loop (asyncio: the standard library's).")
 def session_server(deployer: str, deployment: str, host: str, port: int, port_file: Path | None,
                    store_url: str, ttl_minutes: float, max_clicks: int,
