@@ -137,11 +137,18 @@ def check_chart(page: Any, targets: Sequence[str], out: Path) -> Path:
         for metric in ("latency_p50_ms", "latency_p95_ms"):
             _visible(page, f"{target} ({metric})", "MLflow metric chart legend")
     # MLflow's own legend names each line; plotly draws each of them as more than one trace
+    # (plotly redraws after the legend shows: the counts are awaited, not read once mid-redraw)
     charts = page.locator(".js-plotly-plot")
     traces = page.locator(".js-plotly-plot .scatterlayer .trace")
-    if charts.count() != 1 or traces.count() < 2 * len(targets):
+    try:
+        page.wait_for_function(
+            "n => document.querySelectorAll('.js-plotly-plot').length === 1 && document"
+            ".querySelectorAll('.js-plotly-plot .scatterlayer .trace').length >= n",
+            arg=2 * len(targets), timeout=TIMEOUT_MS)
+    except Exception as exc:
         raise UICheckError(f"{charts.count()} charts with {traces.count()} traces, not one "
-                           f"chart with a p50 and a p95 line for each of {list(targets)}")
+                           f"chart with a p50 and a p95 line for each of {list(targets)}"
+                           ) from exc
     _close_assistant(page)
     path = out / "mlflow-latency-chart.png"
     page.screenshot(path=str(path))
