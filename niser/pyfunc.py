@@ -14,6 +14,9 @@ default 20) is the number of recommendations. Response, one row per session, in 
     {"predictions": [{"items": [...], "scores": [...], "unknown_items": [...],
                       "fallback": false}]}
 
+(In Python, ``predict`` returns those rows as a list of dicts; ``pd.DataFrame(rows)`` makes the
+table.)
+
 ``items`` are the top-k raw item ids, best first (fewer than k only when the catalogue holds
 fewer than k items), ``scores`` their scores, ``unknown_items`` the raw ids of the session that the
 model does not know (they are dropped), and ``fallback`` is true when no known item remained (an
@@ -27,7 +30,7 @@ the offending value. Nothing here keeps state between requests, so the server ke
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from numbers import Integral
 from typing import Any
 
@@ -40,6 +43,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from mlflow.types.schema import AnyType, Array, ColSpec, ParamSchema, ParamSpec, Schema
 
+from niser import batching
 from niser.contract import DEFAULT_K, MAX_K, MAX_SESSIONS, RequestError, session_ids
 from niser.inference import Recommendation, Recommender
 
@@ -130,20 +134,27 @@ def parse_sessions(model_input: pd.DataFrame | dict[str, Any] | list[Any]) -> li
     return [_session(v, row) for row, v in enumerate(model_input[SESSION_COLUMN].tolist())]
 
 
-def to_frame(recommendations: Sequence[Recommendation]) -> pd.DataFrame:
-    """One row per recommendation with the contract's four columns, in plain Python types."""
-    return pd.DataFrame({
-        "items": [[int(x) for x in r.items] for r in recommendations],
-        "scores": [[float(x) for x in r.scores] for r in recommendations],
-        "unknown_items": [[int(x) for x in r.unknown_items] for r in recommendations],
-        "fallback": [bool(r.fallback) for r in recommendations],
-    }, columns=list(OUTPUT_COLUMNS))
+def to_rows(recommendations: Sequence[Recommendation]) -> list[dict[str, Any]]:
+    """One dict per recommendation with the contract's four fields, in order: what the scoring
+    server writes as ``{"predictions": [...]}``, byte for byte as a DataFrame of the same rows
+    would be written, without building (and then taking apart) the DataFrame."""
+    return [{"items": list(r.items), "scores": list(r.scores),
+             "unknown_items": list(r.unknown_items),
+             "fallback": bool(r.fallback)} for r in recommendations]
 
 
 class NiserModel(PythonModel):
-    """Loads the Recommender from the ``recommender`` artifact and answers the serving contract."""
+    """Loads the Recommender from the ``recommender`` artifact and answers the serving contract.
+
+    Concurrent ``predict`` calls (the scoring server runs each request on a thread of its own)
+    are merged into one model call (``niser.batching.Coalescer``) unless batching is off: the
+    model's ``model_config`` (``batching``, ``max_batch_sessions``, as logged) and, at serve
+    time, ``NISER_BATCHING`` / ``NISER_MAX_BATCH_SESSIONS`` in the server's environment decide.
+    Each request is validated on its own thread before it joins a batch, so its 400 is its own.
+    """
 
     recommender: Recommender
+    batch_settings: batching.BatchSettings
 
     def load_context(self, context: PythonModelContext) -> None:
         if ARTIFACT_KEY not in context.artifacts:
@@ -153,13 +164,21 @@ class NiserModel(PythonModel):
         # NISER_DEVICE=cuda serves on a GPU (the GPU-endpoint analogue); CPU by default
         self.recommender = Recommender.load(context.artifacts[ARTIFACT_KEY],
                                             device=os.environ.get("NISER_DEVICE", "cpu"))
+        try:
+            self.batch_settings = batching.from_config(context.model_config, dict(os.environ))
+        except ValueError as exc:
+            raise MlflowException(f"batching settings: {exc}") from None
+        self._recommend: Callable[[list[list[int]], int], Sequence[Recommendation]] = (
+            batching.Coalescer(self.recommender.recommend, self.batch_settings.max_sessions)
+            if self.batch_settings.enabled else self.recommender.recommend)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-                ) -> pd.DataFrame:
+                ) -> list[dict[str, Any]]:
+        """One row dict per session (``to_rows``); ``pd.DataFrame(rows)`` is the table."""
         k = parse_k(params)
         sessions = parse_sessions(model_input)
         k = min(k, self.recommender.model.n_items)
-        return to_frame(self.recommender.recommend(sessions, k))
+        return to_rows(self._recommend(sessions, k))
 
 
 mlflow.models.set_model(NiserModel())

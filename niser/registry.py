@@ -43,6 +43,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models.model import ModelInfo
 
 from niser import lambda_bundle, pyfunc
+from niser.batching import BatchSettings
 from niser.data import SessionData
 from niser.inference import Recommender
 from niser.train import TrainConfig, TrainResult
@@ -140,7 +141,8 @@ def pip_requirements() -> list[str]:
 
 def log_recommender(recommender: Recommender, data_summary: Mapping[str, Any],
                     metrics: Mapping[str, float], name: str = "model",
-                    with_lambda: bool = True) -> ModelInfo:
+                    with_lambda: bool = True,
+                    batch_settings: BatchSettings | None = None) -> ModelInfo:
     """Log ``recommender`` as the serving pyfunc into the active run; returns its ``ModelInfo``.
 
     Models-from-code (``niser/pyfunc.py``) with the saved Recommender as artifact
@@ -150,6 +152,8 @@ def log_recommender(recommender: Recommender, data_summary: Mapping[str, Any],
     ``niser`` package is copied into the model (``code_paths``) and the runtime packages are
     pinned (``pip_requirements``), so the logged model loads without this repository. The data
     summary and metrics go into the MLmodel metadata, where ``register`` reads them.
+    ``batch_settings`` (default: batching on, ``niser.batching``) become the model's
+    ``model_config``, which the scoring server's environment can override.
     """
     if mlflow.active_run() is None:
         raise MlflowException("log_recommender needs an active MLflow run: call it inside "
@@ -171,6 +175,7 @@ def log_recommender(recommender: Recommender, data_summary: Mapping[str, Any],
             input_example=pyfunc.input_example(),
             pip_requirements=pip_requirements(),
             metadata=metadata,
+            model_config=(batch_settings or BatchSettings()).model_config(),
         )
 
 

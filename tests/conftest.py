@@ -121,7 +121,8 @@ def registered_model_uri(tracking_uri, tiny_training, tiny_recommender) -> str:
 
 @pytest.fixture(scope="module")
 def serve_model(tracking_uri, tmp_path_factory: pytest.TempPathFactory):
-    """``serve_model(model_uri) -> base_url``: a real ``mlflow models serve --env-manager local``
+    """``serve_model(model_uri, **local_settings) -> base_url``: a real ``mlflow models serve
+    --env-manager local``
     (the local deployer, one instance) answering /ping; every server stops at module teardown."""
     from contextlib import ExitStack
 
@@ -130,9 +131,10 @@ def serve_model(tracking_uri, tmp_path_factory: pytest.TempPathFactory):
     deployer = LocalDeployer(state_dir=tmp_path_factory.mktemp("local-deployments"))
     with ExitStack() as stack:
 
-        def serve(model_uri: str) -> str:
+        def serve(model_uri: str, **settings: object) -> str:
             endpoint = stack.enter_context(deployer.deployed(
-                model_uri, {"workers": 1, "torch_threads": 1, "startup_timeout_s": 180}))
+                model_uri, {"workers": 1, "torch_threads": 1, "startup_timeout_s": 180,
+                            **settings}))
             assert endpoint.url is not None
             return endpoint.url
 

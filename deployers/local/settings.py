@@ -6,10 +6,10 @@ from __future__ import annotations
 from pydantic import Field
 
 from deployers import balancer as lb
-from deployers.base import Settings
+from deployers.base import ServingSettings
 
 
-class LocalSettings(Settings):
+class LocalSettings(ServingSettings):
     """Settings of a local deployment."""
 
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes per instance.")

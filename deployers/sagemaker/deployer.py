@@ -109,7 +109,8 @@ class SageMakerDeployer(Deployer[SageMakerSettings]):
             tags[res.TAG_ROLE] = sm_role.role_name(name)
         model_name = res.create_model(model_uri, name, image, role, bucket, tags,
                                       s.model_server_workers, undo,
-                                      role_is_new=s.execution_role_arn is None)
+                                      role_is_new=s.execution_role_arn is None,
+                                      model_env=s.model_env())
         config = res.new_config_name(name)
         undo.push(f"endpoint config {config}",
                   lambda: sm.delete_endpoint_config(EndpointConfigName=config))
@@ -159,7 +160,8 @@ class SageMakerDeployer(Deployer[SageMakerSettings]):
         try:
             new_model = res.create_model(model_uri, name, container["Image"],
                                          first["ExecutionRoleArn"], bucket, keep,
-                                         int(workers) if workers else None, undo)
+                                         int(workers) if workers else None, undo,
+                                         model_env=_model_env(container))
             new_config = res.new_config_name(name)
             undo.push(f"endpoint config {new_config}",
                       lambda: sm.delete_endpoint_config(EndpointConfigName=new_config))
@@ -309,6 +311,12 @@ def _copy_variant(v: Mapping[str, Any], model: str) -> dict[str, Any]:
     keys = ("VariantName", "InitialVariantWeight", "InstanceType", "InitialInstanceCount",
             "ServerlessConfig")
     return {**{k: v[k] for k in keys if v.get(k) is not None}, "ModelName": model}
+
+
+def _model_env(container: Mapping[str, Any]) -> dict[str, str]:
+    """The served model's own variables (``NISER_*``) of a container's environment, which an
+    update carries over to the new model."""
+    return {k: v for k, v in container.get("Environment", {}).items() if k.startswith("NISER_")}
 
 
 def _settings_of(v: Mapping[str, Any], workers: str | None, local: bool) -> SageMakerSettings:

@@ -99,8 +99,10 @@ def tag_list(tags: Mapping[str, str], name: str) -> list[dict[str, str]]:
 
 def create_model(model_uri: str, name: str, image: str, role: str, bucket: str,
                  tags: Mapping[str, str], workers: int | None, undo: Undo,
-                 role_is_new: bool = False) -> str:
-    """Upload ``model.tar.gz`` and create the SageMaker model; returns the model's name."""
+                 role_is_new: bool = False, model_env: Mapping[str, str] | None = None) -> str:
+    """Upload ``model.tar.gz`` and create the SageMaker model; returns the model's name.
+    ``model_env`` joins the container's environment (the served model's own settings, e.g.
+    ``NISER_BATCHING``)."""
     sm, s3 = aws.client("sagemaker"), aws.client("s3")
     model_name = f"{name[:50]}-m-{uuid.uuid4().hex[:8]}"
     key = f"{PREFIX}/{name}/{model_name}/model.tar.gz"
@@ -115,6 +117,7 @@ def create_model(model_uri: str, name: str, image: str, role: str, bucket: str,
     env = mlflow_sm._get_deployment_config(flavor)
     if workers:
         env["MLFLOW_MODELS_WORKERS"] = str(workers)
+    env.update(model_env or {})
     request = {
         "ModelName": model_name, "ExecutionRoleArn": role,
         "PrimaryContainer": {"Image": image, "ModelDataUrl": f"s3://{bucket}/{key}",

@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from deployers.base import Settings
+from deployers.base import ServingSettings
 
 # Instance types offered by this project, CPU then GPU. The price table in bench/ prices these;
 # deployers/sagemaker/instances.json gives each one's vCPUs, cores, memory and GPUs.
@@ -84,7 +84,7 @@ class Autoscaling(_Part):
         return self
 
 
-class SageMakerSettings(Settings):
+class SageMakerSettings(ServingSettings):
     """How a model is hosted on a SageMaker endpoint. Unknown keys are refused."""
 
     instance_type: InstanceType = Field(

@@ -91,9 +91,9 @@ def target(request: pytest.FixtureRequest) -> tuple[Deployer, dict[str, Any]]:
 @pytest.fixture(scope="module")
 def expected(registered_model_uri: str) -> list[list[int]]:
     """What the registered model answers in this process for ``SESSIONS``, k = ``K``."""
-    frame = mlflow.pyfunc.load_model(registered_model_uri).predict(
+    rows = mlflow.pyfunc.load_model(registered_model_uri).predict(
         pd.DataFrame({"session": SESSIONS}), params={"k": K})
-    return [[int(i) for i in items] for items in frame["items"]]
+    return [[int(i) for i in row["items"]] for row in rows]
 
 
 def test_unknown_settings_key_is_refused_before_anything_is_created(

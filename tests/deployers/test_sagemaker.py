@@ -301,9 +301,9 @@ def test_failed_update_keeps_old_version(account: str, model_dirs: tuple[str, st
 
 
 def _in_process(model: str, sessions: list[list[int]], k: int) -> list[list[int]]:
-    frame = mlflow.pyfunc.load_model(model).predict(
+    rows = mlflow.pyfunc.load_model(model).predict(
         pd.DataFrame({"session": sessions}), params={"k": k})
-    return [list(map(int, items)) for items in frame["items"]]
+    return [list(map(int, row["items"])) for row in rows]
 
 
 @pytest.mark.slow

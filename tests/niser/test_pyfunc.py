@@ -25,13 +25,19 @@ def model(tiny_recommender: Recommender, tmp_path_factory: pytest.TempPathFactor
     return m
 
 
+def table(rows: list[dict[str, object]]) -> pd.DataFrame:
+    """The pyfunc's rows as the table they describe."""
+    assert isinstance(rows, list) and all(isinstance(r, dict) for r in rows)
+    return pd.DataFrame(rows)
+
+
 def known(rec: Recommender, n: int) -> list[int]:
     return [int(x) for x in rec.vocab.raw_ids[:n]]
 
 
 def test_predict_returns_top_k_raw_ids_per_session(model, tiny_recommender):
     sessions = [known(tiny_recommender, 3), known(tiny_recommender, 1)]
-    out = model.predict(None, pd.DataFrame({"session": sessions}), {"k": 7})
+    out = table(model.predict(None, pd.DataFrame({"session": sessions}), {"k": 7}))
     assert list(out.columns) == ["items", "scores", "unknown_items", "fallback"]
     assert len(out) == 2
     direct = tiny_recommender.recommend(sessions, 7)
@@ -44,13 +50,13 @@ def test_predict_returns_top_k_raw_ids_per_session(model, tiny_recommender):
 
 
 def test_default_k_is_20(model, tiny_recommender):
-    out = model.predict(None, pd.DataFrame({"session": [known(tiny_recommender, 2)]}), None)
+    out = table(model.predict(None, pd.DataFrame({"session": [known(tiny_recommender, 2)]}), None))
     assert len(out["items"][0]) == pyfunc.DEFAULT_K == 20
 
 
 def test_unknown_ids_dropped_and_reported(model, tiny_recommender):
     first = known(tiny_recommender, 1)[0]
-    out = model.predict(None, pd.DataFrame({"session": [[7, first, 9]]}), {"k": 5})
+    out = table(model.predict(None, pd.DataFrame({"session": [[7, first, 9]]}), {"k": 5}))
     assert out["unknown_items"][0] == [7, 9]
     assert bool(out["fallback"][0]) is False
     assert out["items"][0] == tiny_recommender.recommend([[first]], 5)[0].items
@@ -59,7 +65,7 @@ def test_unknown_ids_dropped_and_reported(model, tiny_recommender):
 @pytest.mark.parametrize("session", [[7, 9], []], ids=["all-unknown", "empty"])
 def test_session_without_known_items_gets_popular_items_as_fallback(model, tiny_recommender,
                                                                     session):
-    out = model.predict(None, pd.DataFrame({"session": [session]}), {"k": 5})
+    out = table(model.predict(None, pd.DataFrame({"session": [session]}), {"k": 5}))
     assert bool(out["fallback"][0]) is True
     popular = np.argsort(-tiny_recommender.popularity[1:], kind="stable")[:5] + 1
     assert out["items"][0] == tiny_recommender.vocab.decode(popular).tolist()
@@ -67,15 +73,15 @@ def test_session_without_known_items_gets_popular_items_as_fallback(model, tiny_
 
 
 def test_k_above_catalogue_returns_whole_catalogue(model, tiny_recommender):
-    out = model.predict(None, pd.DataFrame({"session": [known(tiny_recommender, 2)]}),
-                        {"k": pyfunc.MAX_K})
+    out = table(model.predict(None, pd.DataFrame({"session": [known(tiny_recommender, 2)]}),
+                        {"k": pyfunc.MAX_K}))
     assert sorted(out["items"][0]) == sorted(tiny_recommender.vocab.raw_ids.tolist())
 
 
 def test_records_numpy_and_tuples_are_accepted(model, tiny_recommender):
     ids = known(tiny_recommender, 2)
     frame = pd.DataFrame({"session": [np.array(ids, dtype=np.int64), tuple(ids)]})
-    out = model.predict(None, frame, {"k": 3})
+    out = table(model.predict(None, frame, {"k": 3}))
     assert out["items"][0] == out["items"][1]
     assert pyfunc.parse_sessions([{"session": ids}]) == [ids]
 
@@ -151,7 +157,7 @@ def test_signature_declares_session_column_outputs_and_k_default():
 def test_logged_model_predicts_and_enforces_k_type(registered_model_uri, tiny_recommender):
     loaded = mlflow.pyfunc.load_model(registered_model_uri)
     ids = known(tiny_recommender, 2)
-    out = loaded.predict(pd.DataFrame({"session": [ids]}), params={"k": 4})
+    out = table(loaded.predict(pd.DataFrame({"session": [ids]}), params={"k": 4}))
     assert out["items"][0] == tiny_recommender.recommend([ids], 4)[0].items
     with pytest.raises(MlflowException, match=r"'k'.*2\.5"):
         loaded.predict(pd.DataFrame({"session": [ids]}), params={"k": 2.5})
