@@ -25,10 +25,11 @@ from niser.train import TrainConfig
 # Lambda runtime). With the local stand-ins each is shaped like its target (cgroups: the
 # instance's vCPUs and memory; per Lambda environment memory_mb / 1,769 vCPU and memory_mb), so
 # the shapes are ones this 2-core machine can hold: ml.c5.large (2 vCPU) and 1,024 MB Lambda
-# environments (0.58 vCPU each, three at once). Override with the ``targets`` parameter.
+# environments (0.58 vCPU each, three at once). The local server runs its default: a worker per
+# core with one torch thread each and the model's batching on, measured best of the one-instance
+# setups (BENCHMARKS.md, "Serving throughput"). Override with the ``targets`` parameter.
 DEFAULT_TARGETS: list[TargetSpec] = [
-    TargetSpec(name="local-1x2", deployer="local",
-               settings={"instances": 1, "workers": 1, "torch_threads": 2}),
+    TargetSpec(name="local-1x2", deployer="local", settings={"instances": 1}),
     TargetSpec(name="local-2x1", deployer="local",
                settings={"instances": 2, "workers": 1, "torch_threads": 1}),
     TargetSpec(name="sagemaker-c5-large", deployer="sagemaker",

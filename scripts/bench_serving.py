@@ -1,9 +1,10 @@
 """Latency vs. concurrency of the Diginetica-size model on real deployments, in one run.
 
 Logs the model to a temporary SQLite MLflow, deploys it to each target in turn (by default the
-in-process baseline, the local server with 1 instance x 2 threads and with 2 instances x 1 thread
-behind nginx), sweeps the closed-loop levels with payloads from the Diginetica test prefixes, and
-prints one table per target. With ``--mlflow`` the results are also logged there.
+in-process baseline; the local server with 1 and 2 workers of 1 torch thread, the model's
+batching off ("plain") and on; 2 instances of 1 worker behind nginx), sweeps the closed-loop
+levels with payloads from the Diginetica test prefixes, and prints one table per target. With
+``--mlflow`` the results are also logged there.
 
     python scripts/bench_serving.py --recommender /tmp/digi-model      # saved by bench_niser.py
     python scripts/bench_serving.py --levels 1,2,4,8,11,16 --seconds 10
@@ -38,9 +39,15 @@ from niser.train import TrainConfig, build_model
 
 DEFAULT_TARGETS: list[dict[str, Any]] = [
     {"name": "inprocess", "deployer": "inprocess"},
-    {"name": "local-1x2", "deployer": "local",
-     "settings": {"instances": 1, "workers": 1, "torch_threads": 2}},
-    {"name": "local-2x1", "deployer": "local",
+    {"name": "plain-1w", "deployer": "local",
+     "settings": {"workers": 1, "torch_threads": 1, "batching": False}},
+    {"name": "plain-2w", "deployer": "local",
+     "settings": {"workers": 2, "torch_threads": 1, "batching": False}},
+    {"name": "batched-1w", "deployer": "local",
+     "settings": {"workers": 1, "torch_threads": 1, "batching": True}},
+    {"name": "batched-2w", "deployer": "local",
+     "settings": {"workers": 2, "torch_threads": 1, "batching": True}},
+    {"name": "nginx-2x1", "deployer": "local",
      "settings": {"instances": 2, "workers": 1, "torch_threads": 1}},
 ]
 
@@ -50,7 +57,10 @@ def main() -> None:
     p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/diginetica"))
     p.add_argument("--recommender", type=Path, help="a saved Recommender (default: untrained "
                    "Diginetica-size weights, which time the same as trained ones)")
-    p.add_argument("--targets", help="JSON list of targets (default: inprocess, local-1x2, local-2x1)")
+    p.add_argument("--targets", help="JSON list of targets (default: " + ", ".join(
+        t["name"] for t in DEFAULT_TARGETS) + ")")
+    p.add_argument("--sessions-per-request", type=int, default=1,
+                   help="sessions in each request (client-side batching)")
     p.add_argument("--levels", default=",".join(map(str, DEFAULT_LEVELS)))
     p.add_argument("--seconds", type=float, default=5.0, help="steady-state window per level")
     p.add_argument("--warmup", type=float, default=1.0)
@@ -80,9 +90,12 @@ def main() -> None:
     with mlflow.start_run(run_name="model"):
         info = log_recommender(rec, data.summary(), {"recall_20": 0.0})
     model_uri = register(info.model_uri).model_uri
-    payloads = Payloads.from_samples(data.test, data.vocab, batch_size=1, seed=0)
+    payloads = Payloads.from_samples(data.test, data.vocab, batch_size=args.sessions_per_request,
+                                     seed=0)
     load = LoadSettings(warmup_s=args.warmup, duration_s=args.seconds)
-    print(f"model: {model_uri} ({trained}, {data.n_items + 1} x {rec.model.dim} item table)")
+    print(f"model: {model_uri} ({trained}, {data.n_items + 1} x {rec.model.dim} item table); "
+          f"{args.sessions_per_request} session(s) per request; gen CPU: the load generator's "
+          "CPU per wall second")
     results, runs = {}, []
     for spec in specs:
         outcome = benchmark_target(spec, model_uri, payloads, levels, load)
@@ -92,12 +105,14 @@ def main() -> None:
         runs.append(outcome.run)
         print(f"\n{spec.name}  (cold start {outcome.run.cold_start_s or float('nan'):.3f} s)")
         print(f"{'users':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>6}"
+              f" {'gen CPU':>7}"
               f" {'CPU used':>8} {'quota':>6} {'throttled':>9} {'bound':>5} {'machine':>7}")
         rows = []
         for lv, st in zip(outcome.run.sweep.levels, outcome.run.sweep.stats(), strict=True):
             row = {k: float(v) for k, v in vars(st).items()}
             line = (f"{int(st.level):>5} {st.p50_ms:>8.2f} {st.p95_ms:>8.2f} {st.p99_ms:>8.2f} "
-                    f"{st.throughput_rps:>8.1f} {st.errors + st.timeouts:>6}")
+                    f"{st.throughput_rps:>8.1f} {st.errors + st.timeouts:>6} "
+                    f"{100 * lv.cpu_fraction:>6.0f}%")
             if lv.usage is not None:  # a shaped deployment: what its cgroups used
                 u = lv.usage
                 row |= u.metrics(lv.level, lv.mode)

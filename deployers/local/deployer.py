@@ -62,7 +62,7 @@ from deployers.base import (
     Usage,
 )
 from deployers.http import HttpInvoker, free_port, ping, tail, wait_for_ping
-from deployers.local.settings import LocalSettings
+from deployers.local.settings import LocalSettings, sizes, with_workers
 from deployers.standins import shaping
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -79,8 +79,9 @@ def default_state_dir() -> Path:
 def server_env(settings: LocalSettings) -> dict[str, str]:
     """The environment of one scoring server: venv on PATH, thread limits, tracking URI."""
     env = procs.scoring_server_env(os.environ)
+    threads = sizes(settings)[1]
     for var in _THREAD_VARS:
-        env[var] = str(settings.torch_threads)
+        env[var] = str(threads)
     env["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
     env["PYTHONUNBUFFERED"] = "1"
     env.update(settings.model_env())
@@ -89,9 +90,10 @@ def server_env(settings: LocalSettings) -> dict[str, str]:
 
 def server_argv(model_uri: str, port: int, s: LocalSettings, instance: int) -> list[str]:
     """The command line of instance ``instance`` (``taskset``-prefixed when pinning cores)."""
-    argv = procs.scoring_server_argv(model_uri, port, s.workers)
+    workers, threads = sizes(s)
+    argv = procs.scoring_server_argv(model_uri, port, workers)
     if s.cpu_affinity:
-        per = s.workers * s.torch_threads
+        per = workers * threads
         cores = sorted(os.sched_getaffinity(0))
         if per * s.instances > len(cores):
             raise DeployerError(
@@ -142,8 +144,8 @@ class LocalDeployer(Deployer[LocalSettings]):
     # -- deploy ------------------------------------------------------------------------------
     def parse_settings(self, raw: Mapping[str, Any] | Settings | None) -> LocalSettings:
         """The typed settings; ``SettingsError`` also when ``cpus`` exceeds this machine's cores."""
-        s = super().parse_settings(raw)
         cores = shaping.machine_cores()
+        s = with_workers(super().parse_settings(raw), cores)
         if s.cpus is not None and s.cpus * s.instances > cores:
             shape = f"cpus={s.cpus}" if s.instances == 1 else (
                 f"instances={s.instances} x cpus={s.cpus}")
@@ -280,7 +282,7 @@ class LocalDeployer(Deployer[LocalSettings]):
             target=self.name, name=name, status=status, details=details,
             cost=CostDrivers(kind="local", instance_count=s.instances,
                              cpus=s.cpus if s.cpus is not None
-                             else float(s.workers * s.torch_threads)),
+                             else float(math.prod(sizes(s)))),
         )
 
     def usage(self, name: str) -> Usage | None:

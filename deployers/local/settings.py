@@ -12,12 +12,18 @@ from deployers.base import ServingSettings
 class LocalSettings(ServingSettings):
     """Settings of a local deployment."""
 
-    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes per instance.")
-    torch_threads: int = Field(
-        1, ge=1, le=256,
+    workers: int | None = Field(
+        None, ge=1, le=64,
+        description="uvicorn worker processes per instance. None: as many as the instance's "
+        "CPUs (cpus rounded down, at least 1; unshaped: this machine's cores / instances) "
+        "divided by torch_threads when that is given, as MLflow's SageMaker container runs "
+        "one per CPU.")
+    torch_threads: int | None = Field(
+        None, ge=1, le=256,
         description="Intra-op threads per worker (OMP_NUM_THREADS/MKL_NUM_THREADS), so an "
-        "instance uses at most workers * torch_threads cores. torch caps it at the cores the "
-        "process may use: the effective count is min(torch_threads, cores).",
+        "instance uses at most workers * torch_threads cores. None: the instance's CPUs / "
+        "workers (at least 1). torch caps it at the cores the process may use: the effective "
+        "count is min(torch_threads, cores).",
     )
     instances: int = Field(
         1, ge=1, le=16,
@@ -46,3 +52,30 @@ class LocalSettings(ServingSettings):
         description="Pin instance i to its own block of workers*torch_threads cores with "
         "taskset (needs instances*workers*torch_threads <= the machine's cores).",
     )
+
+
+def cpu_budget(s: LocalSettings, cores: int) -> int:
+    """The whole CPUs one instance may keep busy: ``cpus`` rounded down (at least 1), or, unshaped,
+    ``cores`` shared by the instances (at least 1)."""
+    if s.cpus is not None:
+        return max(1, int(s.cpus))
+    return max(1, cores // s.instances)
+
+
+def with_workers(s: LocalSettings, cores: int) -> LocalSettings:
+    """``s`` with ``workers`` and ``torch_threads`` filled in where None (see their fields), so
+    that workers x torch_threads <= the instance's CPUs unless both were given."""
+    budget = cpu_budget(s, cores)
+    if s.workers is not None:
+        workers = s.workers
+    else:
+        workers = max(1, budget // s.torch_threads) if s.torch_threads is not None else budget
+    threads = s.torch_threads if s.torch_threads is not None else max(1, budget // workers)
+    return s.model_copy(update={"workers": workers, "torch_threads": threads})
+
+
+def sizes(s: LocalSettings) -> tuple[int, int]:
+    """(workers, torch_threads) of settings that went through ``with_workers``."""
+    if s.workers is None or s.torch_threads is None:
+        raise ValueError("workers and torch_threads are filled in by with_workers first")
+    return s.workers, s.torch_threads

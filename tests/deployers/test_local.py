@@ -214,6 +214,23 @@ def test_torch_threads_reach_each_worker(deployer: LocalDeployer, tracking_uri: 
     assert {row["omp"] for row in raw} == {"1"}
 
 
+
+@pytest.mark.slow
+def test_default_settings_run_a_worker_per_core_with_one_torch_thread_each(
+        deployer: LocalDeployer, tracking_uri: str, tmp_path: Path) -> None:
+    code = tmp_path / "probe.py"
+    code.write_text(PROBE)
+    with mlflow.start_run():
+        uri = mlflow.pyfunc.log_model(name="probe", python_model=str(code)).model_uri
+    cores = len(os.sched_getaffinity(0))
+    with deployer.deployed(uri, {}) as ep:
+        details = deployer.describe(ep.name).details
+        assert (details["workers"], details["torch_threads"]) == (cores, 1)
+        raw = [row for _ in range(4) for row in ep.invoke([[1]], k=1).raw["predictions"]]
+        processes = _tree(details["pids"])
+    assert {row["omp"] for row in raw} == {"1"}
+    assert len(processes) >= 2 + cores if cores > 1 else len(processes) >= 1
+
 def _orphans(marker: str) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):

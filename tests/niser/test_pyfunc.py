@@ -168,3 +168,17 @@ def test_logged_model_predicts_and_enforces_k_type(registered_model_uri, tiny_re
 def test_pyfunc_file_ends_with_set_model():
     text = Path(pyfunc.__file__).read_text().rstrip().splitlines()
     assert text[-1] == "mlflow.models.set_model(NiserModel())"
+
+
+def test_rows_are_written_as_the_same_bytes_as_a_dataframe_of_them(model, tiny_recommender):
+    import io
+
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+
+    sessions = [known(tiny_recommender, 3), [7, 9], []]
+    rows = model.predict(None, pd.DataFrame({"session": sessions}), {"k": 5})
+    as_rows, as_frame = io.StringIO(), io.StringIO()
+    predictions_to_json(rows, as_rows)
+    predictions_to_json(pd.DataFrame(rows, columns=list(pyfunc.OUTPUT_COLUMNS)), as_frame)
+    assert as_rows.getvalue() == as_frame.getvalue()
+    assert '"fallback": true' in as_rows.getvalue()
