@@ -96,7 +96,7 @@ def main() -> None:
             call()
         prof.disable()
     stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
-    cum = {}
+    cum: dict[str, float] = {}
     for (_, _, name), (_, _, _, ct, _) in stats.items():
         cum[name] = cum.get(name, 0.0) + ct
     whole = cum["invocations"]
