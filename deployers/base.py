@@ -27,6 +27,7 @@ Exceptions (one root)::
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import uuid
 from abc import ABC, abstractmethod
@@ -269,15 +270,41 @@ class Undo:
         return problems
 
 
+# Methods whose first argument is a deployment name: every deployer's are wrapped so that the
+# name is checked (``check_name``) before the method runs. A path-like name never reaches a
+# deployer's own code.
+NAMED_METHODS = ("describe", "teardown", "invoker", "usage", "capacity", "update")
+
+
+def _checks_name(method: Callable[..., Any]) -> Callable[..., Any]:
+    if getattr(method, "__checks_name__", False):
+        return method
+
+    @functools.wraps(method)
+    def checked(self: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        check_name(name)
+        return method(self, name, *args, **kwargs)
+
+    checked.__checks_name__ = True  # type: ignore[attr-defined]
+    return checked
+
+
 class Deployer(ABC, Generic[S]):
     """Gets a registered MLflow model behind an endpoint; subclasses set ``name``, ``settings_cls``
-    and fill in ``create``."""
+    and fill in ``create``. Every method of ``NAMED_METHODS`` refuses a name that breaks
+    ``NAME_RULE`` with ``SettingsError`` first, in every subclass."""
 
     name: ClassVar[str]
     settings_cls: type[S]
     # The AWS service the deployment runs on (None: this machine); ``aws.endpoint_is_local`` of
     # it tells a real endpoint from a stand-in.
     aws_service: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for method in NAMED_METHODS:
+            if method in cls.__dict__:
+                setattr(cls, method, _checks_name(cls.__dict__[method]))
 
     def parse_settings(self, raw: Mapping[str, Any] | Settings | None) -> S:
         """Validate settings before any resource exists (``SettingsError`` when refused)."""
@@ -366,3 +393,7 @@ class Deployer(ABC, Generic[S]):
             yield endpoint
         finally:
             self.teardown(endpoint.name)
+
+
+for _method in ("usage", "capacity"):  # the base's own defaults check the name too
+    setattr(Deployer, _method, _checks_name(getattr(Deployer, _method)))

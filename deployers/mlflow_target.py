@@ -46,7 +46,7 @@ from mlflow.protos.databricks_pb2 import (
 )
 
 from deployers import wire
-from deployers.base import Deployer, DeployerError, Description, SettingsError
+from deployers.base import Deployer, DeployerError, Description, SettingsError, check_name
 from deployers.registry import UnknownDeployerError, get_deployer
 
 FLAVOR = "python_function"
@@ -75,6 +75,15 @@ def _as_dict(desc: Description) -> dict[str, Any]:
     return {"name": desc.name, "flavor": FLAVOR, "target": desc.target, "status": desc.status,
             "cost": {k: v for k, v in vars(desc.cost).items() if v is not None},
             **desc.details}
+
+
+def _name(name: str) -> str:
+    """``name`` if it is a deployment name; INVALID_PARAMETER_VALUE naming the rule otherwise
+    (a path-like name never reaches a deployer)."""
+    try:
+        return check_name(name)
+    except SettingsError as exc:
+        raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
 
 
 def _sessions(inputs: Any) -> tuple[list[list[int]], int]:
@@ -124,7 +133,7 @@ class NiserDeploymentClient(BaseDeploymentClient):
         """Replace ``name`` with ``model_uri`` (default: the current model) and ``config``."""
         _check_flavor(flavor)
         settings = self._settings(config)
-        current = self.get_deployment(name)
+        current = self.get_deployment(_name(name))
         uri = model_uri or current.get("model_uri")
         if not uri:
             raise MlflowException(f"{name!r} does not record its model; pass --model-uri",
@@ -135,7 +144,7 @@ class NiserDeploymentClient(BaseDeploymentClient):
     def delete_deployment(self, name: str, config: dict[str, Any] | None = None,
                           endpoint: str | None = None) -> None:
         """Tear ``name`` down; absent is not an error."""
-        self.deployer.teardown(name)
+        self.deployer.teardown(_name(name))
 
     def list_deployments(self, endpoint: str | None = None) -> list[dict[str, Any]]:
         """Every deployment this target can see, as ``{"name": ...}`` dicts."""
@@ -144,7 +153,7 @@ class NiserDeploymentClient(BaseDeploymentClient):
     def get_deployment(self, name: str, endpoint: str | None = None) -> dict[str, Any]:
         """What runs under ``name`` and its cost drivers; RESOURCE_DOES_NOT_EXIST if absent."""
         try:
-            return _as_dict(self.deployer.describe(name))
+            return _as_dict(self.deployer.describe(_name(name)))
         except KeyError as exc:
             raise MlflowException(str(exc.args[0] if exc.args else exc),
                                   error_code=RESOURCE_DOES_NOT_EXIST) from None
@@ -157,7 +166,7 @@ class NiserDeploymentClient(BaseDeploymentClient):
                                   error_code=INVALID_PARAMETER_VALUE)
         sessions, k = _sessions(inputs)
         try:
-            invoke = self.deployer.invoker(deployment_name)
+            invoke = self.deployer.invoker(_name(deployment_name))
         except KeyError as exc:
             raise MlflowException(str(exc.args[0] if exc.args else exc),
                                   error_code=RESOURCE_DOES_NOT_EXIST) from None

@@ -12,12 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from deployers import aws
+
+if TYPE_CHECKING:
+    from deployers.base import Undo
 
 # A role created a moment ago can take a few seconds before a service may assume it.
 ROLE_PROPAGATION_S = 60.0
@@ -60,6 +63,26 @@ def create_role(name: str, service: str, account: str, policy_name: str,
         delete_role(name)
         raise
     return arn
+
+
+def create_owned(undo: Undo, name: str, create: Callable[[], str]) -> str:
+    """``create()`` (which makes role ``name``; returns its ARN) with the role's deletion on
+    ``undo``, registered before the call (a timed-out call may still have made it), unless IAM
+    answers that the role already existed: a role this call did not make is never deleted, and
+    the deploy stops with a ``DeployerError`` naming it."""
+    from deployers.base import DeployerError
+
+    made_here = [True]
+    undo.push(f"role {name}", lambda: made_here[0] and delete_role(name))
+    try:
+        return create()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "EntityAlreadyExists":
+            raise
+        made_here[0] = False
+        raise DeployerError(f"IAM role {name} already exists and belongs to something else (a "
+                            "deployment of the same name, or one left behind); it was left "
+                            "as it is: pick another deployment name or delete the role") from None
 
 
 def delete_role(name: str) -> bool:

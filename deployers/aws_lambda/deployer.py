@@ -112,8 +112,7 @@ class LambdaDeployer(Deployer[LambdaSettings]):
         role_arn = s.role_arn
         if role_arn is None:
             role = res.role_name(name)
-            undo.push(f"role {role}", lambda: roles.delete_role(role))
-            role_arn = res.create_role(name, role, s.tags)
+            role_arn = roles.create_owned(undo, role, lambda: res.create_role(name, role, s.tags))
             tags[res.TAG_ROLE] = role
         kwargs: dict[str, Any] = {
             "FunctionName": name, "Role": role_arn, "MemorySize": s.memory_mb,

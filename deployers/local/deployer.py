@@ -306,8 +306,11 @@ class LocalDeployer(Deployer[LocalSettings]):
             procs.end(procs.ProcessRecord.from_json(entry["process"]))
         for group in self._groups(state):
             group.remove()
-        with contextlib.suppress(OSError):
-            shutil.rmtree(state["workdir"])
+        workdir = Path(state["workdir"])  # removed only if it is the one create made
+        if workdir.parent == Path(tempfile.gettempdir()) \
+                and workdir.name.startswith(f"niser-local-{name}-"):
+            with contextlib.suppress(OSError):
+                shutil.rmtree(workdir)
         with contextlib.suppress(FileNotFoundError, KeyError):
             self._path(name).unlink()
 

@@ -104,8 +104,8 @@ class SageMakerDeployer(Deployer[SageMakerSettings]):
         if role is None:
             role_res = sm_role.RoleResources(acct.account, acct.region, acct.partition, name,
                                              bucket, f"{res.PREFIX}/{name}", image)
-            undo.push("execution role", lambda: roles.delete_role(sm_role.role_name(name)))
-            role = sm_role.create_role(role_res, {**s.tags, res.TAG_DEPLOYMENT: name})
+            role = roles.create_owned(undo, sm_role.role_name(name), lambda: sm_role.create_role(
+                role_res, {**s.tags, res.TAG_DEPLOYMENT: name}))
             tags[res.TAG_ROLE] = sm_role.role_name(name)
         model_name = res.create_model(model_uri, name, image, role, bucket, tags,
                                       s.model_server_workers, undo,

@@ -244,6 +244,35 @@ def test_deployment_names_follow_one_rule_for_every_target() -> None:
     assert base.check_name("niser-local-1x2") == "niser-local-1x2"
 
 
+
+PATH_LIKE = ("../x", "../../victim", "../..", "..", ".", "a/b", "/etc", "x/../y", "%2e%2e",
+             "~", "x\\y", "niser/../../victim")
+
+
+@pytest.mark.parametrize("deployer_name", available())
+def test_a_path_like_name_is_refused_by_every_method_and_touches_nothing(
+        deployer_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    victim = home / "victim"
+    victim.mkdir(parents=True)
+    (victim / "keep.txt").write_text("mine")
+    for var in ("NISER_LOCAL_STATE_DIR", "NISER_LAMBDA_STATE_DIR"):
+        monkeypatch.setenv(var, str(home / "state" / "deeper"))
+    monkeypatch.setenv("HOME", str(home))
+    deployer = get_deployer(deployer_name)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    for name in PATH_LIKE:
+        for method in base.NAMED_METHODS:
+            if not hasattr(deployer, method):
+                continue
+            args = ("models:/unused/1",) if method == "update" else ()
+            with pytest.raises(SettingsError, match="deployment name is"):
+                getattr(deployer, method)(name, *args)
+        with pytest.raises(SettingsError, match="deployment name is"):
+            deployer.deploy("models:/unused/1", None, name)
+    assert (victim / "keep.txt").read_text() == "mine"
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
 def test_every_deployer_error_shares_one_root() -> None:
     for cls in (SettingsError, UnknownDeployerError, DeploymentFailed, base.InvocationError):
         assert issubclass(cls, DeployerError)

@@ -218,3 +218,17 @@ def test_mlflow_deployments_cli_creates_and_deletes_against_moto(moto_server, mo
                          timeout=300, check=False)
     assert bad.returncode != 0 and "memory_mb" in bad.stderr
     assert json.dumps(aws.client("lambda").list_functions()["Functions"]) == "[]"
+
+
+def test_a_role_that_already_exists_is_neither_used_nor_deleted_by_a_failed_deploy(
+        deployer, moto_server, model_dir):
+    import json
+
+    iam = aws.client("iam")
+    role = res.role_name("niser-fn-taken")
+    iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": []}), Description="someone else's")
+    with pytest.raises(DeploymentFailed, match=f"IAM role {role} already exists"):
+        deployer.deploy(model_dir, {"memory_mb": 256}, "niser-fn-taken")
+    assert iam.get_role(RoleName=role)["Role"]["Description"] == "someone else's"
+    assert aws.client("lambda").list_functions()["Functions"] == []

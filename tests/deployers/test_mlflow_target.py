@@ -71,9 +71,12 @@ def test_a_name_that_is_a_path_is_refused_and_deletes_nothing(
     with pytest.raises(MlflowException, match="deployment name is") as info:
         client.create_deployment("../victim", "models:/niser/1")
     assert info.value.error_code == "INVALID_PARAMETER_VALUE"
-    client.delete_deployment("../victim")
-    with pytest.raises(MlflowException, match="not a deployment name"):
-        client.get_deployment("../victim")
+    for call in (client.delete_deployment, client.get_deployment,
+                 lambda n: client.predict(n, [{"session": [1]}]),
+                 lambda n: client.update_deployment(n, "models:/niser/1")):
+        with pytest.raises(MlflowException, match="deployment name is") as info:
+            call("../victim")
+        assert info.value.error_code == "INVALID_PARAMETER_VALUE"
     assert (victim / "keep.txt").read_text() == "mine" and list(state.iterdir()) == []
 
 

@@ -355,3 +355,17 @@ def test_registered_niser_model_top20_matches_in_process(
 def test_invoker_of_absent_endpoint_raises_key_error(moto_server: str) -> None:
     with pytest.raises(KeyError, match="no-such"):
         SageMakerDeployer().invoker("no-such")
+
+
+def test_a_role_that_already_exists_is_neither_used_nor_deleted_by_a_failed_deploy(
+        account: str, model_dirs: tuple[str, str]) -> None:
+    from deployers.sagemaker import role as sm_role
+
+    iam = aws.client("iam")
+    role = sm_role.role_name("ep-taken")
+    iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": []}), Description="someone else's")
+    with pytest.raises(DeploymentFailed, match=f"IAM role {role} already exists"):
+        SageMakerDeployer().deploy(model_dirs[0], {"local": False}, name="ep-taken")
+    assert iam.get_role(RoleName=role)["Role"]["Description"] == "someone else's"
+    assert aws.client("sagemaker").list_endpoints()["Endpoints"] == []
