@@ -275,7 +275,7 @@ def _save(ckpt: Path, model: NISER, opt: torch.optim.Optimizer, sched: Any,
 def _restore(ckpt: Path, device: torch.device, model: NISER, opt: torch.optim.Optimizer,
              sched: Any, result: TrainResult, sel: _Selection) -> int:
     """Load ``ckpt`` into the training objects; returns the epoch to continue from."""
-    state = torch.load(ckpt, map_location=device, weights_only=False)
+    state = torch.load(ckpt, map_location=device, weights_only=True)  # no code runs on load
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])

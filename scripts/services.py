@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -209,7 +210,7 @@ def _write_env(env: dict[str, str]) -> None:
             "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT",
             # only the moto server's placeholder keys: real AWS credentials are never written
             "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
-    lines = [f"export {k}={env[k]!s}\n" for k in keys
+    lines = [f"export {k}={shlex.quote(str(env[k]))}\n" for k in keys
              if k in env and (not k.startswith("AWS_") or env.get("AWS_ACCESS_KEY_ID") == "moto-local")]
     ENV_FILE.write_text("".join(lines))
 

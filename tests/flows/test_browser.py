@@ -52,9 +52,11 @@ def ui() -> ModuleType:
 
 
 def _env_file(path: Path) -> dict[str, str]:
+    import shlex
+
     pairs = (line.removeprefix("export ").split("=", 1) for line in path.read_text().splitlines()
              if line.startswith("export "))
-    return {k: v for k, v in pairs}
+    return {k: shlex.split(v)[0] if v else "" for k, v in pairs}  # values are shell-quoted
 
 
 @pytest.fixture(scope="module")

@@ -79,3 +79,14 @@ def test_the_services_and_their_env_file_suppress_mlflows_genai_view_links(
                          "PREFECT_API_URL": "http://127.0.0.1:2/api"})
     text = (tmp_path / "env.sh").read_text()
     assert "export MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=true" in text
+
+
+def test_env_file_values_are_shell_quoted(services, tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.setattr(services, "ENV_FILE", tmp_path / "env.sh")
+    home = str(tmp_path / "a dir; touch pwned $(echo x)")
+    services._write_env({"MLFLOW_TRACKING_URI": "http://127.0.0.1:1", "PREFECT_HOME": home})
+    out = subprocess.run(["bash", "-c", f". {tmp_path / 'env.sh'} && printf %s \"$PREFECT_HOME\""],
+                         capture_output=True, text=True, check=True, cwd=tmp_path).stdout
+    assert out == home and not (tmp_path / "pwned").exists()
