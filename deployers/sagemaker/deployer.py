@@ -110,7 +110,9 @@ class SageMakerDeployer(Deployer[SageMakerSettings]):
         model_name = res.create_model(model_uri, name, image, role, bucket, tags,
                                       s.model_server_workers, undo,
                                       role_is_new=s.execution_role_arn is None,
-                                      model_env=s.model_env())
+                                      model_env={**res.worker_env(
+                                          None if s.serverless else s.instance_type,
+                                          s.model_server_workers), **s.model_env()})
         config = res.new_config_name(name)
         undo.push(f"endpoint config {config}",
                   lambda: sm.delete_endpoint_config(EndpointConfigName=config))
@@ -314,9 +316,10 @@ def _copy_variant(v: Mapping[str, Any], model: str) -> dict[str, Any]:
 
 
 def _model_env(container: Mapping[str, Any]) -> dict[str, str]:
-    """The served model's own variables (``NISER_*``) of a container's environment, which an
-    update carries over to the new model."""
-    return {k: v for k, v in container.get("Environment", {}).items() if k.startswith("NISER_")}
+    """The served model's own variables (``NISER_*``) and torch thread counts of a container's
+    environment, which an update carries over to the new model."""
+    return {k: v for k, v in container.get("Environment", {}).items()
+            if k.startswith("NISER_") or k in res.THREAD_VARS}
 
 
 def _settings_of(v: Mapping[str, Any], workers: str | None, local: bool) -> SageMakerSettings:

@@ -25,6 +25,7 @@ from mlflow.models import Model
 from deployers import aws, roles
 from deployers.aws import absent
 from deployers.base import DeployerError, Undo
+from deployers.sagemaker.instances import instance_shape
 from deployers.sagemaker.settings import SageMakerSettings
 
 TAG_DEPLOYMENT = "niser-mlops:deployment"
@@ -97,6 +98,22 @@ def tag_list(tags: Mapping[str, str], name: str) -> list[dict[str, str]]:
     return [{"Key": k, "Value": clean(v)} for k, v in all_tags.items()]
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def worker_env(instance_type: str | None, workers: int | None) -> dict[str, str]:
+    """The container environment that sizes the scoring server to an instance: its workers
+    (``MLFLOW_MODELS_WORKERS``; default one per vCPU, as MLflow's container runs) and torch
+    threads per worker (vCPUs / workers, at least 1), so workers x threads <= vCPUs. A serverless
+    variant (``instance_type`` None) gets only the workers it was given."""
+    if instance_type is None:
+        return {"MLFLOW_MODELS_WORKERS": str(workers)} if workers else {}
+    vcpus = instance_shape(instance_type).vcpus
+    n = workers or vcpus
+    threads = str(max(1, vcpus // n))
+    return {"MLFLOW_MODELS_WORKERS": str(n), **{var: threads for var in THREAD_VARS}}
+
+
 def create_model(model_uri: str, name: str, image: str, role: str, bucket: str,
                  tags: Mapping[str, str], workers: int | None, undo: Undo,
                  role_is_new: bool = False, model_env: Mapping[str, str] | None = None) -> str:
@@ -117,7 +134,7 @@ def create_model(model_uri: str, name: str, image: str, role: str, bucket: str,
     env = mlflow_sm._get_deployment_config(flavor)
     if workers:
         env["MLFLOW_MODELS_WORKERS"] = str(workers)
-    env.update(model_env or {})
+    env.update(model_env or {})  # worker_env's sizes included
     request = {
         "ModelName": model_name, "ExecutionRoleArn": role,
         "PrimaryContainer": {"Image": image, "ModelDataUrl": f"s3://{bucket}/{key}",

@@ -123,7 +123,8 @@ class SageMakerSettings(ServingSettings):
     )
     model_server_workers: int | None = Field(
         None, ge=1, le=64,
-        description="Scoring-server workers per instance (MLFLOW_MODELS_WORKERS); default: CPUs.",
+        description="Scoring-server workers per instance (MLFLOW_MODELS_WORKERS); default: the "
+        "instance type's vCPUs, each with vCPUs / workers torch threads (OMP_NUM_THREADS).",
     )
     local: bool | None = Field(
         None,

@@ -122,11 +122,12 @@ class LocalSageMaker:
             "PrimaryContainer"]
         url = urlparse(container["ModelDataUrl"])
         backend = shaping.backend() if shape is not None else None
-        # MLflow's SageMaker container runs one scoring worker per CPU unless
-        # MLFLOW_MODELS_WORKERS says otherwise; the stand-in keeps `mlflow models serve`'s one
-        # worker by default: here, 2 uvicorn workers answer one request in ~50 ms instead of
-        # ~5 ms (BENCHMARKS.md, "Shaped stand-ins"), which would be the server's cost, not the
-        # instance's. model_server_workers sets it.
+        # MLflow's SageMaker container runs MLFLOW_MODELS_WORKERS scoring workers (one per CPU
+        # when unset); the deployer writes it into the container's environment (with the torch
+        # threads per worker, OMP_NUM_THREADS), and the stand-in runs what it says.
+        env = dict(container.get("Environment", {}))
+        if workers is None and env.get("MLFLOW_MODELS_WORKERS", "").isdigit():
+            workers = int(env["MLFLOW_MODELS_WORKERS"])
         model_dir = Path(tempfile.mkdtemp(prefix=f"niser-sm-{name}-"))
         servers: list[ScoringServer] = []
         try:
@@ -142,7 +143,7 @@ class LocalSageMaker:
                 try:
                     servers.append(ScoringServer.start(
                         str(model_dir / "model"), model_dir / f"serve-{i + 1}.log",
-                        workers=workers, env=dict(container.get("Environment", {})),
+                        workers=workers, env=env,
                         group=group))
                 except BaseException:
                     if group is not None:

@@ -93,7 +93,7 @@ def expected(registered_model_uri: str) -> list[list[int]]:
     """What the registered model answers in this process for ``SESSIONS``, k = ``K``."""
     rows = mlflow.pyfunc.load_model(registered_model_uri).predict(
         pd.DataFrame({"session": SESSIONS}), params={"k": K})
-    return [[int(i) for i in row["items"]] for row in rows]
+    return [[int(i) for i in items] for items in pd.DataFrame(rows)["items"]]
 
 
 def test_unknown_settings_key_is_refused_before_anything_is_created(

@@ -61,7 +61,7 @@ def _tree(pids: list[int]) -> list[psutil.Process]:
 def _in_process(model_uri: str, sessions: list[list[int]], k: int) -> list[list[int]]:
     rows = mlflow.pyfunc.load_model(model_uri).predict(
         pd.DataFrame({"session": sessions}), params={"k": k})
-    return [[int(i) for i in row["items"]] for row in rows]
+    return [[int(i) for i in items] for items in pd.DataFrame(rows)["items"]]
 
 
 def test_bad_settings_refused_before_anything_starts(deployer: LocalDeployer) -> None:

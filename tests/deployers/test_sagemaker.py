@@ -303,7 +303,7 @@ def test_failed_update_keeps_old_version(account: str, model_dirs: tuple[str, st
 def _in_process(model: str, sessions: list[list[int]], k: int) -> list[list[int]]:
     rows = mlflow.pyfunc.load_model(model).predict(
         pd.DataFrame({"session": sessions}), params={"k": k})
-    return [list(map(int, row["items"])) for row in rows]
+    return [list(map(int, items)) for items in pd.DataFrame(rows)["items"]]
 
 
 @pytest.mark.slow
@@ -369,3 +369,26 @@ def test_a_role_that_already_exists_is_neither_used_nor_deleted_by_a_failed_depl
         SageMakerDeployer().deploy(model_dirs[0], {"local": False}, name="ep-taken")
     assert iam.get_role(RoleName=role)["Role"]["Description"] == "someone else's"
     assert aws.client("sagemaker").list_endpoints()["Endpoints"] == []
+
+
+def test_worker_env_sizes_workers_and_threads_to_the_instance_vcpus() -> None:
+    from deployers.sagemaker.resources import worker_env
+
+    assert worker_env("ml.c5.large", None) == {
+        "MLFLOW_MODELS_WORKERS": "2", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    assert worker_env("ml.c5.xlarge", 2)["OMP_NUM_THREADS"] == "2"
+    assert worker_env("ml.c5.large", 1)["OMP_NUM_THREADS"] == "2"
+    assert worker_env("ml.c5.large", 4)["OMP_NUM_THREADS"] == "1"  # never below one
+    assert worker_env(None, None) == {} and worker_env(None, 3) == {"MLFLOW_MODELS_WORKERS": "3"}
+
+
+def test_container_environment_carries_workers_threads_and_batching(
+        account: str, model_dirs: tuple[str, str]) -> None:
+    SageMakerDeployer().deploy(model_dirs[0], {"local": False, "instance_type": "ml.c5.large",
+                                               "batching": False, "max_batch_sessions": 16},
+                               name="ep-env")
+    sm = aws.client("sagemaker")
+    (model,) = sm.list_models()["Models"]
+    env = sm.describe_model(ModelName=model["ModelName"])["PrimaryContainer"]["Environment"]
+    assert (env["MLFLOW_MODELS_WORKERS"], env["OMP_NUM_THREADS"]) == ("2", "1")
+    assert (env["NISER_BATCHING"], env["NISER_MAX_BATCH_SESSIONS"]) == ("0", "16")
