@@ -35,9 +35,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from niser import batching
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 
 class DeployerError(Exception):
@@ -92,22 +90,6 @@ class Settings(BaseModel):
     def parse(cls, raw: Mapping[str, Any] | Settings | None) -> Self:
         """Validate ``raw`` into settings; ``SettingsError`` names the field and valid values."""
         return parse_settings(cls, raw)
-
-
-class ServingSettings(Settings):
-    """Settings of a deployment that runs the model's scoring server (local, SageMaker): how the
-    served model batches concurrent requests (``niser.batching``), passed as its environment."""
-
-    batching: bool | None = Field(
-        None, description="Merge concurrent requests into one model call (NISER_BATCHING). "
-        "None keeps what the model was logged with (on by default).")
-    max_batch_sessions: int | None = Field(
-        None, ge=1, le=10_000, description="Most sessions in one merged model call "
-        "(NISER_MAX_BATCH_SESSIONS); None keeps the model's (64 by default).")
-
-    def model_env(self) -> dict[str, str]:
-        """The scoring server's environment variables these settings set."""
-        return batching.serve_env(self.batching, self.max_batch_sessions)
 
 
 S = TypeVar("S", bound=Settings)

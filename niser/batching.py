@@ -192,13 +192,3 @@ def from_config(model_config: dict[str, object] | None,
         size = _count(env[ENV_MAX_BATCH_SESSIONS], ENV_MAX_BATCH_SESSIONS)
     return BatchSettings(enabled, size)
 
-
-def serve_env(enabled: bool | None, max_sessions: int | None) -> dict[str, str]:
-    """The scoring server's environment variables that override the model's batching config
-    (None: keep what the model was logged with)."""
-    env: dict[str, str] = {}
-    if enabled is not None:
-        env[ENV_BATCHING] = "1" if enabled else "0"
-    if max_sessions is not None:
-        env[ENV_MAX_BATCH_SESSIONS] = str(_count(max_sessions, "max_batch_sessions"))
-    return env

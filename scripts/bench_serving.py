@@ -37,16 +37,17 @@ from niser.inference import Recommender, item_popularity
 from niser.registry import log_recommender, register
 from niser.train import TrainConfig, build_model
 
+OFF = {"NISER_BATCHING": "0"}  # the model's batching off in the scoring server (niser.batching)
 DEFAULT_TARGETS: list[dict[str, Any]] = [
     {"name": "inprocess", "deployer": "inprocess"},
     {"name": "plain-1w", "deployer": "local",
-     "settings": {"workers": 1, "torch_threads": 1, "batching": False}},
+     "settings": {"workers": 1, "torch_threads": 1, "environment": OFF}},
     {"name": "plain-2w", "deployer": "local",
-     "settings": {"workers": 2, "torch_threads": 1, "batching": False}},
+     "settings": {"workers": 2, "torch_threads": 1, "environment": OFF}},
     {"name": "batched-1w", "deployer": "local",
-     "settings": {"workers": 1, "torch_threads": 1, "batching": True}},
+     "settings": {"workers": 1, "torch_threads": 1}},
     {"name": "batched-2w", "deployer": "local",
-     "settings": {"workers": 2, "torch_threads": 1, "batching": True}},
+     "settings": {"workers": 2, "torch_threads": 1}},
     {"name": "nginx-2x1", "deployer": "local",
      "settings": {"instances": 2, "workers": 1, "torch_threads": 1}},
 ]

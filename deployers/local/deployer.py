@@ -84,7 +84,7 @@ def server_env(settings: LocalSettings) -> dict[str, str]:
         env[var] = str(threads)
     env["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
     env["PYTHONUNBUFFERED"] = "1"
-    env.update(settings.model_env())
+    env.update(settings.environment)
     return env
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from deployers import balancer as lb
-from deployers.base import ServingSettings
+from deployers.serving import ServingSettings
 
 
 class LocalSettings(ServingSettings):

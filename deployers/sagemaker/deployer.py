@@ -112,7 +112,7 @@ class SageMakerDeployer(Deployer[SageMakerSettings]):
                                       role_is_new=s.execution_role_arn is None,
                                       model_env={**res.worker_env(
                                           None if s.serverless else s.instance_type,
-                                          s.model_server_workers), **s.model_env()})
+                                          s.model_server_workers), **s.environment})
         config = res.new_config_name(name)
         undo.push(f"endpoint config {config}",
                   lambda: sm.delete_endpoint_config(EndpointConfigName=config))
@@ -316,10 +316,9 @@ def _copy_variant(v: Mapping[str, Any], model: str) -> dict[str, Any]:
 
 
 def _model_env(container: Mapping[str, Any]) -> dict[str, str]:
-    """The served model's own variables (``NISER_*``) and torch thread counts of a container's
-    environment, which an update carries over to the new model."""
-    return {k: v for k, v in container.get("Environment", {}).items()
-            if k.startswith("NISER_") or k in res.THREAD_VARS}
+    """A container's environment (the deployment's ``environment`` setting, thread counts and
+    all), which an update carries over to the new model."""
+    return dict(container.get("Environment", {}))
 
 
 def _settings_of(v: Mapping[str, Any], workers: str | None, local: bool) -> SageMakerSettings:

@@ -118,8 +118,8 @@ def create_model(model_uri: str, name: str, image: str, role: str, bucket: str,
                  tags: Mapping[str, str], workers: int | None, undo: Undo,
                  role_is_new: bool = False, model_env: Mapping[str, str] | None = None) -> str:
     """Upload ``model.tar.gz`` and create the SageMaker model; returns the model's name.
-    ``model_env`` joins the container's environment (the served model's own settings, e.g.
-    ``NISER_BATCHING``)."""
+    ``model_env`` joins the container's environment (the deployment's sizes and its
+    ``environment`` setting)."""
     sm, s3 = aws.client("sagemaker"), aws.client("s3")
     model_name = f"{name[:50]}-m-{uuid.uuid4().hex[:8]}"
     key = f"{PREFIX}/{name}/{model_name}/model.tar.gz"

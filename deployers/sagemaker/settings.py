@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from deployers.base import ServingSettings
+from deployers.serving import ServingSettings
 
 # Instance types offered by this project, CPU then GPU. The price table in bench/ prices these;
 # deployers/sagemaker/instances.json gives each one's vCPUs, cores, memory and GPUs.

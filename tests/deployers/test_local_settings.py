@@ -1,4 +1,4 @@
-"""Local settings: workers and torch threads sized to the instance's CPUs, batching to the env."""
+"""Local settings: workers and torch threads sized to the instance's CPUs; the server's environment."""
 
 from __future__ import annotations
 
@@ -31,19 +31,30 @@ def test_sizes_refuse_settings_not_filled_in():
         sizes(LocalSettings.parse({}))
 
 
-def test_server_env_carries_the_batching_settings_only_when_given(tracking_uri):
+def test_server_env_carries_the_environment_setting(tracking_uri):
     plain = with_workers(LocalSettings.parse({}), 2)
     env = local_module.server_env(plain)
-    assert "NISER_BATCHING" not in env and "NISER_MAX_BATCH_SESSIONS" not in env
-    assert env["OMP_NUM_THREADS"] == "1"
-    off = with_workers(LocalSettings.parse({"batching": False, "max_batch_sessions": 8}), 2)
-    env = local_module.server_env(off)
-    assert (env["NISER_BATCHING"], env["NISER_MAX_BATCH_SESSIONS"]) == ("0", "8")
+    assert "NISER_BATCHING" not in env and env["OMP_NUM_THREADS"] == "1"
+    off = with_workers(LocalSettings.parse({"environment": {"NISER_BATCHING": "0"}}), 2)
+    assert local_module.server_env(off)["NISER_BATCHING"] == "0"
 
 
-@pytest.mark.parametrize("bad", [{"max_batch_sessions": 0}, {"batching": "sometimes"}])
-def test_bad_batching_settings_name_the_field(bad):
+@pytest.mark.parametrize(("bad", "named"), [
+    ({"environment": {"1BAD": "x"}}, "1BAD"), ({"environment": {"A B": "x"}}, "A B"),
+    ({"environment": {"AWS_SECRET_ACCESS_KEY": "x"}}, "looks like a credential"),
+    ({"environment": {"DB_PASSWORD": "x"}}, "looks like a credential"),
+    ({"environment": {"X": 3}}, "environment")])
+def test_bad_environment_settings_name_the_key(bad, named):
     from deployers.base import SettingsError
 
-    with pytest.raises(SettingsError, match=next(iter(bad))):
+    with pytest.raises(SettingsError, match=named):
         LocalSettings.parse(bad)
+
+
+def test_environment_may_come_as_json_text_as_mlflows_cli_passes_it():
+    from deployers.base import SettingsError
+
+    s = LocalSettings.parse({"environment": '{"NISER_BATCHING": "0"}'})
+    assert s.environment == {"NISER_BATCHING": "0"}
+    with pytest.raises(SettingsError, match="not a JSON object"):
+        LocalSettings.parse({"environment": "NISER_BATCHING=0"})

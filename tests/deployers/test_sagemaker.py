@@ -385,7 +385,8 @@ def test_worker_env_sizes_workers_and_threads_to_the_instance_vcpus() -> None:
 def test_container_environment_carries_workers_threads_and_batching(
         account: str, model_dirs: tuple[str, str]) -> None:
     SageMakerDeployer().deploy(model_dirs[0], {"local": False, "instance_type": "ml.c5.large",
-                                               "batching": False, "max_batch_sessions": 16},
+                                               "environment": {"NISER_BATCHING": "0",
+                                                               "NISER_MAX_BATCH_SESSIONS": "16"}},
                                name="ep-env")
     sm = aws.client("sagemaker")
     (model,) = sm.list_models()["Models"]

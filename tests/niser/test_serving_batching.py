@@ -2,7 +2,7 @@
 
 Two real ``mlflow models serve`` processes of the same registered model: batching as logged (on)
 and batching off through the scoring server's environment (``NISER_BATCHING=0``, the local
-deployer's ``batching: false``). Concurrent requests with different ``k``, one of them malformed,
+deployer's ``environment`` setting). Concurrent requests with different ``k``, one of them malformed,
 each get their own answer; answered one at a time, both servers give the same bytes.
 """
 
@@ -37,7 +37,7 @@ def post_raw(base_url: str, body: bytes) -> tuple[int, bytes]:
 @pytest.fixture(scope="module")
 def servers(registered_model_uri, serve_model) -> dict[str, str]:
     return {"on": serve_model(registered_model_uri),
-            "off": serve_model(registered_model_uri, batching=False)}
+            "off": serve_model(registered_model_uri, environment={"NISER_BATCHING": "0"})}
 
 
 @pytest.fixture(scope="module")
