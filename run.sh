@@ -6,6 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup.sh
 . .venv/bin/activate
+# a shell that sourced an earlier run's .state/env.sh points at the servers about to be replaced:
+# forget those addresses (a server of your own, set by hand, is kept)
+if [ -f .state/env.sh ]; then
+  for var in MLFLOW_TRACKING_URI PREFECT_API_URL; do
+    old=$(bash -c ". .state/env.sh >/dev/null 2>&1; printf %s \"\${$var:-}\"")
+    if [ -n "$old" ] && [ "${!var:-}" = "$old" ]; then unset "$var"; fi
+  done
+fi
 python scripts/services.py stop >/dev/null 2>&1 || true
 python scripts/services.py start
 . .state/env.sh
