@@ -352,11 +352,13 @@ class Deployer(ABC, Generic[S]):
     def list(self) -> list[str]:
         """Names of the deployments this deployer can see."""
 
+    @_checks_name
     def usage(self, name: str) -> Usage | None:
         """CPU used by the shaped groups of ``name`` so far; ``None`` when it is not shaped (a
         real AWS endpoint, an unshaped stand-in, no cgroup support)."""
         return None
 
+    @_checks_name
     def capacity(self, name: str) -> Capacity | None:
         """How much concurrency this machine can give ``name`` at its configured shape;
         ``None`` when this machine sets no such limit (a real AWS endpoint, an unshaped one)."""
@@ -375,7 +377,3 @@ class Deployer(ABC, Generic[S]):
             yield endpoint
         finally:
             self.teardown(endpoint.name)
-
-
-for _method in ("usage", "capacity"):  # the base's own defaults check the name too
-    setattr(Deployer, _method, _checks_name(getattr(Deployer, _method)))

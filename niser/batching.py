@@ -16,7 +16,7 @@ worker, each scoring a session or two against every item. ``Coalescer`` merges t
   others of the batch, and later batches, are unaffected. Validation happens before a call gets
   here (in the caller's own thread), so one bad request never reaches a batch.
 
-``stats`` counts batches and sessions, for benchmarks to report the batch sizes reached.
+``stats`` counts batches, calls and sessions (the batch sizes reached).
 """
 
 from __future__ import annotations
@@ -47,10 +47,6 @@ class BatchStats:
     calls: int = 0
     sessions: int = 0
     largest: int = 0  # sessions in the largest batch
-
-    @property
-    def mean_sessions(self) -> float:
-        return self.sessions / self.batches if self.batches else 0.0
 
 
 @dataclass

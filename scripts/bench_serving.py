@@ -32,12 +32,13 @@ from bench.load_settings import DEFAULT_LEVELS, LoadSettings
 from bench.payloads import Payloads
 from bench.report import log_benchmark
 from bench.targets import TargetSpec, benchmark_target, validate_targets
+from niser.batching import ENV_BATCHING
 from niser.data import load_preprocessed
 from niser.inference import Recommender, item_popularity
 from niser.registry import log_recommender, register
 from niser.train import TrainConfig, build_model
 
-OFF = {"NISER_BATCHING": "0"}  # the model's batching off in the scoring server (niser.batching)
+OFF = {ENV_BATCHING: "0"}  # the model's batching off in the scoring server
 DEFAULT_TARGETS: list[dict[str, Any]] = [
     {"name": "inprocess", "deployer": "inprocess"},
     {"name": "plain-1w", "deployer": "local",
@@ -87,6 +88,9 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory(prefix="niser-serving-")
     uri = args.mlflow or f"sqlite:///{tmp.name}/mlflow.db"
     mlflow.set_tracking_uri(uri)
+    if not args.mlflow:  # the artifacts go with the temporary database, not into ./mlruns
+        mlflow.create_experiment("serving-benchmark",
+                                 artifact_location=Path(tmp.name, "artifacts").as_uri())
     mlflow.set_experiment("serving-benchmark")
     with mlflow.start_run(run_name="model"):
         info = log_recommender(rec, data.summary(), {"recall_20": 0.0})

@@ -52,31 +52,35 @@ def main() -> None:
     p.add_argument("--batch-sizes", default="1,2,4,6,16,64")
     args = p.parse_args()
     sizes = [int(x) for x in args.batch_sizes.split(",")]
-    os.environ["NISER_BATCHING"] = "0"
+    from niser.batching import ENV_BATCHING
+
+    os.environ[ENV_BATCHING] = "0"  # before the model is loaded, which reads it
     import mlflow
     import torch
     from mlflow.pyfunc.scoring_server import invocations
 
     from niser.data import load_preprocessed
-    from niser.inference import Recommender, item_popularity
+    from niser.inference import Recommender
     from niser.registry import log_recommender
     from niser.train import TrainConfig, build_model
 
     torch.set_num_threads(1)  # as a scoring worker of the local deployer runs
     data = load_preprocessed(args.data)
     config = TrainConfig()
-    rec = Recommender(build_model(data.n_items, config), config, data.vocab,
-                      item_popularity(data.train, data.n_items))
+    rec = Recommender.from_training(build_model(data.n_items, config), config, data)
+    test = data.test
+    prefixes = [[int(x) for x in data.vocab.decode(test.items[test.offsets[i]:test.offsets[i + 1]])]
+                for i in range(max(sizes))]  # Diginetica test prefixes, raw ids
     with tempfile.TemporaryDirectory(prefix="niser-profile-") as tmp:
         mlflow.set_tracking_uri(f"sqlite:///{tmp}/mlflow.db")
+        mlflow.create_experiment("profile", artifact_location=Path(tmp, "artifacts").as_uri())
         mlflow.set_experiment("profile")
         with mlflow.start_run():
             info = log_recommender(rec, data.summary(), {}, with_lambda=False)
         model = mlflow.pyfunc.load_model(info.model_uri)
         schema = model.metadata.get_input_schema()
-        first = data.test.items[data.test.offsets[0]:data.test.offsets[1]]  # a test prefix
-        session = [int(x) for x in data.vocab.decode(first)]
-        body = json.dumps({"dataframe_records": [{"session": session}], "params": {"k": 20}})
+        body = json.dumps({"dataframe_records": [{"session": prefixes[0]}],
+                           "params": {"k": 20}})
 
         def call() -> None:
             out = invocations(body, "application/json", model, schema)
@@ -108,9 +112,6 @@ def main() -> None:
         accounted += share
         print(f"  {stage:<20} {share * total_ms:7.3f} ms  {100 * share:5.1f} %")
     print(f"  {'rest':<20} {(1 - accounted) * total_ms:7.3f} ms  {100 * (1 - accounted):5.1f} %")
-    test = data.test
-    prefixes = [[int(x) for x in data.vocab.decode(test.items[test.offsets[i]:test.offsets[i + 1]])]
-                for i in range(max(sizes))]
     print("Recommender.recommend, one call (k=20): batch size, median ms, ms per session, "
           "largest |score in batch - score alone|")
     for n in sizes:

@@ -53,7 +53,6 @@ from deployers.aws_lambda.invoker import LambdaInvoker
 from deployers.aws_lambda.package import Package, build_package, function_code
 from deployers.aws_lambda.settings import LambdaSettings
 from deployers.base import (
-    NAME_RULE,
     Capacity,
     CostDrivers,
     Deployer,
@@ -260,9 +259,7 @@ class LambdaDeployer(Deployer[LambdaSettings]):
 
     def teardown(self, name: str) -> None:
         """Delete the function (versions and alias with it), its S3 code, the role it created
-        and its local package. Idempotent; a name no deployment can have is absent."""
-        if not NAME_RULE.match(name):  # a name is never a path
-            return
+        and its local package. Idempotent."""
         self._forget(name)
         try:
             tags = res.function_tags(name)

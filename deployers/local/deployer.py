@@ -50,7 +50,6 @@ import mlflow
 from deployers import balancer as lb
 from deployers import procs
 from deployers.base import (
-    NAME_RULE,
     CostDrivers,
     Deployer,
     DeployerError,
@@ -121,8 +120,6 @@ class LocalDeployer(Deployer[LocalSettings]):
 
     # -- state -------------------------------------------------------------------------------
     def _path(self, name: str) -> Path:
-        if not NAME_RULE.match(name):  # a name is never a path
-            raise KeyError(f"no local deployment named {name!r} (not a deployment name)")
         return self.state_dir / f"{name}.json"
 
     def _save(self, state: dict[str, Any]) -> None:

@@ -107,8 +107,7 @@ class SageMakerDeployer(Deployer[SageMakerSettings]):
             role = roles.create_owned(undo, sm_role.role_name(name), lambda: sm_role.create_role(
                 role_res, {**s.tags, res.TAG_DEPLOYMENT: name}))
             tags[res.TAG_ROLE] = sm_role.role_name(name)
-        model_name = res.create_model(model_uri, name, image, role, bucket, tags,
-                                      s.model_server_workers, undo,
+        model_name = res.create_model(model_uri, name, image, role, bucket, tags, undo,
                                       role_is_new=s.execution_role_arn is None,
                                       model_env={**res.worker_env(
                                           None if s.serverless else s.instance_type,
@@ -161,8 +160,7 @@ class SageMakerDeployer(Deployer[SageMakerSettings]):
         undo = Undo(aws.absent)
         try:
             new_model = res.create_model(model_uri, name, container["Image"],
-                                         first["ExecutionRoleArn"], bucket, keep,
-                                         int(workers) if workers else None, undo,
+                                         first["ExecutionRoleArn"], bucket, keep, undo,
                                          model_env=_model_env(container))
             new_config = res.new_config_name(name)
             undo.push(f"endpoint config {new_config}",

@@ -115,11 +115,11 @@ def worker_env(instance_type: str | None, workers: int | None) -> dict[str, str]
 
 
 def create_model(model_uri: str, name: str, image: str, role: str, bucket: str,
-                 tags: Mapping[str, str], workers: int | None, undo: Undo,
-                 role_is_new: bool = False, model_env: Mapping[str, str] | None = None) -> str:
+                 tags: Mapping[str, str], undo: Undo, role_is_new: bool = False,
+                 model_env: Mapping[str, str] | None = None) -> str:
     """Upload ``model.tar.gz`` and create the SageMaker model; returns the model's name.
-    ``model_env`` joins the container's environment (the deployment's sizes and its
-    ``environment`` setting)."""
+    ``model_env`` joins the container's environment: the scoring server's size (``worker_env``)
+    and the deployment's ``environment`` setting, or an update's carried-over environment."""
     sm, s3 = aws.client("sagemaker"), aws.client("s3")
     model_name = f"{name[:50]}-m-{uuid.uuid4().hex[:8]}"
     key = f"{PREFIX}/{name}/{model_name}/model.tar.gz"
@@ -132,9 +132,7 @@ def create_model(model_uri: str, name: str, image: str, role: str, bucket: str,
         undo.push(f"s3://{bucket}/{key}", lambda: s3.delete_object(Bucket=bucket, Key=key))
         s3.upload_file(archive, bucket, key)
     env = mlflow_sm._get_deployment_config(flavor)
-    if workers:
-        env["MLFLOW_MODELS_WORKERS"] = str(workers)
-    env.update(model_env or {})  # worker_env's sizes included
+    env.update(model_env or {})
     request = {
         "ModelName": model_name, "ExecutionRoleArn": role,
         "PrimaryContainer": {"Image": image, "ModelDataUrl": f"s3://{bucket}/{key}",
