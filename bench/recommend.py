@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench import cost
+from bench.perfmodel import concurrency
 from bench.prices import PriceError, PriceTable, RegionPrices
 from bench.provenance import Provenance, combine
 from deployers.base import CostDrivers
@@ -150,10 +151,6 @@ def _option(name: str, drivers: Sequence[CostDrivers], per_hour: float, wl: Work
         short_name=short or name, targets=tuple(p.label for p in profiles))
 
 
-def _concurrency(rate_rps: float, duration_ms: float) -> int:
-    return math.ceil(rate_rps * math.ceil(duration_ms) / 1000.0 - 1e-9)
-
-
 def _lambda_overflow_cost(p: Profile, prices: RegionPrices, base: float, peak: float,
                           wl: Workload, pc: int) -> float:
     """Mean USD/hour of Lambda serving ``base`` req/s, ``peak`` during bursts, with ``pc``."""
@@ -164,8 +161,8 @@ def _lambda_overflow_cost(p: Profile, prices: RegionPrices, base: float, peak: f
     burst = wl.burst_fraction
     per_hour = ((1 - burst) * cost.lambda_cost_per_hour(base, **kw)  # type: ignore[arg-type]
                 + burst * cost.lambda_cost_per_hour(peak, **kw))  # type: ignore[arg-type]
-    warm = max(pc, _concurrency(base, p.duration_ms))
-    colds = max(0, _concurrency(peak, p.duration_ms) - warm) if burst > 0 else 0
+    warm = max(pc, concurrency(base, p.duration_ms))
+    colds = max(0, concurrency(peak, p.duration_ms) - warm) if burst > 0 else 0
     if colds and p.init_ms > 0:
         init = cost.lambda_bill(requests=0, duration_ms=0.0, memory_mb=d.memory_mb,
                                 prices=prices.lambda_, architecture=d.architecture,
@@ -190,12 +187,12 @@ def _lambdas(p: Profile, wl: Workload, prices: RegionPrices) -> list[Option]:
     d = p.drivers
     if p.duration_ms is None or d.memory_mb is None:
         raise ValueError("a Lambda profile needs duration_ms and drivers.memory_mb")
-    peak_c = _concurrency(wl.peak_rps, p.duration_ms)
+    peak_c = concurrency(wl.peak_rps, p.duration_ms)
     if d.max_concurrency is not None and peak_c > d.max_concurrency:
         raise ValueError(f"needs {peak_c} concurrent environments at the peak, above "
                          f"max_concurrency={d.max_concurrency}; raise the concurrency limit")
     pcs = ([peak_c] if not wl.allow_cold_starts
-           else sorted({0, _concurrency(wl.base_rps, p.duration_ms)}))
+           else sorted({0, concurrency(wl.base_rps, p.duration_ms)}))
     out = []
     for pc in pcs:
         per_hour = _lambda_overflow_cost(p, prices, wl.base_rps, wl.peak_rps, wl, pc)
@@ -216,7 +213,7 @@ def _serverless(p: Profile, wl: Workload, prices: RegionPrices) -> list[Option]:
     if not wl.allow_cold_starts:
         raise ValueError("cold starts are not allowed and serverless provisioned concurrency "
                          "is not modelled here")
-    peak_c = _concurrency(wl.peak_rps, p.duration_ms)
+    peak_c = concurrency(wl.peak_rps, p.duration_ms)
     if d.max_concurrency is not None and peak_c > d.max_concurrency:
         raise ValueError(f"needs {peak_c} concurrent invocations at the peak, above "
                          f"max_concurrency={d.max_concurrency}")
@@ -243,7 +240,7 @@ def _hybrids(inst: Profile, lam: Profile, wl: Workload, table: PriceTable,
         cap = k * inst.saturation_rps
         base_over = max(0.0, wl.base_rps - cap)
         peak_over = max(0.0, wl.peak_rps - cap)
-        pc = 0 if wl.allow_cold_starts else _concurrency(peak_over, lam.duration_ms)
+        pc = 0 if wl.allow_cold_starts else concurrency(peak_over, lam.duration_ms)
         drivers = replace(inst.drivers, instance_count=k)
         per_hour = cost.hourly_cost(drivers, table, region) + _lambda_overflow_cost(
             lam, table.region(region), base_over, peak_over, wl, pc)

@@ -1,0 +1,419 @@
+"""The performance model: carry what was measured on this machine to shapes it cannot run.
+
+Pure functions over measured figures, no I/O. Times are milliseconds and rates requests per
+second unless a name says otherwise. ``bench.predict_check`` validates it on this machine.
+
+**Closed loop** (N users, zero think time, as ``bench.closed_loop`` measures), exact mean value
+analysis (MVA) with one load-dependent station per instance (Reiser and Lavenberg 1980; the
+load-dependent form of Lazowska et al., *Quantitative System Performance*, 1984, ch. 8):
+
+- An instance serving ``s = min(workers, cpus)`` requests at once completes, with ``j``
+  requests present, ``mu(j) = min(min(j, s) / S, X_cap)`` requests per ms: ``S = s / X_inst``
+  is one request's service time alone, ``X_inst`` the instance's plateau from the scaling law,
+  ``X_cap`` the cap of a host the load generator shares (``Host``; infinite elsewhere).
+- A request also spends a fixed ``d`` ms outside the instance (client, loopback, balancer).
+- ``k`` identical instances behind a balancer that spreads requests evenly (visit ratio 1/k),
+  so with ``p(j | n)`` the probability of ``j`` requests at one instance when ``n`` are in the
+  system: ``r(n) = sum_{j=1..n} j / mu(j) * p(j-1 | n-1)``, ``R(n) = d + r(n)``,
+  ``X(n) = n / R(n)``, ``p(j | n) = X(n) / (k mu(j)) * p(j-1 | n-1)`` for ``j >= 1`` and
+  ``p(0 | n) = 1 - sum_{j>=1} p(j | n)``, from ``p(0 | 0) = 1``.
+- Scaling across CPUs per instance, the universal scalability law (Gunther 1993):
+  ``X_inst(c) = c / (a + b (c - 1) + e c (c - 1))`` requests/s, i.e. ``lambda = 1/a``,
+  ``sigma = b/a``, ``kappa = e/a``, fitted by least squares on ``c / X = a + b (c-1) + e c (c-1)``
+  from the measured plateaus: two shapes fit ``a, b`` (Amdahl's law, ``e = 0``), three or more
+  fit all three.
+- ``d`` = the mean over the fitted shapes of ``R(1) - 1 / mu(1)`` (at least 0).
+- Percentiles: ``p = mean x (r0 + r1 u)`` with ``u = X(n) / X_max`` the utilisation of the
+  capacity, the line fitted on the measured tail-to-mean ratios of the fitted shapes. A measured
+  ratio is used, not an M/G/c approximation, because a closed loop has no Poisson arrivals and
+  its tail comes from the service-time spread (HTTP, JSON, batching), which those shapes measure.
+- ``Host``: on this machine the load generator and whatever else runs take CPU the stand-in
+  would otherwise get: ``X_cap = (cores - background) / (client_ms + target_ms)`` per ms of CPU,
+  split over the instances. Predictions for AWS shapes run without a host (the client is
+  elsewhere); the validation of shapes measured here runs with it.
+
+**Open loop** (Poisson arrivals at ``lambda`` per instance, ``c`` servers of rate ``mu``): Erlang
+C by the Erlang B recursion ``B(0) = 1, B(k) = a B(k-1) / (k + a B(k-1))``, ``a = lambda / mu``,
+``C = c B / (c - a (1 - B))``; Allen-Cunneen ``Wq = C / (c mu - lambda) * (Ca2 + Cs2) / 2``; the
+wait's q-quantile from ``P(W > t) = C exp(-(c mu - lambda) t * 2 / (Ca2 + Cs2))``, so
+``t_q = max(0, ln(C / (1 - q))) (Ca2 + Cs2) / (2 (c mu - lambda))``; a response quantile is
+``d + service quantile + t_q`` (an upper estimate: quantiles do not add). The instances a rate
+needs under a p95 objective: the fewest ``k`` with the quantile at ``rate / k`` within it.
+
+**Lambda**: every request has its own environment, so latency is flat in concurrency up to the
+concurrency limit: ``R = overhead + duration(share)``, ``share = memory / 1769`` vCPU, with
+``duration(share) = a + b / share`` fitted by least squares from two or more memory sizes;
+a share outside the measured range is flagged ``extrapolated``. Above the limit requests are
+throttled (no latency). On a shared host, ``R(n) = max(R, n / X_cap)``. Cold starts: at a burst
+from ``base`` to ``peak`` requests/s each new environment is one, ``concurrency(peak) -
+concurrency(base)`` with ``concurrency(rate) = ceil(rate x duration)`` (Little's law), the
+burst model of ``bench.recommend``.
+
+**Batching servers**: ``service(n) = a + b n`` ms for a batch of ``n`` requests, fitted by least
+squares; throughput ``n / service(n)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+MB_PER_VCPU = 1769
+"""Lambda gives 1,769 MB one vCPU of time."""
+
+
+@dataclass(frozen=True)
+class Level:
+    """One measured (or predicted) closed-loop level."""
+
+    users: int
+    mean_ms: float
+    p50_ms: float
+    p95_ms: float
+    throughput_rps: float
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One deployment shape: ``instances`` x (``cpus`` CPUs, ``workers`` scoring workers)."""
+
+    cpus: float
+    workers: int = 1
+    instances: int = 1
+
+    @property
+    def servers(self) -> float:
+        """Requests one instance serves at once: ``min(workers, cpus)``."""
+        return min(float(self.workers), self.cpus)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A shape and what was measured on it, level by level."""
+
+    shape: Shape
+    levels: tuple[Level, ...]
+
+    @property
+    def plateau_rps(self) -> float:
+        """The highest throughput measured, per instance."""
+        return max(lv.throughput_rps for lv in self.levels) / self.shape.instances
+
+
+@dataclass(frozen=True)
+class Host:
+    """The CPU a shared host leaves the target: ``cores - background`` for the target's
+    ``target_ms`` and the client's ``client_ms`` of CPU per request."""
+
+    cores: float
+    background_cores: float
+    client_ms: float
+    target_ms: float
+
+    @property
+    def cap_rps(self) -> float:
+        """Requests/s the host's CPU holds: ``(cores - background) / (client + target)``."""
+        return max(self.cores - self.background_cores, 0.0) / (
+            (self.client_ms + self.target_ms) / 1000.0)
+
+
+def _lstsq(columns: Sequence[Sequence[float]], y: Sequence[float]) -> list[float]:
+    a = np.column_stack([np.asarray(c, dtype=float) for c in columns])
+    coef, *_ = np.linalg.lstsq(a, np.asarray(y, dtype=float), rcond=None)
+    return [float(v) for v in coef]
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """``X(c) = c / (a + b (c - 1) + e c (c - 1))`` requests/s per instance; a, b, e in s."""
+
+    a: float
+    b: float
+    e: float = 0.0
+
+    def plateau_rps(self, cpus: float) -> float:
+        denom = self.a + self.b * (cpus - 1) + self.e * cpus * (cpus - 1)
+        if denom <= 0:
+            raise ValueError(f"the scaling law fitted has no finite plateau at {cpus} CPUs "
+                             f"(a={self.a:.3g}, b={self.b:.3g}, e={self.e:.3g})")
+        return cpus / denom
+
+
+def fit_scaling(points: Sequence[tuple[float, float]]) -> Scaling:
+    """The scaling law through ``(cpus, plateau_rps)`` points: two distinct CPU counts fit
+    Amdahl's law (``e = 0``), three or more the universal scalability law."""
+    cpus = sorted({c for c, _ in points})
+    if len(cpus) < 2:
+        raise ValueError(f"a scaling law needs plateaus at two or more CPU counts, got {cpus}")
+    if any(x <= 0 for _, x in points):
+        raise ValueError(f"plateaus must be > 0 requests/s, got {[x for _, x in points]}")
+    y = [c / x for c, x in points]
+    ones = [1.0] * len(points)
+    cm1 = [c - 1 for c, _ in points]
+    if len(cpus) == 2:
+        a, b = _lstsq([ones, cm1], y)
+        return Scaling(a, b)
+    a, b, e = _lstsq([ones, cm1, [c * (c - 1) for c, _ in points]], y)
+    return Scaling(a, b, e)
+
+
+@dataclass(frozen=True)
+class Tails:
+    """Percentile-to-mean ratios as lines in the utilisation ``u``: ``r0 + r1 u``."""
+
+    p50: tuple[float, float]
+    p95: tuple[float, float]
+
+    def at(self, u: float) -> tuple[float, float]:
+        u = min(max(u, 0.0), 1.0)
+        return self.p50[0] + self.p50[1] * u, self.p95[0] + self.p95[1] * u
+
+
+def fit_tails(points: Sequence[tuple[float, float, float]]) -> Tails:
+    """Lines through ``(u, p50/mean, p95/mean)`` points (one point: flat lines)."""
+    if not points:
+        raise ValueError("fit_tails needs at least one measured level")
+    us = [p[0] for p in points]
+    if len(set(us)) < 2:
+        return Tails((sum(p[1] for p in points) / len(points), 0.0),
+                     (sum(p[2] for p in points) / len(points), 0.0))
+    cols = [[1.0] * len(points), us]
+    r50 = _lstsq(cols, [p[1] for p in points])
+    r95 = _lstsq(cols, [p[2] for p in points])
+    return Tails((r50[0], r50[1]), (r95[0], r95[1]))
+
+
+@dataclass(frozen=True)
+class Station:
+    """One instance: ``servers`` at once, ``service_ms`` each alone, capped at ``cap_rps``."""
+
+    service_ms: float
+    servers: float
+    cap_rps: float = math.inf
+
+    def rate(self, j: int) -> float:
+        """Completions per ms with ``j`` requests present."""
+        return min(min(j, self.servers) / self.service_ms, self.cap_rps / 1000.0)
+
+    @property
+    def max_rps(self) -> float:
+        return 1000.0 * self.rate(max(1, math.ceil(self.servers)))
+
+
+def mva(station: Station, instances: int, delay_ms: float, users: int
+        ) -> list[tuple[float, float]]:
+    """Exact MVA (module docstring): ``(R(n) ms, X(n) req/s)`` for ``n = 1..users``."""
+    if users < 1 or instances < 1:
+        raise ValueError(f"mva needs users >= 1 and instances >= 1, got {users}, {instances}")
+    p = [1.0]  # p(j | n-1), j = 0..n-1
+    out = []
+    for n in range(1, users + 1):
+        r = sum(j / station.rate(j) * p[j - 1] for j in range(1, n + 1))
+        big_r = delay_ms + r
+        x = n / big_r  # per ms
+        new = [0.0] * (n + 1)
+        for j in range(1, n + 1):
+            new[j] = x / (instances * station.rate(j)) * p[j - 1]
+        new[0] = max(0.0, 1.0 - sum(new[1:]))
+        p = new
+        out.append((big_r, 1000.0 * x))
+    return out
+
+
+@dataclass(frozen=True)
+class ServerModel:
+    """A fitted model of an HTTP scoring server (``fit_server``)."""
+
+    scaling: Scaling
+    delay_ms: float
+    tails: Tails
+
+    def station(self, shape: Shape, host: Host | None = None) -> Station:
+        x_inst = self.scaling.plateau_rps(shape.cpus)
+        cap = math.inf if host is None else host.cap_rps / shape.instances
+        return Station(1000.0 * shape.servers / x_inst, shape.servers, cap)
+
+    def predict(self, shape: Shape, users: Sequence[int], host: Host | None = None
+                ) -> list[Level]:
+        """Predicted levels of ``shape`` at each count in ``users``."""
+        st = self.station(shape, host)
+        curve = mva(st, shape.instances, self.delay_ms, max(users))
+        x_max = st.max_rps * shape.instances
+        out = []
+        for n in users:
+            r, x = curve[n - 1]
+            q50, q95 = self.tails.at(x / x_max)
+            out.append(Level(n, r, r * q50, r * q95, x))
+        return out
+
+
+def fit_server(curves: Sequence[Curve]) -> ServerModel:
+    """Scaling law from the curves' plateaus, delay from their 1-user latencies, tails from
+    their ratios (module docstring)."""
+    scaling = fit_scaling([(c.shape.cpus, c.plateau_rps) for c in curves])
+    delays, ratios = [], []
+    for c in curves:
+        st = Station(1000.0 * c.shape.servers / scaling.plateau_rps(c.shape.cpus),
+                     c.shape.servers)
+        one = min(c.levels, key=lambda lv: lv.users)
+        delays.append(one.mean_ms - 1.0 / st.rate(1))
+        top = max(lv.throughput_rps for lv in c.levels)
+        ratios += [(lv.throughput_rps / top, lv.p50_ms / lv.mean_ms, lv.p95_ms / lv.mean_ms)
+                   for lv in c.levels if lv.mean_ms > 0]
+    return ServerModel(scaling, max(0.0, sum(delays) / len(delays)), fit_tails(ratios))
+
+
+# -- open loop ---------------------------------------------------------------------------------
+
+def erlang_c(servers: int, offered: float) -> float:
+    """Probability that an arrival waits in M/M/c with ``offered = lambda / mu`` Erlangs."""
+    if servers < 1:
+        raise ValueError(f"servers must be >= 1, got {servers}")
+    if not 0 <= offered < servers:
+        raise ValueError(f"offered load {offered} must be in [0, {servers}) for a stable queue")
+    b = 1.0
+    for k in range(1, servers + 1):
+        b = offered * b / (k + offered * b)
+    return servers * b / (servers - offered * (1 - b))
+
+
+@dataclass(frozen=True)
+class Queue:
+    """M/G/c at one instance: ``servers`` of ``service_ms`` mean, service SCV ``cs2``."""
+
+    servers: int
+    service_ms: float
+    cs2: float = 1.0
+    ca2: float = 1.0
+
+    def _terms(self, rate_rps: float) -> tuple[float, float]:
+        mu = 1.0 / self.service_ms
+        lam = rate_rps / 1000.0
+        return erlang_c(self.servers, lam / mu), self.servers * mu - lam
+
+    def mean_wait_ms(self, rate_rps: float) -> float:
+        """Allen-Cunneen mean wait in queue."""
+        c, gap = self._terms(rate_rps)
+        return c / gap * (self.ca2 + self.cs2) / 2
+
+    def wait_quantile_ms(self, rate_rps: float, q: float) -> float:
+        """The wait's ``q``-quantile from the exponential tail (module docstring)."""
+        c, gap = self._terms(rate_rps)
+        if c <= 0:
+            return 0.0
+        return max(0.0, math.log(c / (1 - q))) * (self.ca2 + self.cs2) / (2 * gap)
+
+    def holds(self, rate_rps: float) -> bool:
+        return rate_rps / 1000.0 < self.servers / self.service_ms
+
+
+def response_quantile_ms(queue: Queue, rate_rps: float, q: float, service_q_ms: float,
+                         delay_ms: float = 0.0) -> float:
+    """``delay + service quantile + wait quantile`` at ``rate_rps`` per instance (inf when the
+    instance cannot hold the rate)."""
+    if not queue.holds(rate_rps):
+        return math.inf
+    return delay_ms + service_q_ms + queue.wait_quantile_ms(rate_rps, q)
+
+
+def instances_for_rate(queue: Queue, rate_rps: float, p95_slo_ms: float, service_p95_ms: float,
+                       delay_ms: float = 0.0, max_instances: int = 10_000) -> int | None:
+    """The fewest instances whose p95 at ``rate_rps`` (spread evenly) is within the objective;
+    ``None`` when even an idle instance misses it or more than ``max_instances`` are needed."""
+    if rate_rps <= 0:
+        return 1 if delay_ms + service_p95_ms <= p95_slo_ms else None
+    for k in range(1, max_instances + 1):
+        if response_quantile_ms(queue, rate_rps / k, 0.95, service_p95_ms,
+                                delay_ms) <= p95_slo_ms:
+            return k
+        if delay_ms + service_p95_ms > p95_slo_ms:
+            return None
+    return None
+
+
+# -- Lambda ------------------------------------------------------------------------------------
+
+def concurrency(rate_rps: float, duration_ms: float) -> int:
+    """Environments busy at ``rate_rps`` of ``duration_ms`` each (Little's law, whole ms)."""
+    return math.ceil(rate_rps * math.ceil(duration_ms) / 1000.0 - 1e-9)
+
+
+def cold_starts_per_burst(base_rps: float, peak_rps: float, duration_ms: float,
+                          warm: int = 0) -> int:
+    """New environments a burst from ``base_rps`` to ``peak_rps`` starts."""
+    kept = max(warm, concurrency(base_rps, duration_ms))
+    return max(0, concurrency(peak_rps, duration_ms) - kept)
+
+
+@dataclass(frozen=True)
+class LambdaModel:
+    """``duration(share) = a + b / share`` ms, the invoke ``overhead_ms`` and the tail ratios,
+    fitted on shares ``lo..hi``."""
+
+    a: float
+    b: float
+    overhead_ms: float
+    lo: float
+    hi: float
+    p50_ratio: float = 1.0
+    p95_ratio: float = 1.0
+
+    def duration_ms(self, memory_mb: int) -> float:
+        return self.a + self.b / (memory_mb / MB_PER_VCPU)
+
+    def extrapolated(self, memory_mb: int) -> bool:
+        share = memory_mb / MB_PER_VCPU
+        return not self.lo - 1e-9 <= share <= self.hi + 1e-9
+
+    def predict(self, memory_mb: int, users: Sequence[int], limit: int = 1000,
+                host: Host | None = None) -> list[Level]:
+        """Flat up to ``limit`` concurrent environments (levels above it are left out)."""
+        flat = self.overhead_ms + self.duration_ms(memory_mb)
+        out = []
+        for n in users:
+            if n > limit:
+                continue
+            r = flat if host is None else max(flat, 1000.0 * n / host.cap_rps)
+            out.append(Level(n, r, r * self.p50_ratio, r * self.p95_ratio, 1000.0 * n / r))
+        return out
+
+
+def fit_lambda(points: Sequence[tuple[int, float]], overhead_ms: float,
+               tail_ratios: Sequence[tuple[float, float]] = ()) -> LambdaModel:
+    """Fit ``duration = a + b / share`` through ``(memory_mb, warm duration ms)`` points of
+    two or more sizes; ``tail_ratios`` are measured ``(p50/mean, p95/mean)`` pairs."""
+    sizes = sorted({m for m, _ in points})
+    if len(sizes) < 2:
+        raise ValueError(f"a Lambda duration model needs two or more memory sizes, got {sizes}")
+    shares = [m / MB_PER_VCPU for m, _ in points]
+    a, b = _lstsq([[1.0] * len(points), [1 / s for s in shares]], [d for _, d in points])
+    r50 = sum(r[0] for r in tail_ratios) / len(tail_ratios) if tail_ratios else 1.0
+    r95 = sum(r[1] for r in tail_ratios) / len(tail_ratios) if tail_ratios else 1.0
+    return LambdaModel(a, b, overhead_ms, min(shares), max(shares), r50, r95)
+
+
+# -- batching ----------------------------------------------------------------------------------
+
+def fit_batching(points: Sequence[tuple[int, float]]) -> tuple[float, float]:
+    """``(a, b)`` of ``service(n) = a + b n`` ms through ``(batch size, ms)`` points."""
+    if len({n for n, _ in points}) < 2:
+        raise ValueError("a batching model needs two or more batch sizes")
+    a, b = _lstsq([[1.0] * len(points), [float(n) for n, _ in points]], [t for _, t in points])
+    return a, b
+
+
+def batch_throughput_rps(a: float, b: float, n: int) -> float:
+    """Requests/s of a server that runs batches of ``n``: ``n / (a + b n)``."""
+    return 1000.0 * n / (a + b * n)
+
+
+def mape(predicted: Sequence[float], measured: Sequence[float]) -> float:
+    """Mean absolute percentage error, in percent, over pairs with a measured value > 0."""
+    pairs = [(p, m) for p, m in zip(predicted, measured, strict=True)
+             if m > 0 and math.isfinite(m)]
+    if not pairs:
+        return math.nan
+    return 100.0 * sum(abs(p - m) / m for p, m in pairs) / len(pairs)

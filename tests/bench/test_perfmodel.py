@@ -1,0 +1,126 @@
+"""The performance model on hand-worked cases."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench import perfmodel as pm
+
+
+def test_mva_of_one_single_server_station_gives_n_times_demand() -> None:
+    st = pm.Station(service_ms=5.0, servers=1)
+    for n, (r, x) in enumerate(pm.mva(st, 1, 0.0, 8), start=1):
+        assert r == pytest.approx(n * 5.0)
+        assert x == pytest.approx(200.0)
+
+
+def test_mva_with_a_delay_adds_it_below_saturation_and_caps_throughput() -> None:
+    st = pm.Station(service_ms=10.0, servers=4)
+    curve = pm.mva(st, 1, 2.0, 40)
+    assert curve[0][0] == pytest.approx(12.0)  # alone: delay + service
+    assert curve[-1][1] == pytest.approx(400.0, rel=0.01)  # 4 servers / 10 ms
+
+
+def test_two_identical_instances_halve_the_response_time_at_large_n() -> None:
+    st = pm.Station(service_ms=4.0, servers=1)
+    one = pm.mva(st, 1, 0.0, 200)[-1][0]
+    two = pm.mva(st, 2, 0.0, 200)[-1][0]
+    assert two == pytest.approx(one / 2, rel=0.02)
+
+
+def test_a_host_cap_limits_the_station() -> None:
+    host = pm.Host(cores=2, background_cores=0.0, client_ms=2.0, target_ms=8.0)
+    assert host.cap_rps == pytest.approx(200.0)
+    st = pm.Station(service_ms=8.0, servers=2, cap_rps=host.cap_rps)
+    assert st.max_rps == pytest.approx(200.0)  # 250 without the host
+
+
+def test_mm1_mean_response_is_one_over_mu_minus_lambda() -> None:
+    q = pm.Queue(servers=1, service_ms=10.0)  # mu = 0.1 per ms
+    rate = 60.0  # 0.06 per ms
+    response = q.mean_wait_ms(rate) + q.service_ms
+    assert response == pytest.approx(1 / (0.1 - 0.06))
+
+
+def test_erlang_c_against_table_values() -> None:
+    # M/M/2 at 1 Erlang: 1/3; 3 servers at 2 Erlangs: 4/9 = 0.4444 (Erlang C tables).
+    assert pm.erlang_c(2, 1.0) == pytest.approx(1 / 3)
+    assert pm.erlang_c(3, 2.0) == pytest.approx(0.4444, abs=1e-4)
+    assert pm.erlang_c(1, 0.7) == pytest.approx(0.7)  # M/M/1: P(wait) = rho
+
+
+def test_erlang_c_refuses_an_unstable_queue() -> None:
+    with pytest.raises(ValueError, match=r"offered load 2\.0"):
+        pm.erlang_c(2, 2.0)
+
+
+def test_instances_for_rate_adds_instances_until_the_p95_holds() -> None:
+    q = pm.Queue(servers=1, service_ms=10.0)
+    # One instance holds < 100 req/s; 150 req/s needs at least 2.
+    k = pm.instances_for_rate(q, 150.0, p95_slo_ms=40.0, service_p95_ms=20.0)
+    assert k is not None and k >= 2
+    assert pm.response_quantile_ms(q, 150.0 / k, 0.95, 20.0) <= 40.0
+    assert pm.response_quantile_ms(q, 150.0 / (k - 1), 0.95, 20.0) > 40.0
+    assert pm.instances_for_rate(q, 150.0, p95_slo_ms=15.0, service_p95_ms=20.0) is None
+
+
+def test_amdahl_fit_through_two_shapes_reproduces_them() -> None:
+    s = pm.fit_scaling([(0.5, 60.0), (1.0, 100.0)])
+    assert s.plateau_rps(0.5) == pytest.approx(60.0)
+    assert s.plateau_rps(1.0) == pytest.approx(100.0)
+    assert s.e == 0.0
+
+
+def test_usl_fit_recovers_its_parameters() -> None:
+    true = pm.Scaling(a=0.01, b=0.002, e=0.0005)
+    pts = [(c, true.plateau_rps(c)) for c in (1.0, 2.0, 4.0, 8.0)]
+    fit = pm.fit_scaling(pts)
+    assert fit.plateau_rps(16.0) == pytest.approx(true.plateau_rps(16.0), rel=1e-6)
+
+
+def test_scaling_needs_two_cpu_counts() -> None:
+    with pytest.raises(ValueError, match="two or more CPU counts"):
+        pm.fit_scaling([(1.0, 100.0), (1.0, 101.0)])
+
+
+def test_fit_server_reproduces_a_curve_made_by_the_model() -> None:
+    truth = pm.ServerModel(pm.Scaling(0.008, 0.0), 1.5, pm.Tails((0.95, 0.0), (1.4, 0.3)))
+    users = [1, 2, 4, 8, 16]
+    shapes = [pm.Shape(0.5, 1), pm.Shape(1.0, 1)]
+    curves = [pm.Curve(s, tuple(truth.predict(s, users))) for s in shapes]
+    fitted = pm.fit_server(curves)
+    target = pm.Shape(2.0, 2)
+    for got, want in zip(fitted.predict(target, users), truth.predict(target, users),
+                         strict=True):
+        assert got.mean_ms == pytest.approx(want.mean_ms, rel=0.02)
+        assert got.throughput_rps == pytest.approx(want.throughput_rps, rel=0.02)
+
+
+def test_lambda_fit_and_flat_latency_up_to_the_limit() -> None:
+    # duration = 2 + 8 / share: 512 MB -> share 0.2894
+    pts = [(m, 2 + 8 / (m / pm.MB_PER_VCPU)) for m in (512, 1024)]
+    lam = pm.fit_lambda(pts, overhead_ms=3.0)
+    assert lam.duration_ms(1769) == pytest.approx(10.0)
+    assert lam.extrapolated(1769) and not lam.extrapolated(768)
+    levels = lam.predict(1769, [1, 8, 16, 32], limit=16)
+    assert [lv.users for lv in levels] == [1, 8, 16]
+    assert levels[-1].mean_ms == levels[0].mean_ms == pytest.approx(13.0)
+
+
+def test_cold_starts_of_a_burst_follow_littles_law() -> None:
+    assert pm.concurrency(100.0, 50.0) == 5
+    assert pm.cold_starts_per_burst(100.0, 300.0, 50.0) == 10
+    assert pm.cold_starts_per_burst(100.0, 300.0, 50.0, warm=12) == 3
+
+
+def test_batching_fit() -> None:
+    a, b = pm.fit_batching([(1, 3.0), (10, 12.0), (100, 102.0)])
+    assert a == pytest.approx(2.0, abs=0.5)
+    assert b == pytest.approx(1.0, rel=0.01)
+    assert pm.batch_throughput_rps(2.0, 1.0, 2) == pytest.approx(500.0)
+
+
+def test_mape_skips_missing_measurements() -> None:
+    assert pm.mape([11.0, 9.0, 5.0], [10.0, 10.0, math.nan]) == pytest.approx(10.0)
