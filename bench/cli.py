@@ -15,6 +15,8 @@
   deployment, at their recorded pace or as Poisson arrivals (``bench.replay``); the summary is
   printed and logged to MLflow as target ``session-server:<deployer>``. Exits 1 on any error or
   mismatch.
+- ``predict-check``: the performance model validated on this machine (``bench.predict_cli``):
+  shapes measured, some fitted and the others predicted, the error printed on the last line.
 
 ``python -m bench.cli ...`` runs the same commands. A bad argument exits 2 naming the option.
 Heavy imports happen inside the commands, so the command line starts fast.
@@ -31,6 +33,7 @@ from typing import NoReturn
 import click
 
 from bench.load_settings import DEFAULT_LEVELS
+from bench.predict_cli import predict_check
 from bench.replay_cli import replay
 from bench.tracking import use_default_tracking
 
@@ -294,7 +297,8 @@ def serve_stub(delay_ms: float) -> None:
     serve(delay_ms)
 
 
-COMMANDS: list[click.Command] = [calibrate, http, prices, power_tune, replay, serve_stub]
+COMMANDS: list[click.Command] = [calibrate, http, prices, power_tune, predict_check, replay,
+                                 serve_stub]
 """What ``niser-mlops`` adds to its group (it has its own ``compare``)."""
 
 

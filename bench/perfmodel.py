@@ -7,10 +7,12 @@ second unless a name says otherwise. ``bench.predict_check`` validates it on thi
 analysis (MVA) with one load-dependent station per instance (Reiser and Lavenberg 1980; the
 load-dependent form of Lazowska et al., *Quantitative System Performance*, 1984, ch. 8):
 
-- An instance serving ``s = min(workers, cpus)`` requests at once completes, with ``j``
-  requests present, ``mu(j) = min(min(j, s) / S, X_cap)`` requests per ms: ``S = s / X_inst``
-  is one request's service time alone, ``X_inst`` the instance's plateau from the scaling law,
-  ``X_cap`` the cap of a host the load generator shares (``Host``; infinite elsewhere).
+- An instance with ``c`` CPUs completes, with ``j`` requests present,
+  ``mu(j) = min(j min(1, c) / S, X_inst(c), X_cap)`` requests per ms: ``S`` is one request's
+  service time alone on a whole CPU, ``X_inst`` the instance's plateau from the scaling law
+  (what concurrent requests reach together: workers, batching), ``X_cap`` the share of a host
+  the load generator shares (``Host``, split evenly over the instances; infinite elsewhere).
+  A server without batching and ``c`` workers has ``X_inst = c / S``: ``mu(j) = min(j, c)/S``.
 - A request also spends a fixed ``d`` ms outside the instance (client, loopback, balancer).
 - ``k`` identical instances behind a balancer that spreads requests evenly (visit ratio 1/k),
   so with ``p(j | n)`` the probability of ``j`` requests at one instance when ``n`` are in the
@@ -22,7 +24,8 @@ load-dependent form of Lazowska et al., *Quantitative System Performance*, 1984,
   ``sigma = b/a``, ``kappa = e/a``, fitted by least squares on ``c / X = a + b (c-1) + e c (c-1)``
   from the measured plateaus: two shapes fit ``a, b`` (Amdahl's law, ``e = 0``), three or more
   fit all three.
-- ``d`` = the mean over the fitted shapes of ``R(1) - 1 / mu(1)`` (at least 0).
+- ``S`` and ``d`` by least squares on the 1-user latencies ``R(1) = d + S / min(1, c)`` of the
+  fitted shapes (two values of ``min(1, c)`` needed to tell them apart, else ``d = 0``).
 - Percentiles: ``p = mean x (r0 + r1 u)`` with ``u = X(n) / X_max`` the utilisation of the
   capacity, the line fitted on the measured tail-to-mean ratios of the fitted shapes. A measured
   ratio is used, not an M/G/c approximation, because a closed loop has no Poisson arrivals and
@@ -84,11 +87,6 @@ class Shape:
     workers: int = 1
     instances: int = 1
 
-    @property
-    def servers(self) -> float:
-        """Requests one instance serves at once: ``min(workers, cpus)``."""
-        return min(float(self.workers), self.cpus)
-
 
 @dataclass(frozen=True)
 class Curve:
@@ -133,6 +131,17 @@ class Scaling:
     a: float
     b: float
     e: float = 0.0
+
+    @property
+    def sigma(self) -> float:
+        """Contention ``b / a`` of the fitted law."""
+        return self.b / self.a
+
+    @classmethod
+    def through(cls, cpus: float, plateau_rps: float, sigma: float) -> Scaling:
+        """Amdahl's law with contention ``sigma`` through one measured plateau."""
+        a = cpus / (plateau_rps * (1 + sigma * (cpus - 1)))
+        return cls(a, sigma * a)
 
     def plateau_rps(self, cpus: float) -> float:
         denom = self.a + self.b * (cpus - 1) + self.e * cpus * (cpus - 1)
@@ -188,19 +197,22 @@ def fit_tails(points: Sequence[tuple[float, float, float]]) -> Tails:
 
 @dataclass(frozen=True)
 class Station:
-    """One instance: ``servers`` at once, ``service_ms`` each alone, capped at ``cap_rps``."""
+    """One instance: a request alone takes ``service_ms`` on a whole CPU; with ``j`` present
+    it completes ``min(j min(1, cpus) / service_ms, plateau_rps, cap_rps)`` per second."""
 
     service_ms: float
-    servers: float
+    cpus: float
+    plateau_rps: float
     cap_rps: float = math.inf
 
     def rate(self, j: int) -> float:
         """Completions per ms with ``j`` requests present."""
-        return min(min(j, self.servers) / self.service_ms, self.cap_rps / 1000.0)
+        return min(j * min(1.0, self.cpus) / self.service_ms, self.plateau_rps / 1000.0,
+                   self.cap_rps / 1000.0)
 
     @property
     def max_rps(self) -> float:
-        return 1000.0 * self.rate(max(1, math.ceil(self.servers)))
+        return min(self.plateau_rps, self.cap_rps)
 
 
 def mva(station: Station, instances: int, delay_ms: float, users: int
@@ -225,16 +237,17 @@ def mva(station: Station, instances: int, delay_ms: float, users: int
 
 @dataclass(frozen=True)
 class ServerModel:
-    """A fitted model of an HTTP scoring server (``fit_server``)."""
+    """A fitted model of an HTTP scoring server (``fit_server``): the scaling law, one
+    request's service time alone on a whole CPU, the delay outside the instance, the tails."""
 
     scaling: Scaling
+    service_ms: float
     delay_ms: float
     tails: Tails
 
     def station(self, shape: Shape, host: Host | None = None) -> Station:
-        x_inst = self.scaling.plateau_rps(shape.cpus)
         cap = math.inf if host is None else host.cap_rps / shape.instances
-        return Station(1000.0 * shape.servers / x_inst, shape.servers, cap)
+        return Station(self.service_ms, shape.cpus, self.scaling.plateau_rps(shape.cpus), cap)
 
     def predict(self, shape: Shape, users: Sequence[int], host: Host | None = None
                 ) -> list[Level]:
@@ -250,20 +263,41 @@ class ServerModel:
         return out
 
 
-def fit_server(curves: Sequence[Curve]) -> ServerModel:
-    """Scaling law from the curves' plateaus, delay from their 1-user latencies, tails from
-    their ratios (module docstring)."""
-    scaling = fit_scaling([(c.shape.cpus, c.plateau_rps) for c in curves])
-    delays, ratios = [], []
+def fit_alone(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """``(service_ms, delay_ms)`` from ``(cpus, 1-user mean ms)`` points: least squares on
+    ``R(1) = d + S / min(1, cpus)`` when the points have two or more values of
+    ``min(1, cpus)``, else ``d = 0`` (the delay cannot be told from the service)."""
+    xs = [1.0 / min(1.0, c) for c, _ in points]
+    if len(set(xs)) < 2:
+        s = sum(r / x for x, (_, r) in zip(xs, points, strict=True)) / len(points)
+        return s, 0.0
+    d, s = _lstsq([[1.0] * len(points), xs], [r for _, r in points])
+    if d < 0:  # noise: no room for a delay
+        return sum(r / x for x, (_, r) in zip(xs, points, strict=True)) / len(points), 0.0
+    return s, d
+
+
+def _tail_points(curves: Sequence[Curve]) -> list[tuple[float, float, float]]:
+    out = []
     for c in curves:
-        st = Station(1000.0 * c.shape.servers / scaling.plateau_rps(c.shape.cpus),
-                     c.shape.servers)
-        one = min(c.levels, key=lambda lv: lv.users)
-        delays.append(one.mean_ms - 1.0 / st.rate(1))
         top = max(lv.throughput_rps for lv in c.levels)
-        ratios += [(lv.throughput_rps / top, lv.p50_ms / lv.mean_ms, lv.p95_ms / lv.mean_ms)
-                   for lv in c.levels if lv.mean_ms > 0]
-    return ServerModel(scaling, max(0.0, sum(delays) / len(delays)), fit_tails(ratios))
+        out += [(lv.throughput_rps / top, lv.p50_ms / lv.mean_ms, lv.p95_ms / lv.mean_ms)
+                for lv in c.levels if lv.mean_ms > 0]
+    return out
+
+
+def fit_server(curves: Sequence[Curve], sigma: float | None = None) -> ServerModel:
+    """Scaling law from the curves' plateaus (one curve: through its plateau with contention
+    ``sigma``, 0 if not given), service and delay from their 1-user latencies
+    (``fit_alone``), tails from their ratios (module docstring)."""
+    if len({c.shape.cpus for c in curves}) >= 2:
+        scaling = fit_scaling([(c.shape.cpus, c.plateau_rps) for c in curves])
+    else:
+        c0 = curves[0]
+        scaling = Scaling.through(c0.shape.cpus, c0.plateau_rps, sigma or 0.0)
+    ones = [(c.shape.cpus, min(c.levels, key=lambda lv: lv.users).mean_ms) for c in curves]
+    service, delay = fit_alone(ones)
+    return ServerModel(scaling, service, delay, fit_tails(_tail_points(curves)))
 
 
 # -- open loop ---------------------------------------------------------------------------------

@@ -10,21 +10,21 @@ from bench import perfmodel as pm
 
 
 def test_mva_of_one_single_server_station_gives_n_times_demand() -> None:
-    st = pm.Station(service_ms=5.0, servers=1)
+    st = pm.Station(service_ms=5.0, cpus=1, plateau_rps=200.0)
     for n, (r, x) in enumerate(pm.mva(st, 1, 0.0, 8), start=1):
         assert r == pytest.approx(n * 5.0)
         assert x == pytest.approx(200.0)
 
 
 def test_mva_with_a_delay_adds_it_below_saturation_and_caps_throughput() -> None:
-    st = pm.Station(service_ms=10.0, servers=4)
+    st = pm.Station(service_ms=10.0, cpus=4, plateau_rps=400.0)
     curve = pm.mva(st, 1, 2.0, 40)
     assert curve[0][0] == pytest.approx(12.0)  # alone: delay + service
     assert curve[-1][1] == pytest.approx(400.0, rel=0.01)  # 4 servers / 10 ms
 
 
 def test_two_identical_instances_halve_the_response_time_at_large_n() -> None:
-    st = pm.Station(service_ms=4.0, servers=1)
+    st = pm.Station(service_ms=4.0, cpus=1, plateau_rps=250.0)
     one = pm.mva(st, 1, 0.0, 200)[-1][0]
     two = pm.mva(st, 2, 0.0, 200)[-1][0]
     assert two == pytest.approx(one / 2, rel=0.02)
@@ -33,7 +33,7 @@ def test_two_identical_instances_halve_the_response_time_at_large_n() -> None:
 def test_a_host_cap_limits_the_station() -> None:
     host = pm.Host(cores=2, background_cores=0.0, client_ms=2.0, target_ms=8.0)
     assert host.cap_rps == pytest.approx(200.0)
-    st = pm.Station(service_ms=8.0, servers=2, cap_rps=host.cap_rps)
+    st = pm.Station(service_ms=8.0, cpus=2, plateau_rps=250.0, cap_rps=host.cap_rps)
     assert st.max_rps == pytest.approx(200.0)  # 250 without the host
 
 
@@ -80,13 +80,27 @@ def test_usl_fit_recovers_its_parameters() -> None:
     assert fit.plateau_rps(16.0) == pytest.approx(true.plateau_rps(16.0), rel=1e-6)
 
 
+def test_scaling_through_one_plateau_keeps_it_and_applies_the_contention() -> None:
+    s = pm.Scaling.through(2.0, 150.0, sigma=0.1)
+    assert s.plateau_rps(2.0) == pytest.approx(150.0)
+    assert s.sigma == pytest.approx(0.1)
+    assert s.plateau_rps(8.0) == pytest.approx(150.0 * (8 / 1.7) / (2 / 1.1))
+
+
+def test_service_and_delay_are_told_apart_by_a_fractional_cpu_shape() -> None:
+    service, delay = pm.fit_alone([(0.5, 2.0 + 2 * 11.0), (1.0, 2.0 + 11.0)])
+    assert service == pytest.approx(11.0)
+    assert delay == pytest.approx(2.0)
+    assert pm.fit_alone([(1.0, 13.0), (2.0, 13.0)]) == (pytest.approx(13.0), 0.0)
+
+
 def test_scaling_needs_two_cpu_counts() -> None:
     with pytest.raises(ValueError, match="two or more CPU counts"):
         pm.fit_scaling([(1.0, 100.0), (1.0, 101.0)])
 
 
 def test_fit_server_reproduces_a_curve_made_by_the_model() -> None:
-    truth = pm.ServerModel(pm.Scaling(0.008, 0.0), 1.5, pm.Tails((0.95, 0.0), (1.4, 0.3)))
+    truth = pm.ServerModel(pm.Scaling(0.008, 0.0), 9.0, 1.5, pm.Tails((0.95, 0.0), (1.4, 0.3)))
     users = [1, 2, 4, 8, 16]
     shapes = [pm.Shape(0.5, 1), pm.Shape(1.0, 1)]
     curves = [pm.Curve(s, tuple(truth.predict(s, users))) for s in shapes]
