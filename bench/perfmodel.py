@@ -35,25 +35,7 @@ load-dependent form of Lazowska et al., *Quantitative System Performance*, 1984,
   split over the instances. Predictions for AWS shapes run without a host (the client is
   elsewhere); the validation of shapes measured here runs with it.
 
-**Open loop** (Poisson arrivals at ``lambda`` per instance, ``c`` servers of rate ``mu``): Erlang
-C by the Erlang B recursion ``B(0) = 1, B(k) = a B(k-1) / (k + a B(k-1))``, ``a = lambda / mu``,
-``C = c B / (c - a (1 - B))``; Allen-Cunneen ``Wq = C / (c mu - lambda) * (Ca2 + Cs2) / 2``; the
-wait's q-quantile from ``P(W > t) = C exp(-(c mu - lambda) t * 2 / (Ca2 + Cs2))``, so
-``t_q = max(0, ln(C / (1 - q))) (Ca2 + Cs2) / (2 (c mu - lambda))``; a response quantile is
-``d + service quantile + t_q`` (an upper estimate: quantiles do not add). The instances a rate
-needs under a p95 objective: the fewest ``k`` with the quantile at ``rate / k`` within it.
-
-**Lambda**: every request has its own environment, so latency is flat in concurrency up to the
-concurrency limit: ``R = overhead + duration(share)``, ``share = memory / 1769`` vCPU, with
-``duration(share) = a + b / share`` fitted by least squares from two or more memory sizes;
-a share outside the measured range is flagged ``extrapolated``. Above the limit requests are
-throttled (no latency). On a shared host, ``R(n) = max(R, n / X_cap)``. Cold starts: at a burst
-from ``base`` to ``peak`` requests/s each new environment is one, ``concurrency(peak) -
-concurrency(base)`` with ``concurrency(rate) = ceil(rate x duration)`` (Little's law), the
-burst model of ``bench.recommend``.
-
-**Batching servers**: ``service(n) = a + b n`` ms for a batch of ``n`` requests, fitted by least
-squares; throughput ``n / service(n)``.
+Open loop, Lambda and batching: ``bench.perfmodel_open``.
 """
 
 from __future__ import annotations
@@ -63,9 +45,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-MB_PER_VCPU = 1769
-"""Lambda gives 1,769 MB one vCPU of time."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +97,7 @@ class Host:
             (self.client_ms + self.target_ms) / 1000.0)
 
 
-def _lstsq(columns: Sequence[Sequence[float]], y: Sequence[float]) -> list[float]:
+def lstsq(columns: Sequence[Sequence[float]], y: Sequence[float]) -> list[float]:
     a = np.column_stack([np.asarray(c, dtype=float) for c in columns])
     coef, *_ = np.linalg.lstsq(a, np.asarray(y, dtype=float), rcond=None)
     return [float(v) for v in coef]
@@ -163,9 +142,9 @@ def fit_scaling(points: Sequence[tuple[float, float]]) -> Scaling:
     ones = [1.0] * len(points)
     cm1 = [c - 1 for c, _ in points]
     if len(cpus) == 2:
-        a, b = _lstsq([ones, cm1], y)
+        a, b = lstsq([ones, cm1], y)
         return Scaling(a, b)
-    a, b, e = _lstsq([ones, cm1, [c * (c - 1) for c, _ in points]], y)
+    a, b, e = lstsq([ones, cm1, [c * (c - 1) for c, _ in points]], y)
     return Scaling(a, b, e)
 
 
@@ -190,8 +169,8 @@ def fit_tails(points: Sequence[tuple[float, float, float]]) -> Tails:
         return Tails((sum(p[1] for p in points) / len(points), 0.0),
                      (sum(p[2] for p in points) / len(points), 0.0))
     cols = [[1.0] * len(points), us]
-    r50 = _lstsq(cols, [p[1] for p in points])
-    r95 = _lstsq(cols, [p[2] for p in points])
+    r50 = lstsq(cols, [p[1] for p in points])
+    r95 = lstsq(cols, [p[2] for p in points])
     return Tails((r50[0], r50[1]), (r95[0], r95[1]))
 
 
@@ -271,7 +250,7 @@ def fit_alone(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
     if len(set(xs)) < 2:
         s = sum(r / x for x, (_, r) in zip(xs, points, strict=True)) / len(points)
         return s, 0.0
-    d, s = _lstsq([[1.0] * len(points), xs], [r for _, r in points])
+    d, s = lstsq([[1.0] * len(points), xs], [r for _, r in points])
     if d < 0:  # noise: no room for a delay
         return sum(r / x for x, (_, r) in zip(xs, points, strict=True)) / len(points), 0.0
     return s, d
@@ -298,150 +277,6 @@ def fit_server(curves: Sequence[Curve], sigma: float | None = None) -> ServerMod
     ones = [(c.shape.cpus, min(c.levels, key=lambda lv: lv.users).mean_ms) for c in curves]
     service, delay = fit_alone(ones)
     return ServerModel(scaling, service, delay, fit_tails(_tail_points(curves)))
-
-
-# -- open loop ---------------------------------------------------------------------------------
-
-def erlang_c(servers: int, offered: float) -> float:
-    """Probability that an arrival waits in M/M/c with ``offered = lambda / mu`` Erlangs."""
-    if servers < 1:
-        raise ValueError(f"servers must be >= 1, got {servers}")
-    if not 0 <= offered < servers:
-        raise ValueError(f"offered load {offered} must be in [0, {servers}) for a stable queue")
-    b = 1.0
-    for k in range(1, servers + 1):
-        b = offered * b / (k + offered * b)
-    return servers * b / (servers - offered * (1 - b))
-
-
-@dataclass(frozen=True)
-class Queue:
-    """M/G/c at one instance: ``servers`` of ``service_ms`` mean, service SCV ``cs2``."""
-
-    servers: int
-    service_ms: float
-    cs2: float = 1.0
-    ca2: float = 1.0
-
-    def _terms(self, rate_rps: float) -> tuple[float, float]:
-        mu = 1.0 / self.service_ms
-        lam = rate_rps / 1000.0
-        return erlang_c(self.servers, lam / mu), self.servers * mu - lam
-
-    def mean_wait_ms(self, rate_rps: float) -> float:
-        """Allen-Cunneen mean wait in queue."""
-        c, gap = self._terms(rate_rps)
-        return c / gap * (self.ca2 + self.cs2) / 2
-
-    def wait_quantile_ms(self, rate_rps: float, q: float) -> float:
-        """The wait's ``q``-quantile from the exponential tail (module docstring)."""
-        c, gap = self._terms(rate_rps)
-        if c <= 0:
-            return 0.0
-        return max(0.0, math.log(c / (1 - q))) * (self.ca2 + self.cs2) / (2 * gap)
-
-    def holds(self, rate_rps: float) -> bool:
-        return rate_rps / 1000.0 < self.servers / self.service_ms
-
-
-def response_quantile_ms(queue: Queue, rate_rps: float, q: float, service_q_ms: float,
-                         delay_ms: float = 0.0) -> float:
-    """``delay + service quantile + wait quantile`` at ``rate_rps`` per instance (inf when the
-    instance cannot hold the rate)."""
-    if not queue.holds(rate_rps):
-        return math.inf
-    return delay_ms + service_q_ms + queue.wait_quantile_ms(rate_rps, q)
-
-
-def instances_for_rate(queue: Queue, rate_rps: float, p95_slo_ms: float, service_p95_ms: float,
-                       delay_ms: float = 0.0, max_instances: int = 10_000) -> int | None:
-    """The fewest instances whose p95 at ``rate_rps`` (spread evenly) is within the objective;
-    ``None`` when even an idle instance misses it or more than ``max_instances`` are needed."""
-    if rate_rps <= 0:
-        return 1 if delay_ms + service_p95_ms <= p95_slo_ms else None
-    for k in range(1, max_instances + 1):
-        if response_quantile_ms(queue, rate_rps / k, 0.95, service_p95_ms,
-                                delay_ms) <= p95_slo_ms:
-            return k
-        if delay_ms + service_p95_ms > p95_slo_ms:
-            return None
-    return None
-
-
-# -- Lambda ------------------------------------------------------------------------------------
-
-def concurrency(rate_rps: float, duration_ms: float) -> int:
-    """Environments busy at ``rate_rps`` of ``duration_ms`` each (Little's law, whole ms)."""
-    return math.ceil(rate_rps * math.ceil(duration_ms) / 1000.0 - 1e-9)
-
-
-def cold_starts_per_burst(base_rps: float, peak_rps: float, duration_ms: float,
-                          warm: int = 0) -> int:
-    """New environments a burst from ``base_rps`` to ``peak_rps`` starts."""
-    kept = max(warm, concurrency(base_rps, duration_ms))
-    return max(0, concurrency(peak_rps, duration_ms) - kept)
-
-
-@dataclass(frozen=True)
-class LambdaModel:
-    """``duration(share) = a + b / share`` ms, the invoke ``overhead_ms`` and the tail ratios,
-    fitted on shares ``lo..hi``."""
-
-    a: float
-    b: float
-    overhead_ms: float
-    lo: float
-    hi: float
-    p50_ratio: float = 1.0
-    p95_ratio: float = 1.0
-
-    def duration_ms(self, memory_mb: int) -> float:
-        return self.a + self.b / (memory_mb / MB_PER_VCPU)
-
-    def extrapolated(self, memory_mb: int) -> bool:
-        share = memory_mb / MB_PER_VCPU
-        return not self.lo - 1e-9 <= share <= self.hi + 1e-9
-
-    def predict(self, memory_mb: int, users: Sequence[int], limit: int = 1000,
-                host: Host | None = None) -> list[Level]:
-        """Flat up to ``limit`` concurrent environments (levels above it are left out)."""
-        flat = self.overhead_ms + self.duration_ms(memory_mb)
-        out = []
-        for n in users:
-            if n > limit:
-                continue
-            r = flat if host is None else max(flat, 1000.0 * n / host.cap_rps)
-            out.append(Level(n, r, r * self.p50_ratio, r * self.p95_ratio, 1000.0 * n / r))
-        return out
-
-
-def fit_lambda(points: Sequence[tuple[int, float]], overhead_ms: float,
-               tail_ratios: Sequence[tuple[float, float]] = ()) -> LambdaModel:
-    """Fit ``duration = a + b / share`` through ``(memory_mb, warm duration ms)`` points of
-    two or more sizes; ``tail_ratios`` are measured ``(p50/mean, p95/mean)`` pairs."""
-    sizes = sorted({m for m, _ in points})
-    if len(sizes) < 2:
-        raise ValueError(f"a Lambda duration model needs two or more memory sizes, got {sizes}")
-    shares = [m / MB_PER_VCPU for m, _ in points]
-    a, b = _lstsq([[1.0] * len(points), [1 / s for s in shares]], [d for _, d in points])
-    r50 = sum(r[0] for r in tail_ratios) / len(tail_ratios) if tail_ratios else 1.0
-    r95 = sum(r[1] for r in tail_ratios) / len(tail_ratios) if tail_ratios else 1.0
-    return LambdaModel(a, b, overhead_ms, min(shares), max(shares), r50, r95)
-
-
-# -- batching ----------------------------------------------------------------------------------
-
-def fit_batching(points: Sequence[tuple[int, float]]) -> tuple[float, float]:
-    """``(a, b)`` of ``service(n) = a + b n`` ms through ``(batch size, ms)`` points."""
-    if len({n for n, _ in points}) < 2:
-        raise ValueError("a batching model needs two or more batch sizes")
-    a, b = _lstsq([[1.0] * len(points), [float(n) for n, _ in points]], [t for _, t in points])
-    return a, b
-
-
-def batch_throughput_rps(a: float, b: float, n: int) -> float:
-    """Requests/s of a server that runs batches of ``n``: ``n / (a + b n)``."""
-    return 1000.0 * n / (a + b * n)
 
 
 def mape(predicted: Sequence[float], measured: Sequence[float]) -> float:

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from bench import perfmodel as pm
+from bench import perfmodel_open as po
 from bench.breakeven import instances_needed
 from bench.cost import lambda_cost_per_hour
 from bench.prices import LambdaPrices
@@ -140,7 +141,7 @@ def server_model(fitted: Sequence[Measured]) -> pm.ServerModel:
     return pm.fit_server(curves)
 
 
-def lambda_model(fitted: Sequence[Measured]) -> pm.LambdaModel:
+def lambda_model(fitted: Sequence[Measured]) -> po.LambdaModel:
     lams = [m for m in fitted if m.is_lambda and m.billed_ms is not None]
     if len(lams) < 2:
         raise ValueError(f"the Lambda model needs two fitted sizes with billed durations, got "
@@ -149,7 +150,7 @@ def lambda_model(fitted: Sequence[Measured]) -> pm.LambdaModel:
                      for m in lams])
     ratios = [(lv.p50_ms / lv.mean_ms, lv.p95_ms / lv.mean_ms)
               for m in lams for lv in m.levels if lv.mean_ms > 0]
-    return pm.fit_lambda([(m.memory_mb or 0, m.billed_ms or 0.0) for m in lams],
+    return po.fit_lambda([(m.memory_mb or 0, m.billed_ms or 0.0) for m in lams],
                          max(0.0, overhead), ratios)
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pydantic import BaseModel, ConfigDict, Field
 
 from bench import cost
-from bench.perfmodel import concurrency
+from bench.perfmodel_open import concurrency
 from bench.prices import PriceError, PriceTable, RegionPrices
 from bench.provenance import Provenance, combine
 from deployers.base import CostDrivers

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from bench import perfmodel as pm
+from bench import perfmodel_open as po
 
 
 def test_mva_of_one_single_server_station_gives_n_times_demand() -> None:
@@ -38,7 +39,7 @@ def test_a_host_cap_limits_the_station() -> None:
 
 
 def test_mm1_mean_response_is_one_over_mu_minus_lambda() -> None:
-    q = pm.Queue(servers=1, service_ms=10.0)  # mu = 0.1 per ms
+    q = po.Queue(servers=1, service_ms=10.0)  # mu = 0.1 per ms
     rate = 60.0  # 0.06 per ms
     response = q.mean_wait_ms(rate) + q.service_ms
     assert response == pytest.approx(1 / (0.1 - 0.06))
@@ -46,24 +47,24 @@ def test_mm1_mean_response_is_one_over_mu_minus_lambda() -> None:
 
 def test_erlang_c_against_table_values() -> None:
     # M/M/2 at 1 Erlang: 1/3; 3 servers at 2 Erlangs: 4/9 = 0.4444 (Erlang C tables).
-    assert pm.erlang_c(2, 1.0) == pytest.approx(1 / 3)
-    assert pm.erlang_c(3, 2.0) == pytest.approx(0.4444, abs=1e-4)
-    assert pm.erlang_c(1, 0.7) == pytest.approx(0.7)  # M/M/1: P(wait) = rho
+    assert po.erlang_c(2, 1.0) == pytest.approx(1 / 3)
+    assert po.erlang_c(3, 2.0) == pytest.approx(0.4444, abs=1e-4)
+    assert po.erlang_c(1, 0.7) == pytest.approx(0.7)  # M/M/1: P(wait) = rho
 
 
 def test_erlang_c_refuses_an_unstable_queue() -> None:
     with pytest.raises(ValueError, match=r"offered load 2\.0"):
-        pm.erlang_c(2, 2.0)
+        po.erlang_c(2, 2.0)
 
 
 def test_instances_for_rate_adds_instances_until_the_p95_holds() -> None:
-    q = pm.Queue(servers=1, service_ms=10.0)
+    q = po.Queue(servers=1, service_ms=10.0)
     # One instance holds < 100 req/s; 150 req/s needs at least 2.
-    k = pm.instances_for_rate(q, 150.0, p95_slo_ms=40.0, service_p95_ms=20.0)
+    k = po.instances_for_rate(q, 150.0, p95_slo_ms=40.0, service_p95_ms=20.0)
     assert k is not None and k >= 2
-    assert pm.response_quantile_ms(q, 150.0 / k, 0.95, 20.0) <= 40.0
-    assert pm.response_quantile_ms(q, 150.0 / (k - 1), 0.95, 20.0) > 40.0
-    assert pm.instances_for_rate(q, 150.0, p95_slo_ms=15.0, service_p95_ms=20.0) is None
+    assert po.response_quantile_ms(q, 150.0 / k, 0.95, 20.0) <= 40.0
+    assert po.response_quantile_ms(q, 150.0 / (k - 1), 0.95, 20.0) > 40.0
+    assert po.instances_for_rate(q, 150.0, p95_slo_ms=15.0, service_p95_ms=20.0) is None
 
 
 def test_amdahl_fit_through_two_shapes_reproduces_them() -> None:
@@ -114,8 +115,8 @@ def test_fit_server_reproduces_a_curve_made_by_the_model() -> None:
 
 def test_lambda_fit_and_flat_latency_up_to_the_limit() -> None:
     # duration = 2 + 8 / share: 512 MB -> share 0.2894
-    pts = [(m, 2 + 8 / (m / pm.MB_PER_VCPU)) for m in (512, 1024)]
-    lam = pm.fit_lambda(pts, overhead_ms=3.0)
+    pts = [(m, 2 + 8 / (m / po.MB_PER_VCPU)) for m in (512, 1024)]
+    lam = po.fit_lambda(pts, overhead_ms=3.0)
     assert lam.duration_ms(1769) == pytest.approx(10.0)
     assert lam.extrapolated(1769) and not lam.extrapolated(768)
     levels = lam.predict(1769, [1, 8, 16, 32], limit=16)
@@ -124,16 +125,16 @@ def test_lambda_fit_and_flat_latency_up_to_the_limit() -> None:
 
 
 def test_cold_starts_of_a_burst_follow_littles_law() -> None:
-    assert pm.concurrency(100.0, 50.0) == 5
-    assert pm.cold_starts_per_burst(100.0, 300.0, 50.0) == 10
-    assert pm.cold_starts_per_burst(100.0, 300.0, 50.0, warm=12) == 3
+    assert po.concurrency(100.0, 50.0) == 5
+    assert po.cold_starts_per_burst(100.0, 300.0, 50.0) == 10
+    assert po.cold_starts_per_burst(100.0, 300.0, 50.0, warm=12) == 3
 
 
 def test_batching_fit() -> None:
-    a, b = pm.fit_batching([(1, 3.0), (10, 12.0), (100, 102.0)])
+    a, b = po.fit_batching([(1, 3.0), (10, 12.0), (100, 102.0)])
     assert a == pytest.approx(2.0, abs=0.5)
     assert b == pytest.approx(1.0, rel=0.01)
-    assert pm.batch_throughput_rps(2.0, 1.0, 2) == pytest.approx(500.0)
+    assert po.batch_throughput_rps(2.0, 1.0, 2) == pytest.approx(500.0)
 
 
 def test_mape_skips_missing_measurements() -> None:

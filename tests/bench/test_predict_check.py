@@ -8,13 +8,14 @@ from dataclasses import replace
 import pytest
 
 from bench import perfmodel as pm
+from bench import perfmodel_open as po
 from bench import predict_check as pc
 from bench.prices import load
 
 USERS = [1, 2, 4, 8, 16]
 HOST = pm.Host(cores=2, background_cores=0.1, client_ms=1.5, target_ms=6.0)
 TRUTH = pm.ServerModel(pm.Scaling(0.0065, 0.0004), 11.0, 2.0, pm.Tails((0.95, -0.05), (1.3, 0.4)))
-LAMBDA = pm.LambdaModel(a=3.0, b=4.0, overhead_ms=2.5, lo=0.2, hi=0.6, p50_ratio=0.97,
+LAMBDA = po.LambdaModel(a=3.0, b=4.0, overhead_ms=2.5, lo=0.2, hi=0.6, p50_ratio=0.97,
                         p95_ratio=1.25)
 
 
@@ -23,7 +24,7 @@ def _server(name: str, role: pc.Role, shape: pm.Shape) -> pc.Measured:
 
 
 def _lambda(memory_mb: int, role: pc.Role) -> pc.Measured:
-    limit = int(2 // (memory_mb / pm.MB_PER_VCPU))
+    limit = int(2 // (memory_mb / po.MB_PER_VCPU))
     levels = tuple(LAMBDA.predict(memory_mb, USERS, limit))
     return pc.Measured(f"lambda-{memory_mb}", role, levels, HOST, memory_mb=memory_mb,
                        billed_ms=LAMBDA.duration_ms(memory_mb))
