@@ -11,7 +11,9 @@ curves are solid and predicted ones dashed, one colour per target.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -20,11 +22,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
+from mlflow import MlflowClient
 
+from bench import perfmodel as pm
 from bench.hooks import BenchmarkHook, HookOutput, TargetSummary
 from bench.perfmodel import Level
 from bench.plot_style import FIGSIZE, finish, slo_line, target_colors
 from bench.predict_check import CheckResult
+from deployers.sagemaker.instances import instance_shape
 
 PREDICTED_METRICS = {"predicted_latency_p50_ms": "p50_ms", "predicted_latency_p95_ms": "p95_ms",
                      "predicted_latency_mean_ms": "mean_ms",
@@ -111,5 +116,134 @@ def check_hook(result: CheckResult, measurements: str) -> BenchmarkHook:
             note=[f"Held-out shapes: {', '.join(held)}; fitted on the others. Errors are mean "
                   "absolute percentage errors over the measured levels (throughput: at the "
                   "highest level)."])
+
+    return hook
+
+
+# -- predictions in every benchmark ------------------------------------------------------------
+
+VALIDATION_EXPERIMENT = "predict-check"
+PREDICTED_ONLY: tuple[tuple[str, str, int], ...] = (
+    ("predicted-c5-2xlarge", "ml.c5.2xlarge", 1), ("predicted-2x-c5-xlarge", "ml.c5.xlarge", 2))
+"""Instance shapes this machine cannot hold, predicted from a measured SageMaker target."""
+FORECAST_LEVELS = (1, 2, 4, 6, 8, 11, 16)
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The latest ``predict-check`` on this tracking server: its run and its error metrics."""
+
+    run_id: str
+    metrics: dict[str, float]
+
+    @property
+    def sigma(self) -> float:
+        return self.metrics.get("prediction_scaling_sigma", 0.0)
+
+
+def latest_validation(client: MlflowClient | None = None,
+                      experiment: str = VALIDATION_EXPERIMENT) -> Validation | None:
+    """The newest finished ``predict-check`` run with its errors, or ``None``."""
+    client = client or MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs([exp.experiment_id],
+                              "attributes.status = 'FINISHED' and "
+                              "metrics.prediction_mape_latency >= 0",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        return None
+    return Validation(runs[0].info.run_id, {k: float(v) for k, v in runs[0].data.metrics.items()
+                                            if k.startswith("prediction_")})
+
+
+def _shape(s: TargetSummary) -> pm.Shape | None:
+    cost = s.description.cost if s.description is not None else None
+    if cost is None or cost.kind not in ("instance", "local"):
+        return None
+    count = cost.instance_count or 1
+    if cost.instance_type:
+        return pm.Shape(float(instance_shape(cost.instance_type).vcpus), instances=count)
+    return pm.Shape(cost.cpus, instances=count) if cost.cpus else None
+
+
+def error_band(validation: Validation | None) -> str:
+    """One sentence: the validated errors, or that there are none."""
+    if validation is None:
+        return "not validated on this tracking server: run `niser-mlops predict-check`"
+    m = validation.metrics
+    return (f"validated error on this machine: mean latency "
+            f"{m.get('prediction_mape_latency', math.nan):.0f} %, p95 "
+            f"{m.get('prediction_mape_p95', math.nan):.0f} %, throughput "
+            f"{m.get('prediction_mape_throughput', math.nan):.0f} %")
+
+
+def _flat(levels: Sequence[Level], users: Sequence[int]) -> list[Level]:
+    """Each request its own environment: the 1-user figures at every count."""
+    one = min(levels, key=lambda lv: lv.users)
+    return [Level(n, one.mean_ms, one.p50_ms, one.p95_ms, 1000.0 * n / one.mean_ms)
+            for n in users]
+
+
+def forecast_hook(validation: Validation | None) -> BenchmarkHook:
+    """Predicted curves beside the measured ones: every closed-loop target's own fit
+    (``predicted_*`` step metrics), a Lambda target flat beyond the levels this machine holds,
+    and instance shapes it cannot hold predicted from the first measured SageMaker instance
+    target (``PREDICTED_ONLY``); the validated errors of ``validation`` on the parent run."""
+
+    def hook(summaries: list[TargetSummary], slo_ms: float, workdir: Path) -> HookOutput:
+        out = HookOutput()
+        sigma = validation.sigma if validation is not None else 0.0
+        measured: dict[str, tuple[Sequence[Level], str]] = {}
+        predicted: dict[str, tuple[Sequence[Level], str]] = {}
+        rows: list[dict[str, object]] = []
+        forecast = False
+        for s in summaries:
+            levels = measured_levels(s)
+            if s.mode != "closed" or not levels:
+                continue
+            measured[s.name] = (levels, s.provenance)
+            shape = _shape(s)
+            if s.description is not None and s.description.cost.kind == "lambda":
+                users = sorted({lv.users for lv in levels} | set(FORECAST_LEVELS))
+                pred = _flat(levels, users)
+            elif shape is not None:
+                model = pm.fit_server([pm.Curve(shape, tuple(levels))], sigma)
+                pred = model.predict(shape, [lv.users for lv in levels])
+                if (s.description is not None and s.description.cost.instance_type
+                        and not forecast):
+                    forecast = True
+                    for name, itype, count in PREDICTED_ONLY:
+                        big = pm.Shape(float(instance_shape(itype).vcpus), instances=count)
+                        curve = model.predict(big, list(FORECAST_LEVELS))
+                        predicted[name] = (curve, "predicted")
+                        rows += [{"target": name, "source": s.name, "users": lv.users,
+                                  "p50_ms": lv.p50_ms, "p95_ms": lv.p95_ms,
+                                  "throughput_rps": lv.throughput_rps,
+                                  "provenance": "predicted"} for lv in curve]
+            else:
+                continue
+            out.step_metrics[s.name] = step_metrics(pred)
+            predicted.setdefault(s.name, (pred, "predicted"))
+        if not measured:
+            return out
+        band = error_band(validation)
+        out.figures["plots/predicted.png"] = plot_predictions(measured, predicted, slo_ms, (
+            "Solid: measured; dashed: predicted by the performance model (bench.perfmodel) from "
+            f"that target's measurements; {band}. Instance shapes this machine cannot hold are "
+            "predicted from the SageMaker target, one AWS vCPU counted as one core of the "
+            "stand-in (its shape takes vCPUs as cores), from a plateau this machine's load "
+            "generator shared: conservative."))
+        if rows:
+            out.tables["predicted_targets.json"] = pd.DataFrame(rows)
+        if validation is not None:
+            out.parent_metrics |= validation.metrics
+            out.parent_tags["prediction.validation_run"] = validation.run_id
+        else:
+            out.parent_tags["prediction.validation_run"] = "none"
+        out.note.append(f"Predicted curves (`predicted`, plot *predicted.png*): {band}. "
+                        "ml.g4dn.xlarge is not predicted: nothing measured on a GPU to carry.")
+        return out
 
     return hook

@@ -23,6 +23,7 @@ from bench.payloads import Payloads
 from bench.recommend import Workload
 from bench.report import BenchmarkRun, default_hooks, log_benchmark, summarize_target
 from bench.report_note import slo_level
+from bench.report_predict import forecast_hook, latest_validation
 from bench.report_recommend import recommend_hook
 from bench.rounding import fmt, round_metric
 from bench.targets import TargetOutcome, TargetSpec, benchmark_target
@@ -132,7 +133,8 @@ def benchmark(spec: TargetSpec, model_uri: str, data: SessionData, levels: list[
 def log_benchmarks(outcomes: list[TargetOutcome], slo_ms: float, workload: Workload, run_id: str,
                    experiment: str, flow_run_id: str) -> BenchmarkRun | None:
     """One benchmark run nested under the training run, a child per measured target, with cost,
-    break-even and the cheapest deployment for ``workload``."""
+    break-even, the cheapest deployment for ``workload`` and predicted curves (with the errors
+    of the latest ``predict-check`` on this tracking server)."""
     client = MlflowClient()
     for o in outcomes:
         if o.error:
@@ -141,7 +143,8 @@ def log_benchmarks(outcomes: list[TargetOutcome], slo_ms: float, workload: Workl
     if not runs:
         return None
     return log_benchmark(runs, slo_ms, experiment_name=experiment, nest_under=run_id,
-                         hooks=[recommend_hook(workload), *default_hooks(workload.mean_rps)],
+                         hooks=[recommend_hook(workload), forecast_hook(latest_validation(client)),
+                                *default_hooks(workload.mean_rps)],
                          tags={"prefect.flow_run_id": flow_run_id}, client=client)
 
 

@@ -1,0 +1,72 @@
+"""Predicted curves beside the measured ones in a benchmark (the forecast hook)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import perfmodel as pm
+from bench.hooks import TargetSummary
+from bench.report_predict import PREDICTED_ONLY, Validation, error_band, forecast_hook
+from bench.stats import LevelStats
+from deployers.base import CostDrivers, Description
+
+MODEL = pm.ServerModel(pm.Scaling(0.010, 0.0), 9.0, 1.0, pm.Tails((0.95, 0.0), (1.3, 0.2)))
+
+
+def _stats(levels: list[pm.Level]) -> list[LevelStats]:
+    return [LevelStats(float(lv.users), 100, 100, 0, 0, lv.mean_ms, lv.p50_ms, lv.p50_ms,
+                       lv.p95_ms, lv.p95_ms * 1.2, lv.p95_ms * 1.5, lv.throughput_rps, 0.0, 5.0)
+            for lv in levels]
+
+
+def _summary(name: str, cost: CostDrivers, levels: list[pm.Level]) -> TargetSummary:
+    return TargetSummary(name, "closed", _stats(levels), None, None,
+                         Description(cost.kind, name, "InService", cost), "measured-local")
+
+
+def _sagemaker() -> TargetSummary:
+    levels = MODEL.predict(pm.Shape(2.0), [1, 2, 4, 8])
+    return _summary("sm", CostDrivers("instance", instance_type="ml.c5.large",
+                                      instance_count=1), levels)
+
+
+def _lambda() -> TargetSummary:
+    levels = [pm.Level(1, 12.0, 11.5, 15.0, 83.0), pm.Level(2, 12.5, 12.0, 16.0, 160.0)]
+    return _summary("lam", CostDrivers("lambda", memory_mb=1024), levels)
+
+
+def test_every_target_gets_predicted_step_metrics_and_lambda_stays_flat_to_16_users(
+        tmp_path: Path) -> None:
+    out = forecast_hook(None)([_sagemaker(), _lambda()], 50.0, tmp_path)
+    sm = out.step_metrics["sm"]
+    assert [x for x, _ in sm["predicted_latency_mean_ms"]] == [1, 2, 4, 8]
+    measured = {lv.users: lv for lv in MODEL.predict(pm.Shape(2.0), [1, 2, 4, 8])}
+    for users, value in sm["predicted_throughput_rps"]:
+        assert value == pytest.approx(measured[int(users)].throughput_rps, rel=0.1)
+    lam = dict(out.step_metrics["lam"]["predicted_latency_p50_ms"])
+    assert max(lam) == 16 and lam[16] == lam[1] == 11.5
+
+
+def test_shapes_this_machine_cannot_hold_are_predicted_from_the_sagemaker_target(
+        tmp_path: Path) -> None:
+    out = forecast_hook(None)([_sagemaker()], 50.0, tmp_path)
+    table = out.tables["predicted_targets.json"]
+    assert set(table["target"]) == {name for name, _, _ in PREDICTED_ONLY}
+    assert set(table["provenance"]) == {"predicted"}
+    big = table[table["target"] == "predicted-c5-2xlarge"]["throughput_rps"].max()
+    small = max(lv.throughput_rps for lv in MODEL.predict(pm.Shape(2.0), [16]))
+    assert big == pytest.approx(4 * small, rel=0.05)  # 8 vCPUs against 2, no contention
+    assert "plots/predicted.png" in out.figures
+    assert out.parent_tags["prediction.validation_run"] == "none"
+
+
+def test_the_validated_errors_go_to_the_parent_run(tmp_path: Path) -> None:
+    v = Validation("abc", {"prediction_mape_latency": 11.5, "prediction_mape_p95": 19.5,
+                           "prediction_mape_throughput": 3.9, "prediction_scaling_sigma": 0.1})
+    out = forecast_hook(v)([_sagemaker()], 50.0, tmp_path)
+    assert out.parent_metrics["prediction_mape_latency"] == 11.5
+    assert out.parent_tags["prediction.validation_run"] == "abc"
+    assert "mean latency 12 %" in error_band(v)
+    assert "predict-check" in error_band(None)
