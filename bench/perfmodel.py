@@ -14,11 +14,15 @@ load-dependent form of Lazowska et al., *Quantitative System Performance*, 1984,
   the load generator shares (``Host``, split evenly over the instances; infinite elsewhere).
   A server without batching and ``c`` workers has ``X_inst = c / S``: ``mu(j) = min(j, c)/S``.
 - A request also spends a fixed ``d`` ms outside the instance (client, loopback, balancer).
-- ``k`` identical instances behind a balancer that spreads requests evenly (visit ratio 1/k),
-  so with ``p(j | n)`` the probability of ``j`` requests at one instance when ``n`` are in the
-  system: ``r(n) = sum_{j=1..n} j / mu(j) * p(j-1 | n-1)``, ``R(n) = d + r(n)``,
-  ``X(n) = n / R(n)``, ``p(j | n) = X(n) / (k mu(j)) * p(j-1 | n-1)`` for ``j >= 1`` and
-  ``p(0 | n) = 1 - sum_{j>=1} p(j | n)``, from ``p(0 | 0) = 1``.
+- ``k`` identical instances behind a balancer (``mva(..., instances=k)``) with requests routed
+  at random (visit ratio 1/k), ``p(j | n)`` the probability of ``j`` requests at one instance
+  when ``n`` are in the system: ``r(n) = sum_{j=1..n} j / mu(j) * p(j-1 | n-1)``,
+  ``R(n) = d + r(n)``, ``X(n) = n / R(n)``, ``p(j | n) = X(n) / (k mu(j)) * p(j-1 | n-1)`` for
+  ``j >= 1`` and ``p(0 | n) = 1 - sum_{j>=1} p(j | n)``, from ``p(0 | 0) = 1``.
+- ``ServerModel.predict`` spreads closed-loop users evenly instead, as the project's balancer
+  (nginx, least connections or round robin over one keep-alive connection per user) does:
+  ``n // k`` users at each instance and one more at ``n % k`` of them, each instance its own
+  MVA, ``X = sum_i X_1(n_i)`` and ``R = n / X``.
 - Scaling across CPUs per instance, the universal scalability law (Gunther 1993):
   ``X_inst(c) = c / (a + b (c - 1) + e c (c - 1))`` requests/s, i.e. ``lambda = 1/a``,
   ``sigma = b/a``, ``kappa = e/a``, fitted by least squares on ``c / X = a + b (c-1) + e c (c-1)``
@@ -232,14 +236,21 @@ class ServerModel:
                 ) -> list[Level]:
         """Predicted levels of ``shape`` at each count in ``users``."""
         st = self.station(shape, host)
-        curve = mva(st, shape.instances, self.delay_ms, max(users))
-        x_max = st.max_rps * shape.instances
+        k = shape.instances
+        one = mva(st, 1, self.delay_ms, max(users))
+        x_max = st.max_rps * k
         out = []
         for n in users:
-            r, x = curve[n - 1]
+            # An even split: n // k users at each instance, one more at n % k of them.
+            x = sum(one[m - 1][1] for m in _split(n, k) if m)
+            r = 1000.0 * n / x
             q50, q95 = self.tails.at(x / x_max)
             out.append(Level(n, r, r * q50, r * q95, x))
         return out
+
+
+def _split(n: int, k: int) -> list[int]:
+    return [n // k + (1 if i < n % k else 0) for i in range(k)]
 
 
 def fit_alone(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
