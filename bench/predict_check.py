@@ -87,6 +87,16 @@ class HeldOut:
     throughput_error: float
     note: str = ""
 
+    def pairs(self) -> list[tuple[pm.Level, pm.Level]]:
+        """``(measured, predicted)`` at every measured level that was predicted."""
+        return level_pairs(self.measured.levels, self.predicted)
+
+
+def level_pairs(measured: Sequence[pm.Level], predicted: Sequence[pm.Level]
+                ) -> list[tuple[pm.Level, pm.Level]]:
+    by_users = {lv.users: lv for lv in predicted}
+    return [(lv, by_users[lv.users]) for lv in measured if lv.users in by_users]
+
 
 @dataclass
 class CheckResult:
@@ -155,8 +165,7 @@ def lambda_model(fitted: Sequence[Measured]) -> po.LambdaModel:
 
 
 def _errors(measured: Measured, predicted: Sequence[pm.Level], note: str = "") -> HeldOut:
-    by_users = {lv.users: lv for lv in predicted}
-    pairs = [(by_users[lv.users], lv) for lv in measured.levels if lv.users in by_users]
+    pairs = [(p, m) for m, p in level_pairs(measured.levels, predicted)]
     top_m = max(lv.throughput_rps for lv in measured.levels)
     top_p = max((p.throughput_rps for p, _ in pairs), default=math.nan)
     return HeldOut(measured, tuple(predicted),
@@ -241,11 +250,7 @@ def table(result: CheckResult) -> str:
              f"{'req/s':>15}", f"{'':<22} {'':>5} {'meas / pred':>15} {'meas / pred':>15} "
              f"{'meas / pred':>15}"]
     for h in result.held_out:
-        by_users = {lv.users: lv for lv in h.predicted}
-        for lv in h.measured.levels:
-            p = by_users.get(lv.users)
-            if p is None:
-                continue
+        for lv, p in h.pairs():
             lines.append(f"{h.measured.name:<22} {lv.users:>5} {lv.mean_ms:>7.2f}/{p.mean_ms:<7.2f}"
                          f" {lv.p95_ms:>7.2f}/{p.p95_ms:<7.2f} {lv.throughput_rps:>7.1f}/"
                          f"{p.throughput_rps:<7.1f}")

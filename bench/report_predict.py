@@ -76,11 +76,7 @@ def plot_predictions(measured: Mapping[str, tuple[Sequence[Level], str]],
 def _check_frame(result: CheckResult) -> pd.DataFrame:
     rows = []
     for h in result.held_out:
-        by_users = {lv.users: lv for lv in h.predicted}
-        for lv in h.measured.levels:
-            p = by_users.get(lv.users)
-            if p is None:
-                continue
+        for lv, p in h.pairs():
             rows.append({"shape": h.measured.name, "users": lv.users,
                          "measured_mean_ms": lv.mean_ms, "predicted_mean_ms": p.mean_ms,
                          "measured_p95_ms": lv.p95_ms, "predicted_p95_ms": p.p95_ms,
