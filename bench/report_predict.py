@@ -139,14 +139,15 @@ class Validation:
 
 def latest_validation(client: MlflowClient | None = None,
                       experiment: str = VALIDATION_EXPERIMENT) -> Validation | None:
-    """The newest finished ``predict-check`` run with its errors, or ``None``."""
+    """The newest finished ``predict-check`` parent run with its errors, or ``None`` (its
+    children, one per shape, carry per-shape errors and are not the validation)."""
     client = client or MlflowClient()
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return None
     runs = client.search_runs([exp.experiment_id],
-                              "attributes.status = 'FINISHED' and "
-                              "metrics.prediction_mape_latency >= 0",
+                              "attributes.status = 'FINISHED' and attributes.run_name = "
+                              "'predict-check' and metrics.prediction_mape_latency >= 0",
                               order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
         return None

@@ -70,3 +70,23 @@ def test_the_validated_errors_go_to_the_parent_run(tmp_path: Path) -> None:
     assert out.parent_tags["prediction.validation_run"] == "abc"
     assert "mean latency 12 %" in error_band(v)
     assert "predict-check" in error_band(None)
+
+
+def test_the_validation_is_the_latest_check_run_not_one_of_its_shapes(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from bench.report_predict import latest_validation
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert latest_validation(client) is None
+    exp = client.create_experiment("predict-check", artifact_location=tmp_path.as_uri())
+    parent = client.create_run(exp, run_name="predict-check")
+    client.log_metric(parent.info.run_id, "prediction_mape_latency", 12.0)
+    client.set_terminated(parent.info.run_id)
+    child = client.create_run(exp, run_name="lambda-1769mb",
+                              tags={"mlflow.parentRunId": parent.info.run_id})
+    client.log_metric(child.info.run_id, "prediction_mape_latency", 31.0)
+    client.set_terminated(child.info.run_id)
+    found = latest_validation(client)
+    assert found is not None and found.run_id == parent.info.run_id
+    assert found.metrics == {"prediction_mape_latency": 12.0}
