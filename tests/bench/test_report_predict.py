@@ -90,3 +90,11 @@ def test_the_validation_is_the_latest_check_run_not_one_of_its_shapes(tmp_path: 
     found = latest_validation(client)
     assert found is not None and found.run_id == parent.info.run_id
     assert found.metrics == {"prediction_mape_latency": 12.0}
+
+
+def test_a_negative_contention_is_not_carried_to_bigger_instances(tmp_path: Path) -> None:
+    v = Validation("abc", {"prediction_mape_latency": 11.5, "prediction_scaling_sigma": -0.14})
+    table = forecast_hook(v)([_sagemaker()], 50.0, tmp_path).tables["predicted_targets.json"]
+    big = table[table["target"] == "predicted-c5-2xlarge"]["throughput_rps"].max()
+    small = max(lv.throughput_rps for lv in MODEL.predict(pm.Shape(2.0), [16]))
+    assert big <= 4 * small * 1.05  # linear at most, never the superlinear -0.14 would give
