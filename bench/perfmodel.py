@@ -14,15 +14,14 @@ load-dependent form of Lazowska et al., *Quantitative System Performance*, 1984,
   the load generator shares (``Host``, split evenly over the instances; infinite elsewhere).
   A server without batching and ``c`` workers has ``X_inst = c / S``: ``mu(j) = min(j, c)/S``.
 - A request also spends a fixed ``d`` ms outside the instance (client, loopback, balancer).
-- ``k`` identical instances behind a balancer (``mva(..., instances=k)``) with requests routed
-  at random (visit ratio 1/k), ``p(j | n)`` the probability of ``j`` requests at one instance
-  when ``n`` are in the system: ``r(n) = sum_{j=1..n} j / mu(j) * p(j-1 | n-1)``,
-  ``R(n) = d + r(n)``, ``X(n) = n / R(n)``, ``p(j | n) = X(n) / (k mu(j)) * p(j-1 | n-1)`` for
-  ``j >= 1`` and ``p(0 | n) = 1 - sum_{j>=1} p(j | n)``, from ``p(0 | 0) = 1``.
-- ``ServerModel.predict`` spreads closed-loop users evenly instead, as the project's balancer
-  (nginx, least connections or round robin over one keep-alive connection per user) does:
+- One instance (``mva``), with ``p(j | n)`` the probability of ``j`` requests at it when ``n``
+  are in the system: ``r(n) = sum_{j=1..n} j / mu(j) * p(j-1 | n-1)``, ``R(n) = d + r(n)``,
+  ``X(n) = n / R(n)``, ``p(j | n) = X(n) / mu(j) * p(j-1 | n-1)`` for ``j >= 1`` and
+  ``p(0 | n) = 1 - sum_{j>=1} p(j | n)``, from ``p(0 | 0) = 1``.
+- ``k`` identical instances behind the project's balancer (nginx, least connections or round
+  robin over one keep-alive connection per user) get the closed-loop users spread evenly:
   ``n // k`` users at each instance and one more at ``n % k`` of them, each instance its own
-  MVA, ``X = sum_i X_1(n_i)`` and ``R = n / X``.
+  MVA, ``X = sum_i X_1(n_i)`` and ``R = n / X`` (``ServerModel.predict``).
 - Scaling across CPUs per instance, the universal scalability law (Gunther 1993):
   ``X_inst(c) = c / (a + b (c - 1) + e c (c - 1))`` requests/s, i.e. ``lambda = 1/a``,
   ``sigma = b/a``, ``kappa = e/a``, fitted by least squares on ``c / X = a + b (c-1) + e c (c-1)``
@@ -50,6 +49,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench.stats import LevelStats
+
 
 @dataclass(frozen=True)
 class Level:
@@ -60,6 +61,12 @@ class Level:
     p50_ms: float
     p95_ms: float
     throughput_rps: float
+
+
+def levels_of(stats: Sequence[LevelStats]) -> tuple[Level, ...]:
+    """The levels of a sweep's statistics that answered at least once."""
+    return tuple(Level(int(s.level), s.mean_ms, s.p50_ms, s.p95_ms, s.throughput_rps)
+                 for s in stats if s.ok > 0)
 
 
 @dataclass(frozen=True)
@@ -198,11 +205,11 @@ class Station:
         return min(self.plateau_rps, self.cap_rps)
 
 
-def mva(station: Station, instances: int, delay_ms: float, users: int
-        ) -> list[tuple[float, float]]:
-    """Exact MVA (module docstring): ``(R(n) ms, X(n) req/s)`` for ``n = 1..users``."""
-    if users < 1 or instances < 1:
-        raise ValueError(f"mva needs users >= 1 and instances >= 1, got {users}, {instances}")
+def mva(station: Station, delay_ms: float, users: int) -> list[tuple[float, float]]:
+    """Exact MVA of one instance (module docstring): ``(R(n) ms, X(n) req/s)`` for
+    ``n = 1..users``."""
+    if users < 1:
+        raise ValueError(f"mva needs users >= 1, got {users}")
     p = [1.0]  # p(j | n-1), j = 0..n-1
     out = []
     for n in range(1, users + 1):
@@ -211,7 +218,7 @@ def mva(station: Station, instances: int, delay_ms: float, users: int
         x = n / big_r  # per ms
         new = [0.0] * (n + 1)
         for j in range(1, n + 1):
-            new[j] = x / (instances * station.rate(j)) * p[j - 1]
+            new[j] = x / station.rate(j) * p[j - 1]
         new[0] = max(0.0, 1.0 - sum(new[1:]))
         p = new
         out.append((big_r, 1000.0 * x))
@@ -237,7 +244,7 @@ class ServerModel:
         """Predicted levels of ``shape`` at each count in ``users``."""
         st = self.station(shape, host)
         k = shape.instances
-        one = mva(st, 1, self.delay_ms, max(users))
+        one = mva(st, self.delay_ms, max(users))
         x_max = st.max_rps * k
         out = []
         for n in users:
@@ -258,13 +265,11 @@ def fit_alone(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
     ``R(1) = d + S / min(1, cpus)`` when the points have two or more values of
     ``min(1, cpus)``, else ``d = 0`` (the delay cannot be told from the service)."""
     xs = [1.0 / min(1.0, c) for c, _ in points]
+    no_delay = sum(r / x for x, (_, r) in zip(xs, points, strict=True)) / len(points), 0.0
     if len(set(xs)) < 2:
-        s = sum(r / x for x, (_, r) in zip(xs, points, strict=True)) / len(points)
-        return s, 0.0
+        return no_delay
     d, s = lstsq([[1.0] * len(points), xs], [r for _, r in points])
-    if d < 0:  # noise: no room for a delay
-        return sum(r / x for x, (_, r) in zip(xs, points, strict=True)) / len(points), 0.0
-    return s, d
+    return no_delay if d < 0 else (s, d)  # d < 0: noise, no room for a delay
 
 
 def _tail_points(curves: Sequence[Curve]) -> list[tuple[float, float, float]]:

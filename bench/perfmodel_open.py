@@ -29,10 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bench.perfmodel import Host, Level, lstsq
-
-MB_PER_VCPU = 1769
-"""Lambda gives 1,769 MB one vCPU of time."""
-
+from bench.power_tune import configured_cpu
 
 # -- open loop ---------------------------------------------------------------------------------
 
@@ -130,10 +127,10 @@ class LambdaModel:
     p95_ratio: float = 1.0
 
     def duration_ms(self, memory_mb: int) -> float:
-        return self.a + self.b / (memory_mb / MB_PER_VCPU)
+        return self.a + self.b / configured_cpu(memory_mb)
 
     def extrapolated(self, memory_mb: int) -> bool:
-        share = memory_mb / MB_PER_VCPU
+        share = configured_cpu(memory_mb)
         return not self.lo - 1e-9 <= share <= self.hi + 1e-9
 
     def predict(self, memory_mb: int, users: Sequence[int], limit: int = 1000,
@@ -156,7 +153,7 @@ def fit_lambda(points: Sequence[tuple[int, float]], overhead_ms: float,
     sizes = sorted({m for m, _ in points})
     if len(sizes) < 2:
         raise ValueError(f"a Lambda duration model needs two or more memory sizes, got {sizes}")
-    shares = [m / MB_PER_VCPU for m, _ in points]
+    shares = [configured_cpu(m) for m, _ in points]
     a, b = lstsq([[1.0] * len(points), [1 / s for s in shares]], [d for _, d in points])
     r50 = sum(r[0] for r in tail_ratios) / len(tail_ratios) if tail_ratios else 1.0
     r95 = sum(r[1] for r in tail_ratios) / len(tail_ratios) if tail_ratios else 1.0

@@ -30,10 +30,12 @@ def target_colors(names: Sequence[str]) -> dict[str, str]:
     return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(dict.fromkeys(names))}
 
 
-def legend_outside(ax: Axes) -> None:
-    """The legend right of the axes, in small type."""
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
-              borderaxespad=0.0)
+def legend_outside(ax: Axes, source: Axes | None = None) -> None:
+    """The legend right of the axes, in small type; with ``source``, that axes' entries (one
+    legend for side-by-side panels)."""
+    handles, labels = (source or ax).get_legend_handles_labels()
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+              frameon=False, borderaxespad=0.0)
 
 
 def slo_line(ax: Axes, slo_ms: float) -> None:

@@ -174,8 +174,10 @@ def _errors(measured: Measured, predicted: Sequence[pm.Level], note: str = "") -
                    100 * abs(top_p - top_m) / top_m if top_m > 0 else math.nan, note)
 
 
-def predict_held_out(shapes: Sequence[Measured]) -> list[HeldOut]:
-    """Fit on the ``fit`` shapes, predict every ``held-out`` one at its measured levels."""
+def predict_held_out(shapes: Sequence[Measured]
+                     ) -> tuple[list[HeldOut], pm.ServerModel | None]:
+    """Fit on the ``fit`` shapes, predict every ``held-out`` one at its measured levels; the
+    server model fitted (``None`` without fitted server shapes)."""
     fitted = [m for m in shapes if m.role == "fit"]
     out = []
     servers = [m for m in fitted if not m.is_lambda]
@@ -193,17 +195,17 @@ def predict_held_out(shapes: Sequence[Measured]) -> list[HeldOut]:
         elif m.memory_mb is not None and lam is not None:
             note = "extrapolated beyond the fitted sizes" if lam.extrapolated(m.memory_mb) else ""
             out.append(_errors(m, lam.predict(m.memory_mb, users, host=lam_host), note))
-    return out
+    return out, model
 
 
 def _hourly_cost(m: Measured, levels: Sequence[pm.Level], slo_ms: float, rate: float,
                  vcpu_hour: float, lam_prices: LambdaPrices) -> float:
-    good = [lv for lv in levels if lv.p95_ms <= slo_ms]
     if m.is_lambda:
         if not levels or max(lv.p95_ms for lv in levels) > slo_ms or m.billed_ms is None:
             return math.inf
         return lambda_cost_per_hour(rate, duration_ms=m.billed_ms, memory_mb=m.memory_mb or 0,
                                     prices=lam_prices)
+    good = [lv for lv in levels if lv.p95_ms <= slo_ms]
     if not good or m.shape is None:
         return math.inf
     per_instance = max(lv.throughput_rps for lv in good) / m.shape.instances
@@ -237,11 +239,9 @@ def cheapest_agreement(shapes: Sequence[Measured], held_out: Sequence[HeldOut],
 
 def check(shapes: Sequence[Measured], vcpu_hour: float, lam_prices: LambdaPrices) -> CheckResult:
     """The whole validation (module docstring)."""
-    held = predict_held_out(shapes)
+    held, model = predict_held_out(shapes)
     share, cells, picks = cheapest_agreement(shapes, held, vcpu_hour, lam_prices)
-    servers = [m for m in shapes if m.role == "fit" and not m.is_lambda]
-    sigma = server_model(servers).scaling.sigma if servers else None
-    return CheckResult(held, share, cells, picks, sigma)
+    return CheckResult(held, share, cells, picks, model.scaling.sigma if model else None)
 
 
 def table(result: CheckResult) -> str:

@@ -59,25 +59,24 @@ def predict_check(quick: bool, model_uri: str, dataset: str, slo_ms: float,
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--measurements") from None
         result = pc.check(shapes, vcpu_hour, region.lambda_)
-        click.echo(pc.table(result))
-        click.echo(result.summary_line())
-        return
-    use_default_tracking()
-    started = time.monotonic()
-    data = load_dataset(dataset)
-    payloads = Payloads.from_samples(data.test, data.vocab, batch_size=1, seed=0)
-    try:
-        shapes, runs = measure(model_uri, payloads, quick,
-                               progress=lambda line: click.echo(line, err=True))
-    except RuntimeError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    result = pc.check(shapes, vcpu_hour, region.lambda_)
-    bench = log_benchmark(runs, slo_ms, experiment_name=experiment, run_name="predict-check",
-                          hooks=[check_hook(result, pc.dumps(shapes))],
-                          tags={"predict_check.quick": str(quick),
-                                "predict_check.model_uri": model_uri})
-    click.echo(f"MLflow run {bench.parent_run_id} (experiment {experiment!r}); "
-               f"{time.monotonic() - started:.0f} s", err=True)
+    else:
+        use_default_tracking()
+        started = time.monotonic()
+        data = load_dataset(dataset)
+        payloads = Payloads.from_samples(data.test, data.vocab, batch_size=1, seed=0)
+        try:
+            shapes, runs = measure(model_uri, payloads, quick,
+                                   progress=lambda line: click.echo(line, err=True))
+        except RuntimeError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        result = pc.check(shapes, vcpu_hour, region.lambda_)
+        bench = log_benchmark(runs, slo_ms, experiment_name=experiment,
+                              run_name="predict-check",
+                              hooks=[check_hook(result, pc.dumps(shapes))],
+                              tags={"predict_check.quick": str(quick),
+                                    "predict_check.model_uri": model_uri})
+        click.echo(f"MLflow run {bench.parent_run_id} (experiment {experiment!r}); "
+                   f"{time.monotonic() - started:.0f} s", err=True)
     click.echo(pc.table(result))
     click.echo(result.summary_line())

@@ -72,8 +72,7 @@ def host_of(levels: Sequence[LevelResult]) -> pm.Host:
 
 
 def to_measured(planned: PlannedShape, run: TargetRun) -> Measured:
-    levels = tuple(pm.Level(int(s.level), s.mean_ms, s.p50_ms, s.p95_ms, s.throughput_rps)
-                   for s in run.sweep.stats() if s.ok > 0)
+    levels = pm.levels_of(run.sweep.stats())
     if not levels:
         raise RuntimeError(f"{planned.spec.name}: no level answered "
                            f"({run.sweep.stopped_reason or 'no successful request'})")

@@ -27,7 +27,7 @@ from mlflow import MlflowClient
 from bench import perfmodel as pm
 from bench.hooks import BenchmarkHook, HookOutput, TargetSummary
 from bench.perfmodel import Level
-from bench.plot_style import FIGSIZE, finish, slo_line, target_colors
+from bench.plot_style import FIGSIZE, finish, legend_outside, slo_line, target_colors
 from bench.predict_check import CheckResult
 from deployers.sagemaker.instances import instance_shape
 
@@ -40,11 +40,6 @@ def step_metrics(levels: Sequence[Level]) -> dict[str, list[tuple[float, float]]
     """``metric -> [(users, value)]`` of predicted levels."""
     return {name: [(float(lv.users), float(getattr(lv, attr))) for lv in levels]
             for name, attr in PREDICTED_METRICS.items()}
-
-
-def measured_levels(s: TargetSummary) -> list[Level]:
-    return [Level(int(st.level), st.mean_ms, st.p50_ms, st.p95_ms, st.throughput_rps)
-            for st in s.stats if st.ok > 0]
 
 
 def plot_predictions(measured: Mapping[str, tuple[Sequence[Level], str]],
@@ -67,9 +62,7 @@ def plot_predictions(measured: Mapping[str, tuple[Sequence[Level], str]],
     for ax in (lat, thr):
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-    handles, labels = lat.get_legend_handles_labels()
-    thr.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
-               frameon=False, borderaxespad=0.0)
+    legend_outside(thr, source=lat)
     return finish(fig, caption)
 
 
@@ -90,7 +83,7 @@ def check_hook(result: CheckResult, measurements: str) -> BenchmarkHook:
 
     def hook(summaries: list[TargetSummary], slo_ms: float, workdir: Path) -> HookOutput:
         held = {h.measured.name: h for h in result.held_out}
-        measured = {s.name: (measured_levels(s), s.provenance) for s in summaries}
+        measured = {s.name: (list(pm.levels_of(s.stats)), s.provenance) for s in summaries}
         predicted = {name: (list(h.predicted), f"predicted (mean error {h.mape_mean:.0f} %)")
                      for name, h in held.items()}
         fig = plot_predictions(measured, predicted, slo_ms, caption=(
@@ -199,7 +192,7 @@ def forecast_hook(validation: Validation | None) -> BenchmarkHook:
         rows: list[dict[str, object]] = []
         forecast = False
         for s in summaries:
-            levels = measured_levels(s)
+            levels = list(pm.levels_of(s.stats))
             if s.mode != "closed" or not levels:
                 continue
             measured[s.name] = (levels, s.provenance)

@@ -8,26 +8,27 @@ import pytest
 
 from bench import perfmodel as pm
 from bench import perfmodel_open as po
+from bench.power_tune import MB_PER_VCPU
 
 
 def test_mva_of_one_single_server_station_gives_n_times_demand() -> None:
     st = pm.Station(service_ms=5.0, cpus=1, plateau_rps=200.0)
-    for n, (r, x) in enumerate(pm.mva(st, 1, 0.0, 8), start=1):
+    for n, (r, x) in enumerate(pm.mva(st, 0.0, 8), start=1):
         assert r == pytest.approx(n * 5.0)
         assert x == pytest.approx(200.0)
 
 
 def test_mva_with_a_delay_adds_it_below_saturation_and_caps_throughput() -> None:
     st = pm.Station(service_ms=10.0, cpus=4, plateau_rps=400.0)
-    curve = pm.mva(st, 1, 2.0, 40)
+    curve = pm.mva(st, 2.0, 40)
     assert curve[0][0] == pytest.approx(12.0)  # alone: delay + service
     assert curve[-1][1] == pytest.approx(400.0, rel=0.01)  # 4 servers / 10 ms
 
 
 def test_two_identical_instances_halve_the_response_time_at_large_n() -> None:
-    st = pm.Station(service_ms=4.0, cpus=1, plateau_rps=250.0)
-    one = pm.mva(st, 1, 0.0, 200)[-1][0]
-    two = pm.mva(st, 2, 0.0, 200)[-1][0]
+    model = pm.ServerModel(pm.Scaling(0.004, 0.0), 4.0, 0.0, pm.Tails((1.0, 0.0), (1.0, 0.0)))
+    one = model.predict(pm.Shape(1.0), [200])[0].mean_ms
+    two = model.predict(pm.Shape(1.0, instances=2), [200])[0].mean_ms
     assert two == pytest.approx(one / 2, rel=0.02)
 
 
@@ -115,7 +116,7 @@ def test_fit_server_reproduces_a_curve_made_by_the_model() -> None:
 
 def test_lambda_fit_and_flat_latency_up_to_the_limit() -> None:
     # duration = 2 + 8 / share: 512 MB -> share 0.2894
-    pts = [(m, 2 + 8 / (m / po.MB_PER_VCPU)) for m in (512, 1024)]
+    pts = [(m, 2 + 8 / (m / MB_PER_VCPU)) for m in (512, 1024)]
     lam = po.fit_lambda(pts, overhead_ms=3.0)
     assert lam.duration_ms(1769) == pytest.approx(10.0)
     assert lam.extrapolated(1769) and not lam.extrapolated(768)

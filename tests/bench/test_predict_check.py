@@ -10,6 +10,7 @@ import pytest
 from bench import perfmodel as pm
 from bench import perfmodel_open as po
 from bench import predict_check as pc
+from bench.power_tune import MB_PER_VCPU
 from bench.prices import load
 
 USERS = [1, 2, 4, 8, 16]
@@ -24,7 +25,7 @@ def _server(name: str, role: pc.Role, shape: pm.Shape) -> pc.Measured:
 
 
 def _lambda(memory_mb: int, role: pc.Role) -> pc.Measured:
-    limit = int(2 // (memory_mb / po.MB_PER_VCPU))
+    limit = int(2 // (memory_mb / MB_PER_VCPU))
     levels = tuple(LAMBDA.predict(memory_mb, USERS, limit))
     return pc.Measured(f"lambda-{memory_mb}", role, levels, HOST, memory_mb=memory_mb,
                        billed_ms=LAMBDA.duration_ms(memory_mb))
