@@ -20,8 +20,13 @@ load-dependent form of Lazowska et al., *Quantitative System Performance*, 1984,
   ``p(0 | n) = 1 - sum_{j>=1} p(j | n)``, from ``p(0 | 0) = 1``.
 - ``k`` identical instances behind the project's balancer (nginx, least connections or round
   robin over one keep-alive connection per user) get the closed-loop users spread evenly:
-  ``n // k`` users at each instance and one more at ``n % k`` of them, each instance its own
-  MVA, ``X = sum_i X_1(n_i)`` and ``R = n / X`` (``ServerModel.predict``).
+  ``n // k`` users at each instance and one more at ``n % k`` of them. Inside an instance, its
+  ``w`` scoring workers share one listening socket and a connection stays with the worker that
+  accepted it; which one accepts is a race, taken as uniformly random, so each worker holds
+  ``B ~ Binomial(m, 1/w)`` of the instance's ``m`` users and, by linearity,
+  ``X_inst(m) = w E[X_1(B)]`` with ``X_1`` the MVA of one worker (``c / w`` CPUs, ``1 / w`` of
+  the plateau and the host cap); ``X = sum_i X_inst(n_i)`` and ``R = n / X``
+  (``ServerModel.predict``). At 2 users on 2 workers half the time both users share a worker.
 - Scaling across CPUs per instance, the universal scalability law (Gunther 1993):
   ``X_inst(c) = c / (a + b (c - 1) + e c (c - 1))`` requests/s, i.e. ``lambda = 1/a``,
   ``sigma = b/a``, ``kappa = e/a``, fitted by least squares on ``c / X = a + b (c-1) + e c (c-1)``
@@ -29,10 +34,14 @@ load-dependent form of Lazowska et al., *Quantitative System Performance*, 1984,
   fit all three.
 - ``S`` and ``d`` by least squares on the 1-user latencies ``R(1) = d + S / min(1, c)`` of the
   fitted shapes (two values of ``min(1, c)`` needed to tell them apart, else ``d = 0``).
-- Percentiles: ``p = mean x (r0 + r1 u)`` with ``u = X(n) / X_max`` the utilisation of the
-  capacity, the line fitted on the measured tail-to-mean ratios of the fitted shapes. A measured
-  ratio is used, not an M/G/c approximation, because a closed loop has no Poisson arrivals and
-  its tail comes from the service-time spread (HTTP, JSON, batching), which those shapes measure.
+- Percentiles: ``p = mean x r(m)`` with ``m`` the users per worker and ``r`` the measured
+  p50- and p95-to-mean ratios of the fitted shapes at each users-per-worker, interpolated
+  linearly and held flat beyond the measured ends (``Tails``). Only the fitted shapes with the
+  most CPU per worker (``min(1, cpus / workers)``) give ratios: a fractional CPU quota stretches
+  a request that meets the end of its budget by the rest of the CFS period, a tail a worker
+  with a whole CPU never has. A measured ratio is used, not an M/G/c approximation, because a
+  closed loop has no Poisson arrivals and its tail comes from the service-time spread (HTTP,
+  JSON, batching), which those shapes measure.
 - ``Host``: on this machine the load generator and whatever else runs take CPU the stand-in
   would otherwise get: ``X_cap = (cores - background) / (client_ms + target_ms)`` per ms of CPU,
   split over the instances. Predictions for AWS shapes run without a host (the client is
@@ -44,7 +53,7 @@ Open loop, Lambda and batching: ``bench.perfmodel_open``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -161,28 +170,27 @@ def fit_scaling(points: Sequence[tuple[float, float]]) -> Scaling:
 
 @dataclass(frozen=True)
 class Tails:
-    """Percentile-to-mean ratios as lines in the utilisation ``u``: ``r0 + r1 u``."""
+    """Percentile-to-mean ratios against the users per worker ``m``: measured
+    ``(m, p50/mean, p95/mean)`` points, interpolated linearly and held flat beyond the ends."""
 
-    p50: tuple[float, float]
-    p95: tuple[float, float]
+    points: tuple[tuple[float, float, float], ...]
 
-    def at(self, u: float) -> tuple[float, float]:
-        u = min(max(u, 0.0), 1.0)
-        return self.p50[0] + self.p50[1] * u, self.p95[0] + self.p95[1] * u
+    def at(self, per_worker: float) -> tuple[float, float]:
+        ms = [p[0] for p in self.points]
+        return (float(np.interp(per_worker, ms, [p[1] for p in self.points])),
+                float(np.interp(per_worker, ms, [p[2] for p in self.points])))
 
 
 def fit_tails(points: Sequence[tuple[float, float, float]]) -> Tails:
-    """Lines through ``(u, p50/mean, p95/mean)`` points (one point: flat lines)."""
+    """The ratios of ``(users per worker, p50/mean, p95/mean)`` points, averaged where several
+    share a load."""
     if not points:
         raise ValueError("fit_tails needs at least one measured level")
-    us = [p[0] for p in points]
-    if len(set(us)) < 2:
-        return Tails((sum(p[1] for p in points) / len(points), 0.0),
-                     (sum(p[2] for p in points) / len(points), 0.0))
-    cols = [[1.0] * len(points), us]
-    r50 = lstsq(cols, [p[1] for p in points])
-    r95 = lstsq(cols, [p[2] for p in points])
-    return Tails((r50[0], r50[1]), (r95[0], r95[1]))
+    by: dict[float, list[tuple[float, float, float]]] = {}
+    for pt in points:
+        by.setdefault(pt[0], []).append(pt)
+    return Tails(tuple((m, sum(p[1] for p in g) / len(g), sum(p[2] for p in g) / len(g))
+                       for m, g in sorted(by.items())))
 
 
 @dataclass(frozen=True)
@@ -239,25 +247,38 @@ class ServerModel:
         cap = math.inf if host is None else host.cap_rps / shape.instances
         return Station(self.service_ms, shape.cpus, self.scaling.plateau_rps(shape.cpus), cap)
 
+    def worker_station(self, shape: Shape, host: Host | None = None) -> Station:
+        """One of the instance's ``workers``: ``cpus / workers`` CPUs and that share of the
+        instance's plateau and host cap."""
+        st, w = self.station(shape, host), shape.workers
+        return Station(st.service_ms, st.cpus / w, st.plateau_rps / w, st.cap_rps / w)
+
     def predict(self, shape: Shape, users: Sequence[int], host: Host | None = None
                 ) -> list[Level]:
         """Predicted levels of ``shape`` at each count in ``users``."""
-        st = self.station(shape, host)
-        k = shape.instances
+        k, w = shape.instances, shape.workers
+        st = self.worker_station(shape, host)
         one = mva(st, self.delay_ms, max(users))
-        x_max = st.max_rps * k
         out = []
         for n in users:
-            # An even split: n // k users at each instance, one more at n % k of them.
-            x = sum(one[m - 1][1] for m in _split(n, k) if m)
+            # An even split over the instances, then a random one over each one's workers.
+            x = sum(w * _binomial_mean(lambda m: one[m - 1][1] if m else 0.0, m, 1.0 / w)
+                    for m in _split(n, k) if m)
             r = 1000.0 * n / x
-            q50, q95 = self.tails.at(x / x_max)
+            q50, q95 = self.tails.at(n / (k * w))
             out.append(Level(n, r, r * q50, r * q95, x))
         return out
 
 
 def _split(n: int, k: int) -> list[int]:
     return [n // k + (1 if i < n % k else 0) for i in range(k)]
+
+
+def _binomial_mean(f: Callable[[int], float], n: int, p: float) -> float:
+    """``E[f(B)]`` for ``B ~ Binomial(n, p)``."""
+    if p >= 1.0:
+        return f(n)
+    return sum(math.comb(n, m) * p ** m * (1 - p) ** (n - m) * f(m) for m in range(n + 1))
 
 
 def fit_alone(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
@@ -272,11 +293,18 @@ def fit_alone(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
     return no_delay if d < 0 else (s, d)  # d < 0: noise, no room for a delay
 
 
+def _cpu_per_worker(shape: Shape) -> float:
+    return min(1.0, shape.cpus / shape.workers)
+
+
 def _tail_points(curves: Sequence[Curve]) -> list[tuple[float, float, float]]:
+    """The ratios of the curves with the most CPU per worker (module docstring: a fractional
+    quota stretches a request by whole CFS periods, a tail no whole-CPU worker has)."""
+    most = max(_cpu_per_worker(c.shape) for c in curves)
     out = []
-    for c in curves:
-        top = max(lv.throughput_rps for lv in c.levels)
-        out += [(lv.throughput_rps / top, lv.p50_ms / lv.mean_ms, lv.p95_ms / lv.mean_ms)
+    for c in (c for c in curves if _cpu_per_worker(c.shape) >= most - 1e-9):
+        per = c.shape.workers * c.shape.instances
+        out += [(lv.users / per, lv.p50_ms / lv.mean_ms, lv.p95_ms / lv.mean_ms)
                 for lv in c.levels if lv.mean_ms > 0]
     return out
 

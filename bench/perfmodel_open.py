@@ -13,7 +13,11 @@ needs under a p95 objective: the fewest ``k`` with the quantile at ``rate / k`` 
 concurrency limit: ``R = overhead + duration(share)``, ``share = memory / 1769`` vCPU, with
 ``duration(share) = a + b / share`` fitted by least squares from two or more memory sizes;
 a share outside the measured range is flagged ``extrapolated``. Above the limit requests are
-throttled (no latency). On a shared host, ``R(n) = max(R, n / X_cap)``. Cold starts: at a burst
+throttled (no latency). On a shared host the load generator's threads share one interpreter
+lock: its CPU per request ``Dc`` is a one-server queue in front of every environment
+(``client_waits_ms``: exact MVA of that queue and a delay of ``R - Dc``), so
+``R(n) = max(R + Wc(n), n / X_cap)``; percentiles are ``R(n)`` times the largest fitted size's
+measured ratios at ``n`` (``perfmodel.Tails``). Cold starts: at a burst
 from ``base`` to ``peak`` requests/s each new environment is one, ``concurrency(peak) -
 concurrency(base)`` with ``concurrency(rate) = ceil(rate x duration)`` (Little's law), the
 burst model of ``bench.recommend``.
@@ -28,8 +32,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bench.perfmodel import Host, Level, lstsq
+from bench.perfmodel import Host, Level, Tails, lstsq
 from bench.power_tune import configured_cpu
+
+FLAT = Tails(((1.0, 1.0, 1.0),))
 
 # -- open loop ---------------------------------------------------------------------------------
 
@@ -123,8 +129,7 @@ class LambdaModel:
     overhead_ms: float
     lo: float
     hi: float
-    p50_ratio: float = 1.0
-    p95_ratio: float = 1.0
+    tails: Tails = FLAT
 
     def duration_ms(self, memory_mb: int) -> float:
         return self.a + self.b / configured_cpu(memory_mb)
@@ -137,27 +142,48 @@ class LambdaModel:
                 host: Host | None = None) -> list[Level]:
         """Flat up to ``limit`` concurrent environments (levels above it are left out)."""
         flat = self.overhead_ms + self.duration_ms(memory_mb)
+        waits = client_waits_ms(host.client_ms if host else 0.0, flat, max(users, default=0))
         out = []
         for n in users:
             if n > limit:
                 continue
-            r = flat if host is None else max(flat, 1000.0 * n / host.cap_rps)
-            out.append(Level(n, r, r * self.p50_ratio, r * self.p95_ratio, 1000.0 * n / r))
+            r = flat + waits[n - 1]
+            if host is not None:
+                r = max(r, 1000.0 * n / host.cap_rps)
+            q50, q95 = self.tails.at(n)
+            out.append(Level(n, r, r * q50, r * q95, 1000.0 * n / r))
         return out
 
 
+def client_waits_ms(client_ms: float, cycle_ms: float, users: int) -> list[float]:
+    """The wait for the load generator's interpreter at ``n = 1..users``: a closed network of
+    the client (one FCFS server of ``client_ms``, the generator's threads share one lock) and a
+    delay of ``cycle_ms - client_ms`` (everything else, no queue). Exact MVA:
+    ``Rc(n) = Dc (1 + Qc(n-1))``, ``X(n) = n / (Rc(n) + Z)``, ``Qc(n) = X(n) Rc(n)``; the wait is
+    ``Rc(n) - Dc``."""
+    if not client_ms > 0:
+        return [0.0] * users
+    z = max(cycle_ms - client_ms, 0.0)
+    q, out = 0.0, []
+    for n in range(1, users + 1):
+        rc = client_ms * (1 + q)
+        q = n / (rc + z) * rc
+        out.append(rc - client_ms)
+    return out
+
+
 def fit_lambda(points: Sequence[tuple[int, float]], overhead_ms: float,
-               tail_ratios: Sequence[tuple[float, float]] = ()) -> LambdaModel:
+               tails: Tails | None = None) -> LambdaModel:
     """Fit ``duration = a + b / share`` through ``(memory_mb, warm duration ms)`` points of
-    two or more sizes; ``tail_ratios`` are measured ``(p50/mean, p95/mean)`` pairs."""
+    two or more sizes; ``tails`` are the measured ratios against concurrency (flat 1 if not
+    given)."""
     sizes = sorted({m for m, _ in points})
     if len(sizes) < 2:
         raise ValueError(f"a Lambda duration model needs two or more memory sizes, got {sizes}")
     shares = [configured_cpu(m) for m, _ in points]
     a, b = lstsq([[1.0] * len(points), [1 / s for s in shares]], [d for _, d in points])
-    r50 = sum(r[0] for r in tail_ratios) / len(tail_ratios) if tail_ratios else 1.0
-    r95 = sum(r[1] for r in tail_ratios) / len(tail_ratios) if tail_ratios else 1.0
-    return LambdaModel(a, b, overhead_ms, min(shares), max(shares), r50, r95)
+    return LambdaModel(a, b, overhead_ms, min(shares), max(shares),
+                       tails or FLAT)
 
 
 # -- batching ----------------------------------------------------------------------------------

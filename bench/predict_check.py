@@ -53,10 +53,16 @@ class Measured:
     shape: pm.Shape | None = None
     memory_mb: int | None = None
     billed_ms: float | None = None
+    duration_ms: float | None = None
 
     @property
     def is_lambda(self) -> bool:
         return self.memory_mb is not None
+
+    @property
+    def warm_ms(self) -> float | None:
+        """The mean warm duration (the billed one, rounded up to the ms, where not recorded)."""
+        return self.duration_ms if self.duration_ms is not None else self.billed_ms
 
 
 def dumps(shapes: Sequence[Measured]) -> str:
@@ -71,7 +77,8 @@ def loads(text: str) -> list[Measured]:
         return [Measured(m["name"], m["role"], tuple(pm.Level(**lv) for lv in m["levels"]),
                          pm.Host(**m["host"]),
                          pm.Shape(**m["shape"]) if m.get("shape") else None,
-                         m.get("memory_mb"), m.get("billed_ms")) for m in raw]
+                         m.get("memory_mb"), m.get("billed_ms"), m.get("duration_ms"))
+                for m in raw]
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not a predict-check measurement file: {exc}") from None
 
@@ -152,16 +159,20 @@ def server_model(fitted: Sequence[Measured]) -> pm.ServerModel:
 
 
 def lambda_model(fitted: Sequence[Measured]) -> po.LambdaModel:
-    lams = [m for m in fitted if m.is_lambda and m.billed_ms is not None]
+    """Durations from the fitted sizes' warm durations (billed ones in files without them),
+    the invoke overhead from their 1-user latencies, the tails from the largest size's levels
+    (the least throttled: ``perfmodel`` module docstring)."""
+    lams = [m for m in fitted if m.is_lambda and m.warm_ms is not None]
     if len(lams) < 2:
         raise ValueError(f"the Lambda model needs two fitted sizes with billed durations, got "
                          f"{[m.name for m in lams]}")
-    overhead = _avg([min(m.levels, key=lambda lv: lv.users).mean_ms - (m.billed_ms or 0.0)
+    overhead = _avg([min(m.levels, key=lambda lv: lv.users).mean_ms - (m.warm_ms or 0.0)
                      for m in lams])
-    ratios = [(lv.p50_ms / lv.mean_ms, lv.p95_ms / lv.mean_ms)
-              for m in lams for lv in m.levels if lv.mean_ms > 0]
-    return po.fit_lambda([(m.memory_mb or 0, m.billed_ms or 0.0) for m in lams],
-                         max(0.0, overhead), ratios)
+    top = max(lams, key=lambda m: m.memory_mb or 0)
+    tails = pm.fit_tails([(lv.users, lv.p50_ms / lv.mean_ms, lv.p95_ms / lv.mean_ms)
+                          for lv in top.levels if lv.mean_ms > 0])
+    return po.fit_lambda([(m.memory_mb or 0, m.warm_ms or 0.0) for m in lams],
+                         max(0.0, overhead), tails)
 
 
 def _errors(measured: Measured, predicted: Sequence[pm.Level], note: str = "") -> HeldOut:

@@ -76,9 +76,9 @@ def to_measured(planned: PlannedShape, run: TargetRun) -> Measured:
     if not levels:
         raise RuntimeError(f"{planned.spec.name}: no level answered "
                            f"({run.sweep.stopped_reason or 'no successful request'})")
-    billed = run.metrics.get("lambda_billed_ms_mean")
     return Measured(planned.spec.name, planned.role, levels, host_of(run.sweep.levels),
-                    planned.shape, planned.memory_mb, billed)
+                    planned.shape, planned.memory_mb, run.metrics.get("lambda_billed_ms_mean"),
+                    run.metrics.get("lambda_duration_ms_mean"))
 
 
 def measure(model_uri: str, payloads: PayloadSource, quick: bool,

@@ -6,7 +6,7 @@ time to the first successful answer, runs the closed-loop sweep and returns a ``
 ``bench.report.log_benchmark``. A failed deployment is returned as a failure, not raised, so one
 broken target does not cost the measurements of the others. Where answers carry Lambda REPORT
 figures (the Lambda invoker's ``raw["lambda_report"]``), the number of cold starts and their
-init and billed durations are logged with the target.
+init, billed and warm durations are logged with the target.
 """
 
 from __future__ import annotations
@@ -73,12 +73,13 @@ class RecordingInvoker:
         if not reports:
             return {}
         inits = [r["init_ms"] for r in reports if "init_ms" in r]
-        billed = [r["billed_ms"] for r in reports if "billed_ms" in r]
         out = {"lambda_cold_starts": float(len(inits))}
         if inits:
             out |= {"lambda_init_ms_mean": sum(inits) / len(inits), "lambda_init_ms_max": max(inits)}
-        if billed:
-            out["lambda_billed_ms_mean"] = sum(billed) / len(billed)
+        for field in ("billed_ms", "duration_ms"):
+            values = [r[field] for r in reports if field in r]
+            if values:
+                out[f"lambda_{field}_mean"] = sum(values) / len(values)
         return out
 
 

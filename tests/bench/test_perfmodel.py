@@ -26,7 +26,7 @@ def test_mva_with_a_delay_adds_it_below_saturation_and_caps_throughput() -> None
 
 
 def test_two_identical_instances_halve_the_response_time_at_large_n() -> None:
-    model = pm.ServerModel(pm.Scaling(0.004, 0.0), 4.0, 0.0, pm.Tails((1.0, 0.0), (1.0, 0.0)))
+    model = pm.ServerModel(pm.Scaling(0.004, 0.0), 4.0, 0.0, pm.Tails(((1, 1.0, 1.0),)))
     one = model.predict(pm.Shape(1.0), [200])[0].mean_ms
     two = model.predict(pm.Shape(1.0, instances=2), [200])[0].mean_ms
     assert two == pytest.approx(one / 2, rel=0.02)
@@ -102,7 +102,7 @@ def test_scaling_needs_two_cpu_counts() -> None:
 
 
 def test_fit_server_reproduces_a_curve_made_by_the_model() -> None:
-    truth = pm.ServerModel(pm.Scaling(0.008, 0.0), 9.0, 1.5, pm.Tails((0.95, 0.0), (1.4, 0.3)))
+    truth = pm.ServerModel(pm.Scaling(0.008, 0.0), 9.0, 1.5, pm.Tails(((1, 0.95, 1.4), (8, 0.95, 1.7))))
     users = [1, 2, 4, 8, 16]
     shapes = [pm.Shape(0.5, 1), pm.Shape(1.0, 1)]
     curves = [pm.Curve(s, tuple(truth.predict(s, users))) for s in shapes]
@@ -140,3 +140,41 @@ def test_batching_fit() -> None:
 
 def test_mape_skips_missing_measurements() -> None:
     assert pm.mape([11.0, 9.0, 5.0], [10.0, 10.0, math.nan]) == pytest.approx(10.0)
+
+
+def test_two_workers_share_two_users_by_a_random_accept() -> None:
+    # One worker: S = 10 ms, X_1(1) = 100/s, X_1(2) = 100/s (one CPU). Two users on two
+    # workers: both on one worker half the time (100/s), one each otherwise (200/s).
+    model = pm.ServerModel(pm.Scaling(0.010, 0.0), 10.0, 0.0, pm.Tails(((1, 1.0, 1.0),)))
+    [level] = model.predict(pm.Shape(2.0, workers=2), [2])
+    assert level.throughput_rps == pytest.approx(0.5 * 100 + 0.5 * 200)
+    [spread] = model.predict(pm.Shape(1.0, instances=2), [2])  # the balancer spreads them
+    assert spread.throughput_rps == pytest.approx(200.0)
+
+
+def test_tails_interpolate_between_measured_loads_and_hold_flat_beyond() -> None:
+    tails = pm.fit_tails([(1, 1.0, 1.2), (1, 1.0, 1.4), (4, 0.9, 1.6)])
+    assert tails.at(1) == pytest.approx((1.0, 1.3))  # two points at one load: their mean
+    assert tails.at(2.5) == pytest.approx((0.95, 1.45))
+    assert tails.at(0.5) == pytest.approx((1.0, 1.3))
+    assert tails.at(16) == pytest.approx((0.9, 1.6))
+
+
+def test_tails_come_from_the_fitted_shape_with_a_whole_cpu_per_worker() -> None:
+    def curve(cpus: float, ratio: float) -> pm.Curve:
+        levels = tuple(pm.Level(n, 10.0 * n, 10.0 * n, ratio * 10.0 * n, 100.0)
+                       for n in (1, 2, 4))
+        return pm.Curve(pm.Shape(cpus), levels)
+
+    model = pm.fit_server([curve(0.5, 3.0), curve(1.0, 1.4)])
+    assert model.tails.at(2) == pytest.approx((1.0, 1.4))  # not the throttled 3.0
+
+
+def test_the_generator_lock_is_a_queue_in_front_of_every_lambda_environment() -> None:
+    # Dc = 3, Z = 3: n = 1 no wait; n = 2: Qc(1) = 3/6 = 0.5, Rc = 3 x 1.5 = 4.5, wait 1.5.
+    assert po.client_waits_ms(3.0, 6.0, 2) == pytest.approx([0.0, 1.5])
+    assert po.client_waits_ms(0.0, 6.0, 3) == [0.0, 0.0, 0.0]
+    lam = po.LambdaModel(a=2.0, b=0.0, overhead_ms=4.0, lo=0.2, hi=1.0)
+    host = pm.Host(cores=2, background_cores=0.0, client_ms=3.0, target_ms=1.0)
+    assert [lv.mean_ms for lv in lam.predict(1769, [1, 2], host=host)] == pytest.approx(
+        [6.0, 7.5])

@@ -15,9 +15,10 @@ from bench.prices import load
 
 USERS = [1, 2, 4, 8, 16]
 HOST = pm.Host(cores=2, background_cores=0.1, client_ms=1.5, target_ms=6.0)
-TRUTH = pm.ServerModel(pm.Scaling(0.0065, 0.0004), 11.0, 2.0, pm.Tails((0.95, -0.05), (1.3, 0.4)))
-LAMBDA = po.LambdaModel(a=3.0, b=4.0, overhead_ms=2.5, lo=0.2, hi=0.6, p50_ratio=0.97,
-                        p95_ratio=1.25)
+TRUTH = pm.ServerModel(pm.Scaling(0.0065, 0.0004), 11.0, 2.0,
+                       pm.Tails(((1, 0.95, 1.3), (8, 0.9, 1.7))))
+LAMBDA = po.LambdaModel(a=3.0, b=4.0, overhead_ms=2.5, lo=0.2, hi=0.6,
+                        tails=pm.Tails(((1, 0.97, 1.25), (4, 0.97, 1.5))))
 
 
 def _server(name: str, role: pc.Role, shape: pm.Shape) -> pc.Measured:
@@ -26,7 +27,7 @@ def _server(name: str, role: pc.Role, shape: pm.Shape) -> pc.Measured:
 
 def _lambda(memory_mb: int, role: pc.Role) -> pc.Measured:
     limit = int(2 // (memory_mb / MB_PER_VCPU))
-    levels = tuple(LAMBDA.predict(memory_mb, USERS, limit))
+    levels = tuple(LAMBDA.predict(memory_mb, USERS, limit, host=HOST))
     return pc.Measured(f"lambda-{memory_mb}", role, levels, HOST, memory_mb=memory_mb,
                        billed_ms=LAMBDA.duration_ms(memory_mb))
 

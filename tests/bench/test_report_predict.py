@@ -12,7 +12,7 @@ from bench.report_predict import PREDICTED_ONLY, Validation, error_band, forecas
 from bench.stats import LevelStats
 from deployers.base import CostDrivers, Description
 
-MODEL = pm.ServerModel(pm.Scaling(0.010, 0.0), 9.0, 1.0, pm.Tails((0.95, 0.0), (1.3, 0.2)))
+MODEL = pm.ServerModel(pm.Scaling(0.010, 0.0), 9.0, 1.0, pm.Tails(((1, 0.95, 1.3), (8, 0.95, 1.5))))
 
 
 def _stats(levels: list[pm.Level]) -> list[LevelStats]:
