@@ -10,6 +10,10 @@ Promises:
   with its reason, as is any profile the price table cannot price; nothing is dropped silently.
 - Every figure is a ``Figure`` labelled with its provenance: the ``bench.provenance.combine`` of
   the profiles it rests on (``measured-local`` as soon as one of them is).
+- A ``predicted`` profile carries its validated error ``e`` (percent): an option resting on it
+  gets a cost band, its cost when the predicted saturation is ``(1 + e)`` and ``(1 - e)`` times
+  the prediction (for instances the count that then holds the peak, a step; for a hybrid the
+  overflow its instances then leave to Lambda), and its p95 ``± e``.
 
 Model (stated so it can be checked): a workload is a base rate plus, for ``burst_fraction`` of the
 time, ``burst_rps`` more. Lambda/serverless concurrency in use = rate x billed duration (Little's
@@ -21,8 +25,9 @@ provisioned concurrency must cover the peak. Instance autoscaling is not modelle
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,9 +45,18 @@ class Figure:
     value: float
     unit: str
     provenance: Provenance
+    band_pct: tuple[float, float] | None = None  # (below, above) the value, in percent
 
     def __str__(self) -> str:
-        return f"{self.value:.4g} {self.unit} ({self.provenance})"
+        return f"{self.value:.4g} {self.unit}{band_text(self.band_pct)} ({self.provenance})"
+
+
+def band_text(band: tuple[float, float] | None) -> str:
+    """`` ± 12 %`` (or `` -0/+100 %`` when lopsided); empty without a band."""
+    if band is None:
+        return ""
+    lo, hi = (round(v) for v in band)
+    return f" ± {hi} %" if lo == hi else f" -{lo}/+{hi} %"
 
 
 class Workload(BaseModel):
@@ -94,6 +108,9 @@ class Profile(BaseModel):
     bytes_per_request: float = Field(
         default=0.0, ge=0, description="Payload in + out (serverless).")
     provenance: Provenance = Field(description="Where the figures come from (bench.provenance).")
+    error_pct: float | None = Field(
+        default=None, ge=0, description="A predicted profile's validated error, percent: its "
+        "saturation_rps and p95_ms may be off by this much (None: measured).")
 
     @property
     def label(self) -> str:
@@ -138,17 +155,30 @@ class Recommendation:
 
 def _option(name: str, drivers: Sequence[CostDrivers], per_hour: float, wl: Workload,
             p95: float, profiles: Sequence[Profile], notes: Iterable[str],
-            short: str = "") -> Option:
+            short: str = "", band: tuple[float, float] | None = None) -> Option:
     prov = combine(*(p.provenance for p in profiles))
     per_million = (per_hour / (wl.mean_rps * cost.SECONDS_PER_HOUR) * 1e6
                    if wl.mean_rps > 0 else math.inf)
+    errors = [p.error_pct for p in profiles if p.error_pct is not None]
+    p95_band = (max(errors), max(errors)) if errors else None
     return Option(
         name=name, drivers=tuple(drivers),
-        cost_per_hour=Figure(per_hour, "USD/hour", prov),
-        cost_per_month=Figure(per_hour * cost.HOURS_PER_MONTH, "USD/month", prov),
-        cost_per_million=Figure(per_million, "USD per 1M requests", prov),
-        p95_ms=Figure(p95, "ms p95", prov), provenance=prov, notes=tuple(notes),
+        cost_per_hour=Figure(per_hour, "USD/hour", prov, band),
+        cost_per_month=Figure(per_hour * cost.HOURS_PER_MONTH, "USD/month", prov, band),
+        cost_per_million=Figure(per_million, "USD per 1M requests", prov, band),
+        p95_ms=Figure(p95, "ms p95", prov, p95_band), provenance=prov, notes=tuple(notes),
         short_name=short or name, targets=tuple(p.label for p in profiles))
+
+
+def _band(p: Profile, per_hour: float, priced: Callable[[float], float]
+          ) -> tuple[float, float] | None:
+    """The cost's band when ``p``'s saturation is off by its error: ``priced(saturation)`` at
+    ``(1 + e)`` and ``(1 - e)`` times it, as percent below and above ``per_hour``."""
+    if p.error_pct is None or p.saturation_rps is None or not per_hour > 0:
+        return None
+    e = min(p.error_pct / 100.0, 0.99)
+    low, high = priced(p.saturation_rps * (1 + e)), priced(p.saturation_rps * (1 - e))
+    return 100.0 * (per_hour - low) / per_hour, 100.0 * (high - per_hour) / per_hour
 
 
 def _lambda_overflow_cost(p: Profile, prices: RegionPrices, base: float, peak: float,
@@ -174,13 +204,19 @@ def _lambda_overflow_cost(p: Profile, prices: RegionPrices, base: float, peak: f
 def _instances(p: Profile, wl: Workload, table: PriceTable, region: str | None) -> list[Option]:
     if p.saturation_rps is None:
         raise ValueError("an instance profile needs saturation_rps (per instance)")
+
+    def priced(saturation: float) -> float:
+        n = max(1, math.ceil(wl.peak_rps / saturation - 1e-9))
+        return cost.hourly_cost(replace(p.drivers, instance_count=n), table, region)
+
     n = max(1, math.ceil(wl.peak_rps / p.saturation_rps - 1e-9))
     drivers = replace(p.drivers, instance_count=n)
     per_hour = cost.hourly_cost(drivers, table, region)
     label = p.drivers.instance_type or p.target
     return [_option(f"{n} x {label}", [drivers], per_hour, wl, p.p95_ms, [p],
                     [f"sized for the peak {wl.peak_rps:g} req/s at {p.saturation_rps:g} "
-                     "req/s per instance; always on"], short=f"{n}× {p.label}")]
+                     "req/s per instance; always on"], short=f"{n}× {p.label}",
+                    band=_band(p, per_hour, priced))]
 
 
 def _lambdas(p: Profile, wl: Workload, prices: RegionPrices) -> list[Option]:
@@ -236,14 +272,18 @@ def _hybrids(inst: Profile, lam: Profile, wl: Workload, table: PriceTable,
     assert inst.saturation_rps is not None and lam.duration_ms is not None
     n_peak = math.ceil(wl.peak_rps / inst.saturation_rps - 1e-9)
     out = []
-    for k in range(1, n_peak):
-        cap = k * inst.saturation_rps
+    def priced(k: int, saturation: float) -> tuple[float, int]:
+        cap = k * saturation
         base_over = max(0.0, wl.base_rps - cap)
         peak_over = max(0.0, wl.peak_rps - cap)
-        pc = 0 if wl.allow_cold_starts else concurrency(peak_over, lam.duration_ms)
+        pc = 0 if wl.allow_cold_starts else concurrency(peak_over, lam.duration_ms or 0.0)
+        return cost.hourly_cost(replace(inst.drivers, instance_count=k), table, region) + (
+            _lambda_overflow_cost(lam, table.region(region), base_over, peak_over, wl, pc)), pc
+
+    for k in range(1, n_peak):
+        cap = k * inst.saturation_rps
         drivers = replace(inst.drivers, instance_count=k)
-        per_hour = cost.hourly_cost(drivers, table, region) + _lambda_overflow_cost(
-            lam, table.region(region), base_over, peak_over, wl, pc)
+        per_hour, pc = priced(k, inst.saturation_rps)
         lam_drivers = replace(lam.drivers, provisioned_concurrency=pc)
         label = inst.drivers.instance_type or inst.target
         name = (f"hybrid: {k} x {label} + lambda {lam.drivers.memory_mb} MB "
@@ -252,8 +292,13 @@ def _hybrids(inst: Profile, lam: Profile, wl: Workload, table: PriceTable,
                            max(inst.p95_ms, lam.p95_ms), [inst, lam],
                            ["needs a router that spills traffic above the instances' capacity "
                             "to Lambda; the spill-over itself was not measured"],
-                           short=f"{k}× {inst.label} + {lam.label} overflow"))
+                           short=f"{k}× {inst.label} + {lam.label} overflow",
+                           band=_band(inst, per_hour, partial(_first, priced, k))))
     return out
+
+
+def _first(priced: Callable[[int, float], tuple[float, int]], k: int, x: float) -> float:
+    return priced(k, x)[0]
 
 
 def recommend(workload: Workload, profiles: Sequence[Profile], table: PriceTable,

@@ -29,6 +29,7 @@ from bench.hooks import BenchmarkHook, HookOutput, TargetSummary
 from bench.perfmodel import Level
 from bench.plot_style import FIGSIZE, finish, legend_outside, slo_line, target_colors
 from bench.predict_check import CheckResult
+from deployers.base import CostDrivers
 from deployers.sagemaker.instances import instance_shape
 
 PREDICTED_METRICS = {"predicted_latency_p50_ms": "p50_ms", "predicted_latency_p95_ms": "p95_ms",
@@ -176,21 +177,52 @@ def _flat(levels: Sequence[Level], users: Sequence[int]) -> list[Level]:
             for n in users]
 
 
+@dataclass(frozen=True)
+class PredictedTarget:
+    """A shape this machine cannot hold, predicted from the measured target ``source``."""
+
+    name: str
+    source: str
+    drivers: CostDrivers
+    levels: tuple[Level, ...]
+
+
+def _sigma(validation: Validation | None) -> float:
+    # Contention measured below one CPU can come out negative (a quota's bursts); carried to
+    # 8 vCPUs it would promise superlinear scaling, so it is taken as at least 0.
+    return max(0.0, validation.sigma) if validation is not None else 0.0
+
+
+def predicted_targets(summaries: Sequence[TargetSummary], validation: Validation | None
+                      ) -> list[PredictedTarget]:
+    """``PREDICTED_ONLY`` from the first closed-loop SageMaker instance target that fits."""
+    for s in summaries:
+        shape, levels = _shape(s), pm.levels_of(s.stats)
+        if (s.mode != "closed" or not levels or shape is None or s.description is None
+                or not s.description.cost.instance_type):
+            continue
+        try:
+            model = pm.fit_server([pm.Curve(shape, levels)], _sigma(validation))
+        except ValueError:
+            continue
+        return [PredictedTarget(name, s.name, CostDrivers("instance", itype, count),
+                                tuple(model.predict(pm.Shape(float(instance_shape(itype).vcpus),
+                                                             instances=count),
+                                                    list(FORECAST_LEVELS))))
+                for name, itype, count in PREDICTED_ONLY]
+    return []
+
+
 def forecast_hook(validation: Validation | None) -> BenchmarkHook:
     """Predicted curves beside the measured ones: every closed-loop target's own fit
     (``predicted_*`` step metrics), a Lambda target flat beyond the levels this machine holds,
-    and instance shapes it cannot hold predicted from the first measured SageMaker instance
-    target (``PREDICTED_ONLY``); the validated errors of ``validation`` on the parent run."""
+    and instance shapes it cannot hold (``predicted_targets``); the validated errors of
+    ``validation`` on the parent run."""
 
     def hook(summaries: list[TargetSummary], slo_ms: float, workdir: Path) -> HookOutput:
         out = HookOutput()
-        # Contention measured below one CPU can come out negative (a quota's bursts); carried
-        # to 8 vCPUs it would promise superlinear scaling, so it is taken as at least 0.
-        sigma = max(0.0, validation.sigma) if validation is not None else 0.0
         measured: dict[str, tuple[Sequence[Level], str]] = {}
         predicted: dict[str, tuple[Sequence[Level], str]] = {}
-        rows: list[dict[str, object]] = []
-        forecast = False
         for s in summaries:
             levels = list(pm.levels_of(s.stats))
             if s.mode != "closed" or not levels:
@@ -202,28 +234,19 @@ def forecast_hook(validation: Validation | None) -> BenchmarkHook:
                 pred = _flat(levels, users)
             elif shape is not None:
                 try:
-                    model = pm.fit_server([pm.Curve(shape, tuple(levels))], sigma)
+                    model = pm.fit_server([pm.Curve(shape, tuple(levels))], _sigma(validation))
                 except ValueError as exc:
                     out.note.append(f"{s.name}: not predicted ({exc}).")
                     continue
                 pred = model.predict(shape, [lv.users for lv in levels])
-                if (s.description is not None and s.description.cost.instance_type
-                        and not forecast):
-                    forecast = True
-                    for name, itype, count in PREDICTED_ONLY:
-                        big = pm.Shape(float(instance_shape(itype).vcpus), instances=count)
-                        curve = model.predict(big, list(FORECAST_LEVELS))
-                        predicted[name] = (curve, "predicted")
-                        rows += [{"target": name, "source": s.name, "users": lv.users,
-                                  "p50_ms": lv.p50_ms, "p95_ms": lv.p95_ms,
-                                  "throughput_rps": lv.throughput_rps,
-                                  "provenance": "predicted"} for lv in curve]
             else:
                 continue
             out.step_metrics[s.name] = step_metrics(pred)
-            predicted.setdefault(s.name, (pred, "predicted"))
+            predicted[s.name] = (pred, "predicted")
         if not measured:
             return out
+        forecasts = predicted_targets(summaries, validation)
+        predicted |= {t.name: (t.levels, "predicted") for t in forecasts}
         band = error_band(validation)
         out.figures["plots/predicted.png"] = plot_predictions(measured, predicted, slo_ms, (
             "Solid: measured; dashed: predicted by the performance model (bench.perfmodel) from "
@@ -231,8 +254,11 @@ def forecast_hook(validation: Validation | None) -> BenchmarkHook:
             "predicted from the SageMaker target, one AWS vCPU counted as one core of the "
             "stand-in (its shape takes vCPUs as cores), from a plateau this machine's load "
             "generator shared: conservative."))
-        if rows:
-            out.tables["predicted_targets.json"] = pd.DataFrame(rows)
+        if forecasts:
+            out.tables["predicted_targets.json"] = pd.DataFrame([
+                {"target": t.name, "source": t.source, "users": lv.users, "p50_ms": lv.p50_ms,
+                 "p95_ms": lv.p95_ms, "throughput_rps": lv.throughput_rps,
+                 "provenance": "predicted"} for t in forecasts for lv in t.levels])
         if validation is not None:
             out.parent_metrics |= validation.metrics
             out.parent_tags["prediction.validation_run"] = validation.run_id

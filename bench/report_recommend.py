@@ -7,6 +7,13 @@ lines' mean when the target reported them, else the mean latency at one user, an
 over-estimate) and the cold start as INIT. Every option carries the provenance of the targets it
 rests on (``bench.provenance``).
 
+Given the latest ``predict-check`` validation, the shapes this machine cannot hold
+(``bench.report_predict.predicted_targets``: ml.c5.2xlarge, 2 x ml.c5.xlarge from the measured
+SageMaker target) are priced too, as ``predicted`` profiles carrying the validated throughput
+error: their options get a cost band (``bench.recommend``), shown as ``± x %`` beside the cost
+in the table (``cost_band``), the headline and the ``recommendation`` tag. Without a validation
+they are left out, with that reason.
+
 The hook logs ``recommendation.json`` (every option, cheapest first, with its short name, cost
 per hour and per 1M, p95 at the workload and at saturation, provenance; USD to 4 significant
 digits, ms to 0.01), ``recommendation_rejected.json`` (every target left out, by its name, and
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -32,13 +40,15 @@ import pandas as pd
 from bench import prices as price_tables
 from bench.cost import is_always_on
 from bench.hooks import BenchmarkHook, HookOutput, TargetSummary
+from bench.perfmodel import Level, levels_of
 from bench.prices import PriceTable
 from bench.provenance import MEANING
-from bench.recommend import Option, Profile, Recommendation, Workload, recommend
+from bench.recommend import Option, Profile, Recommendation, Workload, band_text, recommend
+from bench.report_predict import PredictedTarget, Validation, error_band, predicted_targets
 from bench.rounding import fmt, round_frame
-from bench.stats import LevelStats
 
-COLUMNS = ["rank", "option", "cost_per_hour_usd", "cost_per_month_usd", "cost_per_1m_usd",
+COLUMNS = ["rank", "option", "cost_per_hour_usd", "cost_band", "cost_per_month_usd",
+           "cost_per_1m_usd",
            "p95_ms_at_workload", "p95_ms_at_saturation", "provenance", "shaping", "notes"]
 
 
@@ -57,47 +67,71 @@ def profile(s: TargetSummary, slo_ms: float) -> Profile | None:
         provenance=s.provenance)
 
 
-def p95_at_rate(stats: Sequence[LevelStats], rate_rps: float) -> float | None:
+def predicted_profile(t: PredictedTarget, slo_ms: float, validation: Validation
+                      ) -> Profile | None:
+    """The pricing profile of a predicted shape: its saturation per instance under the SLO,
+    the p95 there, provenance ``predicted`` and the validated throughput error (None when no
+    predicted level holds the SLO)."""
+    good = [lv for lv in t.levels if lv.p95_ms <= slo_ms]
+    if not good:
+        return None
+    at = max(good, key=lambda lv: lv.throughput_rps)
+    err = validation.metrics.get("prediction_mape_throughput")
+    return Profile(target="sagemaker", name=t.name, drivers=t.drivers, slo_ms=slo_ms,
+                   p95_ms=max(at.p95_ms, 1e-3),
+                   saturation_rps=at.throughput_rps / (t.drivers.instance_count or 1),
+                   provenance="predicted",
+                   error_pct=err if err is not None and math.isfinite(err) else None)
+
+
+@dataclass(frozen=True)
+class _Curve:
+    levels: Sequence[Level]
+    saturation_rps: float | None  # the whole target's
+    shaping: str
+
+
+def p95_at_rate(levels: Sequence[Level], rate_rps: float) -> float | None:
     """p95 at the first level (in measured order) whose throughput reaches ``rate_rps``."""
-    for st in stats:
-        if st.ok > 0 and st.throughput_rps >= rate_rps:
-            return st.p95_ms
+    for lv in levels:
+        if lv.throughput_rps >= rate_rps:
+            return lv.p95_ms
     return None
 
 
-def p95_at_workload(o: Option, by_name: Mapping[str, TargetSummary], wl: Workload
-                    ) -> float | None:
+def p95_at_workload(o: Option, curves: Mapping[str, _Curve], wl: Workload) -> float | None:
     """The option's p95 at the workload (module docstring), or None when not measured."""
     left, worst = wl.peak_rps, 0.0
     for drivers, name in zip(o.drivers, o.targets, strict=True):
-        s = by_name.get(name)
-        if s is None:
+        c = curves.get(name)
+        if c is None:
             return None
         if is_always_on(drivers.kind):
             n = drivers.instance_count or 1
-            share = min(left, n * (s.saturation_rps or math.inf))
+            share = min(left, n * (c.saturation_rps or math.inf))
             rate, left = share / n, left - share
         else:
             rate = left
-        p95 = p95_at_rate(s.stats, rate)
+        p95 = p95_at_rate(c.levels, rate)
         if p95 is None:
             return None
         worst = max(worst, p95)
     return worst
 
 
-def _shaping(o: Option, by_name: Mapping[str, TargetSummary]) -> str:
-    return ", ".join(dict.fromkeys(by_name[t].shaping for t in o.targets if t in by_name))
+def _shaping(o: Option, curves: Mapping[str, _Curve]) -> str:
+    return ", ".join(dict.fromkeys(curves[t].shaping for t in o.targets if t in curves))
 
 
-def _table(rec: Recommendation, by_name: Mapping[str, TargetSummary]) -> pd.DataFrame:
+def _table(rec: Recommendation, curves: Mapping[str, _Curve]) -> pd.DataFrame:
     rows = [{
         "rank": i + 1, "option": o.label, "cost_per_hour_usd": o.cost_per_hour.value,
+        "cost_band": band_text(o.cost_per_hour.band_pct).strip(),
         "cost_per_month_usd": o.cost_per_month.value,
         "cost_per_1m_usd": o.cost_per_million.value,
-        "p95_ms_at_workload": p95_at_workload(o, by_name, rec.workload),
+        "p95_ms_at_workload": p95_at_workload(o, curves, rec.workload),
         "p95_ms_at_saturation": o.p95_ms.value, "provenance": o.provenance,
-        "shaping": _shaping(o, by_name), "notes": "; ".join([o.name, *o.notes]),
+        "shaping": _shaping(o, curves), "notes": "; ".join([o.name, *o.notes]),
     } for i, o in enumerate(rec.options)]
     frame = pd.DataFrame(rows, columns=COLUMNS)
     for col in ("p95_ms_at_workload", "cost_per_hour_usd", "cost_per_1m_usd"):
@@ -113,8 +147,9 @@ def _workload(wl: Workload) -> str:
 
 def summary_line(o: Option, wl: Workload) -> str:
     """``name: $x/h, $y per 1M (provenance) at <workload>``: the ``recommendation`` tag."""
-    return (f"{o.label}: ${fmt(o.cost_per_hour.value)}/h, "
-            f"${fmt(o.cost_per_million.value)} per 1M ({o.provenance}) at {_workload(wl)}")
+    band = band_text(o.cost_per_hour.band_pct)
+    return (f"{o.label}: ${fmt(o.cost_per_hour.value)}/h{band}, "
+            f"${fmt(o.cost_per_million.value)} per 1M{band} ({o.provenance}) at {_workload(wl)}")
 
 
 def _markdown(table: pd.DataFrame, wl: Workload, rejected: Sequence[tuple[str, str]]) -> str:
@@ -126,7 +161,9 @@ def _markdown(table: pd.DataFrame, wl: Workload, rejected: Sequence[tuple[str, s
              "|" + "|".join(["---:", "---", "---:", "---:", "---:", "---:", "---"]
                             + (["---"] if shaped else [])) + "|"]
     for r in table.itertuples(index=False):
-        cells = [str(r.rank), r.option, fmt(r.cost_per_hour_usd), fmt(r.cost_per_1m_usd),
+        band = f" {r.cost_band}" if r.cost_band else ""
+        cells = [str(r.rank), r.option, fmt(r.cost_per_hour_usd) + band,
+                 fmt(r.cost_per_1m_usd) + band,
                  fmt(r.p95_ms_at_workload), fmt(r.p95_ms_at_saturation), f"`{r.provenance}`"]
         cells += [str(r.shaping)] if shaped else []
         lines.append("| " + " | ".join(cells) + " |")
@@ -141,8 +178,28 @@ def _markdown(table: pd.DataFrame, wl: Workload, rejected: Sequence[tuple[str, s
     return text
 
 
-def recommend_hook(workload: Workload, table: PriceTable | None = None) -> BenchmarkHook:
-    """A hook that recommends the cheapest deployment for ``workload`` from the measurements."""
+def _predicted(summaries: Sequence[TargetSummary], slo_ms: float,
+               validation: Validation | None) -> tuple[list[Profile], dict[str, _Curve],
+                                                       list[tuple[str, str]]]:
+    profiles, curves, skipped = [], {}, []
+    for t in predicted_targets(summaries, validation):
+        p = predicted_profile(t, slo_ms, validation) if validation is not None else None
+        if validation is None:
+            skipped.append((t.name, "predicted, but the model has no validation on this "
+                                    "tracking server: run `niser-mlops predict-check`"))
+        elif p is None:
+            skipped.append((t.name, f"no predicted level holds p95 ≤ {fmt(slo_ms)} ms"))
+        else:
+            profiles.append(p)
+            curves[t.name] = _Curve(t.levels, p.saturation_rps and p.saturation_rps * (
+                t.drivers.instance_count or 1), "predicted")
+    return profiles, curves, skipped
+
+
+def recommend_hook(workload: Workload, table: PriceTable | None = None,
+                   validation: Validation | None = None) -> BenchmarkHook:
+    """A hook that recommends the cheapest deployment for ``workload`` from the measurements
+    and, with a ``validation``, the shapes predicted from them (``predicted_targets``)."""
 
     def hook(summaries: list[TargetSummary], slo_ms: float, workdir: Path) -> HookOutput:
         tbl = table if table is not None else price_tables.load()
@@ -154,9 +211,12 @@ def recommend_hook(workload: Workload, table: PriceTable | None = None) -> Bench
                 skipped.append((s.name, "no successful request or no deployment description"))
             else:
                 profiles.append(p)
-        rec = recommend(workload, profiles, tbl)
-        by_name = {s.name: s for s in summaries}
-        frame = _table(rec, by_name)
+        more, curves, left_out = _predicted(summaries, slo_ms, validation)
+        skipped += left_out
+        rec = recommend(workload, [*profiles, *more], tbl)
+        curves |= {s.name: _Curve(levels_of(s.stats), s.saturation_rps, s.shaping)
+                   for s in summaries}
+        frame = _table(rec, curves)
         rejected = [*skipped, *rec.rejected]
         out.tables["recommendation.json"] = frame
         out.tables["recommendation_rejected.json"] = pd.DataFrame(
@@ -167,12 +227,21 @@ def recommend_hook(workload: Workload, table: PriceTable | None = None) -> Bench
                 frame.iloc[0]["cost_per_hour_usd"])
             out.parent_tags["recommendation"] = summary_line(best, workload)
             out.parent_tags["recommendation.provenance"] = best.provenance
+            band = band_text(best.cost_per_hour.band_pct)
             out.headline = (
-                f"### Recommended: {best.label}, ${fmt(best.cost_per_hour.value)}/h "
-                f"(${fmt(best.cost_per_million.value)} per 1M requests), `{best.provenance}`")
+                f"### Recommended: {best.label}, ${fmt(best.cost_per_hour.value)}/h{band} "
+                f"(${fmt(best.cost_per_million.value)} per 1M requests{band}), "
+                f"`{best.provenance}`")
             out.note.append(
                 f"Cheapest of {len(rec.options)} option{'s' * (len(rec.options) != 1)} for "
                 f"{_workload(workload)}. `{best.provenance}`: {MEANING[best.provenance]}.")
+            if more and validation is not None:
+                out.note.append(
+                    f"`predicted` options rest on shapes this machine cannot hold "
+                    f"({', '.join(p.label for p in more)}), predicted from the measured SageMaker "
+                    f"target; their cost band is the cost when the predicted throughput is off by "
+                    f"the validated error ({error_band(validation)}, predict-check run "
+                    f"`{validation.run_id}`).")
         else:
             out.parent_tags["recommendation"] = (
                 "none: no measured target is both priced and within the SLO at this load")

@@ -142,9 +142,10 @@ def log_benchmarks(outcomes: list[TargetOutcome], slo_ms: float, workload: Workl
     runs = [o.run for o in outcomes if o.run is not None]
     if not runs:
         return None
+    validation = latest_validation(client)
     return log_benchmark(runs, slo_ms, experiment_name=experiment, nest_under=run_id,
-                         hooks=[recommend_hook(workload), forecast_hook(latest_validation(client)),
-                                *default_hooks(workload.mean_rps)],
+                         hooks=[recommend_hook(workload, validation=validation),
+                                forecast_hook(validation), *default_hooks(workload.mean_rps)],
                          tags={"prefect.flow_run_id": flow_run_id}, client=client)
 
 

@@ -146,3 +146,22 @@ def test_options_and_rejections_are_named_after_the_measured_targets(table):
     assert short["1× sagemaker-c5-xlarge + lambda-3gb overflow"] == (
         "sagemaker-c5-xlarge", "lambda-3gb")
     assert [who for who, _ in rec.rejected] == ["sagemaker-loose"]
+
+
+def test_a_predicted_instance_carries_its_validated_error_into_the_cost(table):
+    # Peak 30 req/s at 10.8 per instance: 3 x ml.c5.xlarge (0.612 $/h). Off by 12 %: 12.1 per
+    # instance still needs 3; 9.5 needs 4 (0.816 $/h, +33 %).
+    predicted = c5("predicted").model_copy(update={"error_pct": 12.0})
+    rec = recommend(Workload(base_rps=30, p95_slo_ms=100), [predicted], table)
+    best = rec.best
+    assert best is not None and best.provenance == "predicted"
+    assert best.cost_per_hour.band_pct == pytest.approx((0.0, 100 / 3))
+    assert str(best.cost_per_hour) == "0.612 USD/hour -0/+33 % (predicted)"
+    assert best.p95_ms.band_pct == (12.0, 12.0)
+    assert " ± 12 % " in str(best.p95_ms)
+
+
+def test_a_measured_figure_has_no_band(table):
+    rec = recommend(Workload(base_rps=30, p95_slo_ms=100), [c5()], table)
+    assert rec.best is not None and rec.best.cost_per_hour.band_pct is None
+    assert str(rec.best.cost_per_hour) == "0.612 USD/hour (measured-real)"

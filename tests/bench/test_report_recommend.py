@@ -73,5 +73,42 @@ def test_targets_left_out_for_the_same_reason_are_named_together(tmp_path: Path)
              for name in ("box-a", "box-b")]
     out = recommend_hook(Workload(base_rps=50, p95_slo_ms=50))([*boxes, INSTANCE], 50.0, tmp_path)
     left_out = out.note[-1].split("Left out: ", 1)[1]
-    assert left_out.startswith("**box-a, box-b**: local deployments have no AWS price")
-    assert list(out.tables["recommendation_rejected.json"]["target"]) == ["box-a", "box-b"]
+    assert "**box-a, box-b**: local deployments have no AWS price" in left_out
+    # the shapes predicted from INSTANCE are left out too (no validation), named together
+    assert "**predicted-c5-2xlarge, predicted-2x-c5-xlarge**: predicted, but" in left_out
+    assert list(out.tables["recommendation_rejected.json"]["target"]) == [
+        "predicted-c5-2xlarge", "predicted-2x-c5-xlarge", "box-a", "box-b"]
+
+
+def _stand_in() -> TargetSummary:
+    # ml.c5.large (2 vCPU) stand-in: 9 ms alone, a plateau of 210 req/s.
+    stats = [level(n, 1.3 * 1000 * n / x, x, mean=1000 * n / x)
+             for n, x in ((1, 111), (2, 200), (4, 210), (8, 210))]
+    return summary("sm-large", "sagemaker", CostDrivers("instance", "ml.c5.large", 1), stats,
+                   210.0, provenance="measured-local")
+
+
+def test_shapes_predicted_from_the_stand_in_are_priced_with_their_band(tmp_path: Path):
+    from bench.report_predict import Validation
+
+    validation = Validation("run-1", {"prediction_mape_throughput": 12.0,
+                                      "prediction_mape_latency": 10.0,
+                                      "prediction_mape_p95": 20.0})
+    hook = recommend_hook(Workload(base_rps=900, p95_slo_ms=100), validation=validation)
+    out = hook([_stand_in()], 100.0, tmp_path)
+    table = out.tables["recommendation.json"]
+    predicted = table[table["provenance"] == "predicted"]
+    assert set(predicted["option"].str.split("× ").str[1]) == {
+        "predicted-c5-2xlarge", "predicted-2x-c5-xlarge"}
+    assert all(band.startswith(("±", "-")) and band.endswith("%")
+               for band in predicted["cost_band"])
+    assert (table[table["provenance"] == "measured-local"]["cost_band"] == "").all()
+    assert any("predict-check run `run-1`" in n for n in out.note)
+
+
+def test_predicted_shapes_without_a_validation_are_left_out_with_the_reason(tmp_path: Path):
+    out = recommend_hook(Workload(base_rps=900, p95_slo_ms=100))([_stand_in()], 100.0, tmp_path)
+    rejected = out.tables["recommendation_rejected.json"]
+    assert {"predicted-c5-2xlarge", "predicted-2x-c5-xlarge"} <= set(rejected["target"])
+    assert rejected["reason"].str.contains("niser-mlops predict-check").any()
+    assert "predicted" not in set(out.tables["recommendation.json"]["provenance"])
