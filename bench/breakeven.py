@@ -145,13 +145,14 @@ def plot_break_even(
     instance: InstanceOffer, lam: LambdaOffer, max_rate_rps: float, path: str | Path,
     *, per: Literal["hour", "month"] = "hour", title: str | None = None,
     colors: Mapping[str, str] | None = None, workload_rps: float | None = None,
+    note: str | None = None,
 ) -> Path:
     """Write a PNG of cost vs request rate for both offers, break-even marked; returns the path.
 
     ``colors`` maps offer labels to colours (``bench.plot_style.target_colors``); with
     ``workload_rps`` the workload's rate is marked, with what each offer costs there. The x axis
     spans ``[0, max_rate_rps]`` narrowed to where the answer is: 1.1 x the saturation rate or 3 x
-    the break-even or workload rate, whichever is largest.
+    the break-even or workload rate, whichever is largest. ``note`` is added to the caption.
     """
     import matplotlib
 
@@ -214,7 +215,7 @@ def plot_break_even(
     legend_outside(ax)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    finish(fig, caption)
+    finish(fig, " ".join(c for c in (caption, note) if c) or None)
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out

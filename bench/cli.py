@@ -33,6 +33,7 @@ from typing import NoReturn
 import click
 
 from bench.load_settings import DEFAULT_LEVELS
+from bench.paper_cli import paper
 from bench.predict_cli import predict_check
 from bench.replay_cli import replay
 from bench.tracking import use_default_tracking
@@ -297,8 +298,8 @@ def serve_stub(delay_ms: float) -> None:
     serve(delay_ms)
 
 
-COMMANDS: list[click.Command] = [calibrate, http, prices, power_tune, predict_check, replay,
-                                 serve_stub]
+COMMANDS: list[click.Command] = [calibrate, http, paper, prices, power_tune, predict_check,
+                                 replay, serve_stub]
 """What ``niser-mlops`` adds to its group (it has its own ``compare``)."""
 
 

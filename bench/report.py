@@ -52,6 +52,7 @@ from bench.plot_style import FIGSIZE, finish, legend_outside, slo_line, target_c
 from bench.provenance import Provenance
 from bench.report_cost import cost_hook
 from bench.report_note import compose
+from bench.report_predict import Validation
 from bench.rounding import round_frame, round_metric
 from bench.stats import saturation_throughput, stats_frame
 from bench.sweep import SweepResult
@@ -98,10 +99,11 @@ class BenchmarkRun:
     target_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def default_hooks(workload_rps: float | None = None) -> list[BenchmarkHook]:
+def default_hooks(workload_rps: float | None = None, validation: Validation | None = None
+                  ) -> list[BenchmarkHook]:
     """The cost hook over the packaged price table (``bench.report_cost``), pricing
-    ``workload_rps`` too when given."""
-    return [cost_hook(workload_rps=workload_rps)]
+    ``workload_rps`` too when given, with the predicted shapes when ``validation`` is."""
+    return [cost_hook(workload_rps=workload_rps, validation=validation)]
 
 
 def _step(level: float) -> int:

@@ -16,6 +16,11 @@
   (``plots/breakeven_<instance>_vs_<lambda>.png``, the workload's rate marked with each
   option's cost there), with ``breakeven_rps.<lambda>`` logged on the instance's run when a
   break-even exists. Colours are the targets' (``bench.plot_style``) in every plot.
+- With a ``predict-check`` validation, the shapes predicted from the SageMaker target
+  (``bench.report_predict.predicted_targets``) get break-even plots against every Lambda target
+  too, captioned as predicted, with ``breakeven_rps.<shape>.<lambda>`` on the parent run and
+  ``..._low`` / ``..._high``: the break-even when the predicted throughput is off by the
+  validated error either way.
 - When the target that is cheapest per request at saturation is not the cheapest at the
   workload's rate, the cost plot carries a caption saying why, and so does the run description.
 - A target that cannot be priced (no description, or a price the table lacks, e.g. local
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
@@ -41,6 +47,7 @@ from bench.cost import SECONDS_PER_HOUR, cost_per_million_at_load, hourly_cost, 
 from bench.hooks import BenchmarkHook, HookOutput, TargetSummary
 from bench.plot_style import FIGSIZE, finish, legend_outside, target_colors
 from bench.prices import PriceError, PriceTable
+from bench.report_predict import Validation, predicted_targets
 from bench.rounding import fmt
 
 Offer = InstanceOffer | LambdaOffer
@@ -67,9 +74,36 @@ def _offer(s: TargetSummary, tbl: PriceTable, region: str | None) -> Offer | Non
                        d.provisioned_concurrency or 0)
 
 
+def _predicted_offers(summaries: list[TargetSummary], slo_ms: float, tbl: PriceTable,
+                      region: str | None, validation: Validation | None
+                      ) -> list[tuple[InstanceOffer, float | None]]:
+    """The validated predicted shapes as offers (one instance's price and saturation, at least
+    the predicted count) with their throughput error in percent."""
+    if validation is None:
+        return []
+    err = validation.metrics.get("prediction_mape_throughput")
+    out = []
+    for t in predicted_targets(summaries, validation):
+        good = [lv.throughput_rps for lv in t.levels if lv.p95_ms <= slo_ms]
+        count = t.drivers.instance_count or 1
+        if not good:
+            continue
+        one = replace(t.drivers, instance_count=1)
+        try:
+            price = hourly_cost(one, tbl, region)
+        except PriceError:
+            continue
+        out.append((InstanceOffer(t.name, price, max(good) / count, "predicted",
+                                  min_instances=count),
+                    err if err is not None and math.isfinite(err) else None))
+    return out
+
+
 def cost_hook(table: PriceTable | None = None, region: str | None = None,
-              workload_rps: float | None = None) -> BenchmarkHook:
-    """A hook pricing every target with ``table`` (default: the packaged ``prices.json``)."""
+              workload_rps: float | None = None, validation: Validation | None = None
+              ) -> BenchmarkHook:
+    """A hook pricing every target with ``table`` (default: the packaged ``prices.json``);
+    with ``validation``, the shapes predicted from the measured ones enter the break-evens."""
 
     def hook(summaries: list[TargetSummary], slo_ms: float, workdir: Path) -> HookOutput:
         tbl = table if table is not None else price_tables.load()
@@ -104,6 +138,8 @@ def cost_hook(table: PriceTable | None = None, region: str | None = None,
             out.figures["plots/cost_per_1m_vs_concurrency.png"] = _plot_cost(
                 summaries, priced, why)
         notes += _break_evens(summaries, offers, workdir, out, workload_rps)
+        _predicted_break_evens(summaries, offers, _predicted_offers(
+            summaries, slo_ms, tbl, region, validation), workdir, out, workload_rps)
         if notes:
             out.tables["cost_notes.json"] = pd.DataFrame(notes, columns=["target", "note"])
         return out
@@ -206,3 +242,38 @@ def _break_evens(
                 out.summary_metrics.setdefault(inst.name, {})[f"breakeven_rps.{lam.name}"] = (
                     result.rate_rps)
     return notes
+
+
+def _predicted_break_evens(summaries: list[TargetSummary], offers: dict[str, Offer],
+                           predicted: list[tuple[InstanceOffer, float | None]], workdir: Path,
+                           out: HookOutput, workload_rps: float | None) -> None:
+    """Break-evens of predicted instance shapes against every measured Lambda target: the
+    parent metrics ``breakeven_rps.<shape>.<lambda>`` and, with the validated error ``e``,
+    ``..._low`` / ``..._high`` at ``(1 - e)`` and ``(1 + e)`` times the predicted saturation."""
+    colors = target_colors([s.name for s in summaries] + [o.label for o, _ in predicted])
+    for offer_l in (o for o in offers.values() if isinstance(o, LambdaOffer)):
+        for offer_i, err in predicted:
+            max_rate = max(4 * offer_i.saturation_rps, 1.5 * (workload_rps or 0.0))
+            key = f"breakeven_rps.{offer_i.label}.{offer_l.label}"
+            rates = {"": break_even(offer_i, offer_l, max_rate).rate_rps}
+            if err is not None:
+                for suffix, f in (("_low", 1 - err / 100), ("_high", 1 + err / 100)):
+                    rates[suffix] = break_even(replace(
+                        offer_i, saturation_rps=offer_i.saturation_rps * max(f, 0.01)),
+                        offer_l, max_rate).rate_rps
+            for suffix, rate in rates.items():
+                if rate is not None:
+                    out.parent_metrics[key + suffix] = rate
+            band = ("" if err is None else
+                    f" With the validated throughput error (±{fmt(err)} %) the break-even lies "
+                    f"between {_rate(rates.get('_low'))} and {_rate(rates.get('_high'))} req/s.")
+            png = workdir / f"breakeven_{_safe(offer_i.label)}_vs_{_safe(offer_l.label)}.png"
+            plot_break_even(offer_i, offer_l, max_rate, png, colors=colors,
+                            workload_rps=workload_rps, note=(
+                                f"{offer_i.label} is predicted (not measured) from the measured "
+                                f"SageMaker target.{band}"))
+            out.files.append(("plots", png))
+
+
+def _rate(rate: float | None) -> str:
+    return "none in range" if rate is None else fmt(rate)

@@ -114,7 +114,8 @@ def check_hook(result: CheckResult, measurements: str) -> BenchmarkHook:
 
 VALIDATION_EXPERIMENT = "predict-check"
 PREDICTED_ONLY: tuple[tuple[str, str, int], ...] = (
-    ("predicted-c5-2xlarge", "ml.c5.2xlarge", 1), ("predicted-2x-c5-xlarge", "ml.c5.xlarge", 2))
+    ("predicted-c5-xlarge", "ml.c5.xlarge", 1), ("predicted-c5-2xlarge", "ml.c5.2xlarge", 1),
+    ("predicted-2x-c5-xlarge", "ml.c5.xlarge", 2))
 """Instance shapes this machine cannot hold, predicted from a measured SageMaker target."""
 FORECAST_LEVELS = (1, 2, 4, 6, 8, 11, 16)
 
@@ -150,13 +151,24 @@ def latest_validation(client: MlflowClient | None = None,
 
 
 def _shape(s: TargetSummary) -> pm.Shape | None:
-    cost = s.description.cost if s.description is not None else None
-    if cost is None or cost.kind not in ("instance", "local"):
+    """The measured target's shape: its CPUs, instances and scoring workers (as described;
+    else one per vCPU on SageMaker, as its container runs, and one elsewhere)."""
+    if s.description is None or s.description.cost.kind not in ("instance", "local"):
         return None
+    cost, workers = s.description.cost, s.description.details.get("workers")
     count = cost.instance_count or 1
     if cost.instance_type:
-        return pm.Shape(float(instance_shape(cost.instance_type).vcpus), instances=count)
-    return pm.Shape(cost.cpus, instances=count) if cost.cpus else None
+        return sagemaker_shape(cost.instance_type, count, workers)
+    if not cost.cpus:
+        return None
+    return pm.Shape(cost.cpus, int(workers) if isinstance(workers, int) else 1, count)
+
+
+def sagemaker_shape(instance_type: str, count: int = 1, workers: object = None) -> pm.Shape:
+    """An instance type's shape: its vCPUs, ``count`` instances, ``workers`` per instance (one
+    per vCPU, the SageMaker deployer's default, when not an int)."""
+    vcpus = instance_shape(instance_type).vcpus
+    return pm.Shape(float(vcpus), workers if isinstance(workers, int) else vcpus, count)
 
 
 def error_band(validation: Validation | None) -> str:
@@ -206,8 +218,7 @@ def predicted_targets(summaries: Sequence[TargetSummary], validation: Validation
         except ValueError:
             continue
         return [PredictedTarget(name, s.name, CostDrivers("instance", itype, count),
-                                tuple(model.predict(pm.Shape(float(instance_shape(itype).vcpus),
-                                                             instances=count),
+                                tuple(model.predict(sagemaker_shape(itype, count),
                                                     list(FORECAST_LEVELS))))
                 for name, itype, count in PREDICTED_ONLY]
     return []

@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from bench.links import run_url, ui_base
 from bench.load_settings import LoadSettings
+from bench.paper import paper_hook
 from bench.payloads import Payloads
 from bench.recommend import Workload
 from bench.report import BenchmarkRun, default_hooks, log_benchmark, summarize_target
@@ -145,7 +146,8 @@ def log_benchmarks(outcomes: list[TargetOutcome], slo_ms: float, workload: Workl
     validation = latest_validation(client)
     return log_benchmark(runs, slo_ms, experiment_name=experiment, nest_under=run_id,
                          hooks=[recommend_hook(workload, validation=validation),
-                                forecast_hook(validation), *default_hooks(workload.mean_rps)],
+                                forecast_hook(validation), paper_hook(validation),
+                                *default_hooks(workload.mean_rps, validation)],
                          tags={"prefect.flow_run_id": flow_run_id}, client=client)
 
 

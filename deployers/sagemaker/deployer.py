@@ -237,6 +237,10 @@ class SageMakerDeployer(Deployer[SageMakerSettings]):
             "endpoint_config": ep["EndpointConfigName"], "model": v["ModelName"],
             "model_uri": tags.get(res.TAG_MODEL_URI), "variant": v["VariantName"],
             "region": aws.region(), "local_url": self._url(name)}
+        env = sm.describe_model(ModelName=v["ModelName"])["PrimaryContainer"].get(
+            "Environment", {})
+        if str(env.get("MLFLOW_MODELS_WORKERS", "")).isdigit():
+            details["workers"] = int(env["MLFLOW_MODELS_WORKERS"])
         for t in res.scalable_targets(name):
             details.update(autoscaling_min=t["MinCapacity"], autoscaling_max=t["MaxCapacity"])
         details.update(standin.served_details(name))

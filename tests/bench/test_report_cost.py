@@ -82,3 +82,34 @@ def test_local_prices_set_by_the_user_are_used(targets, client):
                         hooks=[cost_hook(table)])
     m = client.get_run(run.child_run_ids["box"]).data.metrics
     assert m["cost_per_hour_usd"] == pytest.approx(2 * 0.05)
+
+
+def test_predicted_shapes_get_a_break_even_against_lambda_with_its_band(tmp_path):
+    from bench.hooks import TargetSummary
+    from bench.report_predict import Validation
+    from bench.stats import LevelStats
+
+    def level(n: int, x: float) -> LevelStats:
+        mean = 1000 * n / x
+        return LevelStats(level=n, count=100, ok=100, errors=0, timeouts=0, mean_ms=mean,
+                          p50_ms=mean, p90_ms=1.2 * mean, p95_ms=1.3 * mean, p99_ms=1.5 * mean,
+                          max_ms=2 * mean, throughput_rps=x, error_rate=0.0, window_s=1.0)
+
+    sm = TargetSummary("sm", "closed", [level(1, 111), level(2, 200), level(4, 210)], 210.0,
+                       None, Description("sagemaker", "sm", "InService",
+                                         CostDrivers("instance", "ml.c5.large", 1)),
+                       "measured-local")
+    lam = TargetSummary("fn", "closed", [level(1, 150), level(2, 300)], 300.0, 0.5,
+                        Description("lambda", "fn", "Active",
+                                    CostDrivers("lambda", memory_mb=1024)), "measured-local",
+                        {"lambda_billed_ms_mean": 6.0})
+    validation = Validation("run-1", {"prediction_mape_throughput": 12.0})
+    out = cost_hook(validation=validation)([sm, lam], 50.0, tmp_path)
+    key = "breakeven_rps.predicted-c5-2xlarge.fn"
+    mid, low, high = (out.parent_metrics[key + s] for s in ("", "_low", "_high"))
+    # Lambda at 6 ms reaches one ml.c5.2xlarge's price below what that instance holds, so
+    # the break-even is the same whichever way the throughput is off; never in the wrong order
+    assert mid == pytest.approx(low) and mid == pytest.approx(high)
+    plots = {p.name for _, p in out.files}
+    assert "breakeven_predicted-c5-2xlarge_vs_fn.png" in plots
+    assert cost_hook()([sm, lam], 50.0, tmp_path).parent_metrics == {}  # no validation

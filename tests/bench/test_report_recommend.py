@@ -6,6 +6,7 @@ from pathlib import Path
 
 from bench.hooks import TargetSummary
 from bench.recommend import Workload
+from bench.report_predict import PREDICTED_ONLY
 from bench.report_recommend import profile, recommend_hook
 from bench.stats import LevelStats
 from deployers.base import CostDrivers, Description
@@ -24,6 +25,7 @@ def summary(name: str, target: str, cost: CostDrivers, stats: list[LevelStats],
                          Description(target, name, "InService", cost), provenance)  # type: ignore[arg-type]
 
 
+PREDICTED = [name for name, _, _ in PREDICTED_ONLY]
 INSTANCE = summary("sm", "sagemaker", CostDrivers("instance", "ml.c5.xlarge", 1),
                    [level(1, 10, 100), level(4, 40, 200), level(8, 90, 210)], 200.0)
 LAMBDA = summary("fn", "lambda", CostDrivers("lambda", memory_mb=2048, architecture="x86_64"),
@@ -75,9 +77,9 @@ def test_targets_left_out_for_the_same_reason_are_named_together(tmp_path: Path)
     left_out = out.note[-1].split("Left out: ", 1)[1]
     assert "**box-a, box-b**: local deployments have no AWS price" in left_out
     # the shapes predicted from INSTANCE are left out too (no validation), named together
-    assert "**predicted-c5-2xlarge, predicted-2x-c5-xlarge**: predicted, but" in left_out
+    assert f"**{', '.join(PREDICTED)}**: predicted, but" in left_out
     assert list(out.tables["recommendation_rejected.json"]["target"]) == [
-        "predicted-c5-2xlarge", "predicted-2x-c5-xlarge", "box-a", "box-b"]
+        *PREDICTED, "box-a", "box-b"]
 
 
 def _stand_in() -> TargetSummary:
@@ -98,8 +100,7 @@ def test_shapes_predicted_from_the_stand_in_are_priced_with_their_band(tmp_path:
     out = hook([_stand_in()], 100.0, tmp_path)
     table = out.tables["recommendation.json"]
     predicted = table[table["provenance"] == "predicted"]
-    assert set(predicted["option"].str.split("× ").str[1]) == {
-        "predicted-c5-2xlarge", "predicted-2x-c5-xlarge"}
+    assert set(predicted["option"].str.split("× ").str[1]) == set(PREDICTED)
     assert all(band.startswith(("±", "-")) and band.endswith("%")
                for band in predicted["cost_band"])
     assert (table[table["provenance"] == "measured-local"]["cost_band"] == "").all()
@@ -109,6 +110,6 @@ def test_shapes_predicted_from_the_stand_in_are_priced_with_their_band(tmp_path:
 def test_predicted_shapes_without_a_validation_are_left_out_with_the_reason(tmp_path: Path):
     out = recommend_hook(Workload(base_rps=900, p95_slo_ms=100))([_stand_in()], 100.0, tmp_path)
     rejected = out.tables["recommendation_rejected.json"]
-    assert {"predicted-c5-2xlarge", "predicted-2x-c5-xlarge"} <= set(rejected["target"])
+    assert set(PREDICTED) <= set(rejected["target"])
     assert rejected["reason"].str.contains("niser-mlops predict-check").any()
     assert "predicted" not in set(out.tables["recommendation.json"]["provenance"])

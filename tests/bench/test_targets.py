@@ -20,7 +20,8 @@ def test_recording_invoker_counts_cold_starts_and_init_durations():
     for _ in range(3):
         assert rec([[7]], 1).items == [[1]]
     assert rec.metrics() == {"lambda_cold_starts": 2.0, "lambda_init_ms_mean": 600.0,
-                             "lambda_init_ms_max": 650.0, "lambda_billed_ms_mean": 3.0}
+                             "lambda_init_ms_max": 650.0, "lambda_billed_ms_mean": 3.0,
+                             "lambda_duration_ms_mean": pytest.approx(7 / 3)}
 
 
 def test_recording_invoker_adds_nothing_for_other_targets():
