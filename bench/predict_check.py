@@ -257,7 +257,9 @@ def check(shapes: Sequence[Measured], vcpu_hour: float, lam_prices: LambdaPrices
 
 def table(result: CheckResult) -> str:
     """Per held-out shape and level: measured against predicted."""
-    lines = [f"{'held-out shape':<22} {'users':>5} {'mean ms':>15} {'p95 ms':>15} "
+    lines = ["meas: measured-local (a stand-in on this machine); pred: predicted (the model "
+             "fitted on the other shapes)",
+             f"{'held-out shape':<22} {'users':>5} {'mean ms':>15} {'p95 ms':>15} "
              f"{'req/s':>15}", f"{'':<22} {'':>5} {'meas / pred':>15} {'meas / pred':>15} "
              f"{'meas / pred':>15}"]
     for h in result.held_out:
