@@ -32,6 +32,7 @@ from typing import NoReturn
 
 import click
 
+from bench.cli_options import model_and_dataset
 from bench.load_settings import DEFAULT_LEVELS
 from bench.paper_cli import paper
 from bench.predict_cli import predict_check
@@ -208,11 +209,7 @@ def _lambda_memory(ctx: click.Context, param: click.Parameter, sizes: list[int])
 
 
 @click.command(name="power-tune")
-@click.option("--model-uri", default="models:/niser@champion", show_default=True,
-              help="The registered model (it must carry its Lambda function code).")
-@click.option("--dataset", default="synthetic", show_default=True,
-              help="The dataset the model was trained on: its test sessions make the mix "
-                   "('synthetic', a preprocessed folder or a raw click log).")
+@model_and_dataset
 @click.option("--memory", type=INT_LIST, callback=_lambda_memory, default="512,1024,1769,3008",
               show_default=True, help="Memory sizes in MB, comma-separated (128..10240).")
 @click.option("--architecture", type=click.Choice(["x86_64", "arm64"]), default="x86_64",

@@ -16,6 +16,7 @@ import time
 
 import click
 
+from bench.cli_options import model_and_dataset
 from bench.load_settings import LoadSettings
 from bench.targets import TargetSpec
 from bench.tracking import use_default_tracking
@@ -36,10 +37,7 @@ LOAD = LoadSettings(warmup_s=1.0, duration_s=5.0, timeout_s=10.0)
 
 
 @click.command(name="paper")
-@click.option("--model-uri", default="models:/niser@champion", show_default=True,
-              help="The registered model (it must carry its Lambda function code).")
-@click.option("--dataset", default="synthetic", show_default=True,
-              help="The dataset the model was trained on: its test sessions are the payloads.")
+@model_and_dataset
 @click.option("--slo-ms", type=click.FloatRange(min=0, min_open=True), default=50.0,
               show_default=True, help="p95 objective (saturation, recommendation, break-even).")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=20.0,

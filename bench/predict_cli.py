@@ -16,16 +16,14 @@ from pathlib import Path
 
 import click
 
+from bench.cli_options import model_and_dataset
 from bench.tracking import use_default_tracking
 
 
 @click.command(name="predict-check")
 @click.option("--quick", is_flag=True,
               help="Fewer levels (1,2,4,8,16) and 3 s windows: about 6 minutes here.")
-@click.option("--model-uri", default="models:/niser@champion", show_default=True,
-              help="The registered model (it must carry its Lambda function code).")
-@click.option("--dataset", default="synthetic", show_default=True,
-              help="The dataset the model was trained on: its test sessions are the payloads.")
+@model_and_dataset
 @click.option("--slo-ms", type=click.FloatRange(min=0, min_open=True), default=50.0,
               show_default=True, help="p95 objective of the logged benchmark's tables.")
 @click.option("--experiment", default="predict-check", show_default=True)
