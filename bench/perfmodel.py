@@ -13,6 +13,11 @@ load-dependent form of Lazowska et al., *Quantitative System Performance*, 1984,
   (what concurrent requests reach together: workers, batching), ``X_cap`` the share of a host
   the load generator shares (``Host``, split evenly over the instances; infinite elsewhere).
   A server without batching and ``c`` workers has ``X_inst = c / S``: ``mu(j) = min(j, c)/S``.
+- Where a fitted shape is one worker alone (one instance, one worker) with the most CPU per
+  worker, a predicted worker with that much CPU takes that worker's measured curve instead, as
+  its flow-equivalent server (Chandy, Herzog and Woo 1975): the rates ``mu(j)`` that make the
+  MVA below reproduce the measured ``X(n)`` (``flow_equivalent``; what batching and the scoring
+  server's threads give at each concurrency, which ``min(j/S, X_inst)`` only bounds).
 - A request also spends a fixed ``d`` ms outside the instance (client, loopback, balancer).
 - One instance (``mva``), with ``p(j | n)`` the probability of ``j`` requests at it when ``n``
   are in the system: ``r(n) = sum_{j=1..n} j / mu(j) * p(j-1 | n-1)``, ``R(n) = d + r(n)``,
@@ -202,11 +207,13 @@ class Station:
     cpus: float
     plateau_rps: float
     cap_rps: float = math.inf
+    curve: tuple[float, ...] = ()  # measured completions per ms with j = 1, 2, ... present
 
     def rate(self, j: int) -> float:
         """Completions per ms with ``j`` requests present."""
-        return min(j * min(1.0, self.cpus) / self.service_ms, self.plateau_rps / 1000.0,
-                   self.cap_rps / 1000.0)
+        base = (self.curve[min(j, len(self.curve)) - 1] if self.curve
+                else j * min(1.0, self.cpus) / self.service_ms)
+        return min(base, self.plateau_rps / 1000.0, self.cap_rps / 1000.0)
 
     @property
     def max_rps(self) -> float:
@@ -242,6 +249,8 @@ class ServerModel:
     service_ms: float
     delay_ms: float
     tails: Tails
+    worker_curve: tuple[float, ...] = ()  # flow-equivalent rates of a worker (fit_server)
+    curve_cpus: float = 0.0  # the CPUs of the worker that curve was measured on
 
     def station(self, shape: Shape, host: Host | None = None) -> Station:
         cap = math.inf if host is None else host.cap_rps / shape.instances
@@ -251,7 +260,10 @@ class ServerModel:
         """One of the instance's ``workers``: ``cpus / workers`` CPUs and that share of the
         instance's plateau and host cap."""
         st, w = self.station(shape, host), shape.workers
-        return Station(st.service_ms, st.cpus / w, st.plateau_rps / w, st.cap_rps / w)
+        same = self.worker_curve and abs(st.cpus / w - self.curve_cpus) < 1e-9
+        return Station(st.service_ms, st.cpus / w,
+                       1000.0 * max(self.worker_curve) if same else st.plateau_rps / w,
+                       st.cap_rps / w, self.worker_curve if same else ())
 
     def predict(self, shape: Shape, users: Sequence[int], host: Host | None = None
                 ) -> list[Level]:
@@ -320,7 +332,39 @@ def fit_server(curves: Sequence[Curve], sigma: float | None = None) -> ServerMod
         scaling = Scaling.through(c0.shape.cpus, c0.plateau_rps, sigma or 0.0)
     ones = [(c.shape.cpus, min(c.levels, key=lambda lv: lv.users).mean_ms) for c in curves]
     service, delay = fit_alone(ones)
-    return ServerModel(scaling, service, delay, fit_tails(_tail_points(curves)))
+    most = max(_cpu_per_worker(c.shape) for c in curves)
+    single = [c for c in curves if c.shape.workers == c.shape.instances == 1
+              and _cpu_per_worker(c.shape) >= most - 1e-9]
+    return ServerModel(scaling, service, delay, fit_tails(_tail_points(curves)),
+                       *((flow_equivalent(single[0].levels, delay), single[0].shape.cpus)
+                         if single else ((), 0.0)))
+
+
+def flow_equivalent(levels: Sequence[Level], delay_ms: float) -> tuple[float, ...]:
+    """A worker's completions per ms with ``j = 1..N`` requests present: the rates that make
+    the exact MVA of one station and the delay ``d`` reproduce one worker's measured curve
+    (``X`` interpolated linearly between measured users). Solving the MVA step for its one
+    unknown, ``mu(n) = n p(n-1 | n-1) / (1000 n / X(n) - d - sum_{j<n} j / mu(j) p(j-1 | n-1))``;
+    a rate below the one before (a measured dip, or no room left by the delay) is held at it."""
+    pts = sorted((lv.users, lv.throughput_rps) for lv in levels if lv.throughput_rps > 0)
+    if not pts:
+        return ()
+    mu: list[float] = []
+    p = [1.0]  # p(j | n-1)
+    for n in range(1, pts[-1][0] + 1):
+        x = float(np.interp(n, [u for u, _ in pts], [t for _, t in pts])) / 1000.0
+        known = sum(j / mu[j - 1] * p[j - 1] for j in range(1, n))
+        room = n / x - delay_ms - known
+        rate = n * p[n - 1] / room if room > 0 else math.inf  # no room: the delay is all
+        mu.append(max(rate, mu[-1]) if mu else rate)
+        r = known + n / mu[-1] * p[n - 1]
+        x_n = n / (delay_ms + r)
+        new = [0.0] * (n + 1)
+        for j in range(1, n + 1):
+            new[j] = x_n / mu[j - 1] * p[j - 1]
+        new[0] = max(0.0, 1.0 - sum(new[1:]))
+        p = new
+    return tuple(mu)
 
 
 def mape(predicted: Sequence[float], measured: Sequence[float]) -> float:

@@ -110,8 +110,10 @@ def test_fit_server_reproduces_a_curve_made_by_the_model() -> None:
     target = pm.Shape(2.0, 2)
     for got, want in zip(fitted.predict(target, users), truth.predict(target, users),
                          strict=True):
-        assert got.mean_ms == pytest.approx(want.mean_ms, rel=0.02)
-        assert got.throughput_rps == pytest.approx(want.throughput_rps, rel=0.02)
+        # the fitted model carries the 1-CPU worker's measured curve as its flow-equivalent
+        # server (the MVA solved backwards), so it reproduces the truth
+        assert got.mean_ms == pytest.approx(want.mean_ms, rel=0.01)
+        assert got.throughput_rps == pytest.approx(want.throughput_rps, rel=0.01)
 
 
 def test_lambda_fit_and_flat_latency_up_to_the_limit() -> None:
@@ -178,3 +180,19 @@ def test_the_generator_lock_is_a_queue_in_front_of_every_lambda_environment() ->
     host = pm.Host(cores=2, background_cores=0.0, client_ms=3.0, target_ms=1.0)
     assert [lv.mean_ms for lv in lam.predict(1769, [1, 2], host=host)] == pytest.approx(
         [6.0, 7.5])
+
+
+def test_a_measured_worker_curve_is_its_flow_equivalent_server() -> None:
+    # One worker, no delay: with every user at the worker, X(n) = mu(n); 3 users interpolated.
+    levels = [pm.Level(1, 10.0, 10.0, 12.0, 100.0), pm.Level(2, 16.0, 16.0, 20.0, 125.0),
+              pm.Level(4, 25.0, 25.0, 30.0, 160.0), pm.Level(8, 80.0, 80.0, 90.0, 100.0)]
+    mu = pm.flow_equivalent(levels, 0.0)
+    assert mu[:4] == pytest.approx((0.100, 0.125, 0.1425, 0.160))
+    assert mu[4:] == pytest.approx((0.160,) * 4)  # a measured dip is not a slowdown to carry
+    half = tuple(pm.Level(lv.users, 2 * lv.mean_ms, 2 * lv.p50_ms, 2 * lv.p95_ms,
+                          lv.throughput_rps / 2) for lv in levels)
+    model = pm.fit_server([pm.Curve(pm.Shape(0.5), half), pm.Curve(pm.Shape(1.0), tuple(levels))])
+    assert model.worker_curve and model.curve_cpus == 1.0
+    predicted = model.predict(pm.Shape(1.0), [1, 2, 4])
+    assert [lv.throughput_rps for lv in predicted] == pytest.approx([100.0, 125.0, 160.0],
+                                                                    rel=0.02)
