@@ -267,7 +267,7 @@ class PaperHook:
         if lam is not None:
             platforms[lam.name] = (levels[lam.name], lam.provenance)
             first = min(levels[lam.name], key=lambda lv: lv.users)
-            lam_pred[f"{lam.name} on AWS"] = ([
+            lam_pred[lam.name] = ([
                 Level(n, first.mean_ms, first.p50_ms, first.p95_ms, 1000.0 * n / first.mean_ms)
                 for n in FORECAST_LEVELS], "predicted")
         if platforms:
@@ -318,8 +318,8 @@ def paper_hook(validation: Validation | None, table: PriceTable | None = None) -
 
 def claims_text(rows: Sequence[Claim]) -> str:
     """The claim table for a terminal, and a last line ``paper claims: A of J judged agree``."""
-    lines = [f"{c.verdict:<11} {c.claim}\n            {c.figure} ({c.provenance}; rule: "
-             f"{c.rule})" for c in rows]
+    lines = [f"[{c.verdict}] {c.claim}\n    {c.figure} ({c.provenance}; rule: {c.rule})"
+             for c in rows]
     agree = sum(c.verdict == "agree" for c in rows)
     judged = sum(c.verdict != "not judged" for c in rows)
     return "\n".join([*lines, f"paper claims: {agree} of {judged} judged agree"])

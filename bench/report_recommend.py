@@ -8,8 +8,8 @@ over-estimate) and the cold start as INIT. Every option carries the provenance o
 rests on (``bench.provenance``).
 
 Given the latest ``predict-check`` validation, the shapes this machine cannot hold
-(``bench.report_predict.predicted_targets``: ml.c5.2xlarge, 2 x ml.c5.xlarge from the measured
-SageMaker target) are priced too, as ``predicted`` profiles carrying the validated throughput
+(``bench.report_predict.predicted_targets``: one ml.c5.xlarge and one ml.c5.2xlarge from the
+measured SageMaker target; the recommendation chooses the counts) are priced too, as ``predicted`` profiles carrying the validated throughput
 error: their options get a cost band (``bench.recommend``), shown as ``± x %`` beside the cost
 in the table (``cost_band``), the headline and the ``recommendation`` tag. Without a validation
 they are left out, with that reason.
@@ -182,7 +182,9 @@ def _predicted(summaries: Sequence[TargetSummary], slo_ms: float,
                validation: Validation | None) -> tuple[list[Profile], dict[str, _Curve],
                                                        list[tuple[str, str]]]:
     profiles, curves, skipped = [], {}, []
-    for t in predicted_targets(summaries, validation):
+    # one instance of each predicted type: the recommendation chooses the count itself
+    for t in (t for t in predicted_targets(summaries, validation)
+              if (t.drivers.instance_count or 1) == 1):
         p = predicted_profile(t, slo_ms, validation) if validation is not None else None
         if validation is None:
             skipped.append((t.name, "predicted, but the model has no validation on this "

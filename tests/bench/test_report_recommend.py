@@ -25,7 +25,7 @@ def summary(name: str, target: str, cost: CostDrivers, stats: list[LevelStats],
                          Description(target, name, "InService", cost), provenance)  # type: ignore[arg-type]
 
 
-PREDICTED = [name for name, _, _ in PREDICTED_ONLY]
+PREDICTED = [name for name, _, count in PREDICTED_ONLY if count == 1]  # counts: recommend's
 INSTANCE = summary("sm", "sagemaker", CostDrivers("instance", "ml.c5.xlarge", 1),
                    [level(1, 10, 100), level(4, 40, 200), level(8, 90, 210)], 200.0)
 LAMBDA = summary("fn", "lambda", CostDrivers("lambda", memory_mb=2048, architecture="x86_64"),
