@@ -9,10 +9,11 @@ rests on (``bench.provenance``).
 
 Given the latest ``predict-check`` validation, the shapes this machine cannot hold
 (``bench.report_predict.predicted_targets``: one ml.c5.xlarge and one ml.c5.2xlarge from the
-measured SageMaker target; the recommendation chooses the counts) are priced too, as ``predicted`` profiles carrying the validated throughput
-error: their options get a cost band (``bench.recommend``), shown as ``± x %`` beside the cost
-in the table (``cost_band``), the headline and the ``recommendation`` tag. Without a validation
-they are left out, with that reason.
+measured SageMaker target; the recommendation chooses the counts) are priced too, as
+``predicted`` profiles carrying the validated throughput error: their options get a cost band
+(``bench.recommend``), shown as ``± x %`` beside the cost in the table (``cost_band``), the
+headline and the ``recommendation`` tag. Without a validation they are left out, with that
+reason.
 
 The hook logs ``recommendation.json`` (every option, cheapest first, with its short name, cost
 per hour and per 1M, p95 at the workload and at saturation, provenance; USD to 4 significant
