@@ -306,6 +306,7 @@ class PaperHook:
         judged = sum(c.verdict != "not judged" for c in rows)
         out.parent_metrics["paper_claims_agree"] = float(agree)
         out.parent_metrics["paper_claims_judged"] = float(judged)
+        out.parent_tags["paper.claims"] = f"{agree} of {judged} judged agree"
         out.note.append(claims_markdown(rows))
         self.claims = rows
         return out

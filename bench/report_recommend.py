@@ -12,8 +12,8 @@ Given the latest ``predict-check`` validation, the shapes this machine cannot ho
 measured SageMaker target; the recommendation chooses the counts) are priced too, as
 ``predicted`` profiles carrying the validated throughput error: their options get a cost band
 (``bench.recommend``), shown as ``± x %`` beside the cost in the table (``cost_band``), the
-headline and the ``recommendation`` tag. Without a validation they are left out, with that
-reason.
+headline and the ``recommendation`` tag; the parent tag ``recommendation.predicted`` lists
+them with their cost and band. Without a validation they are left out, with that reason.
 
 The hook logs ``recommendation.json`` (every option, cheapest first, with its short name, cost
 per hour and per 1M, p95 at the workload and at saturation, provenance; USD to 4 significant
@@ -238,6 +238,12 @@ def recommend_hook(workload: Workload, table: PriceTable | None = None,
             out.note.append(
                 f"Cheapest of {len(rec.options)} option{'s' * (len(rec.options) != 1)} for "
                 f"{_workload(workload)}. `{best.provenance}`: {MEANING[best.provenance]}.")
+            predicted = [o for o in rec.options if o.provenance == "predicted"]
+            if predicted and validation is not None:
+                out.parent_tags["recommendation.predicted"] = (
+                    ", ".join(f"{o.label} ${fmt(o.cost_per_hour.value)}/h"
+                              f"{band_text(o.cost_per_hour.band_pct)}" for o in predicted)
+                    + f" ({error_band(validation)})")
             if more and validation is not None:
                 out.note.append(
                     f"`predicted` options rest on shapes this machine cannot hold "

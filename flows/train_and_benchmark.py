@@ -123,7 +123,10 @@ def train_and_benchmark(
                "metrics": result.final, "targets": rows, "slo_ms": slo_ms,
                "workload_rps": workload.mean_rps,
                "benchmark_run_id": bench_run.parent_run_id if bench_run else None,
-               "recommendation": recommendation, "recommended": recommended, "links": links}
+               "recommendation": recommendation, "recommended": recommended, "links": links,
+               "predicted": bench_run.parent_tags.get("recommendation.predicted")
+               if bench_run else None,
+               "paper_claims": bench_run.parent_tags.get("paper.claims") if bench_run else None}
     print(format_summary(summary))
     failed = [r["target"] for r in rows if r["status"] != "ok"]
     if failed:
@@ -187,6 +190,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines += [f"  {r['target']}: {r['errors']} requests failed or timed out"
                   for r in rows if r.get("errors")]
         lines += [f"  {r['target']}: {r['note']}" for r in rows if r.get("note")]
+    if summary.get("predicted"):
+        lines.append(f"Predicted, not measured: {summary['predicted']}")
+    if summary.get("paper_claims"):
+        lines.append(f"Seed paper's claims: {summary['paper_claims']} (paper/ in the MLflow run)")
     if summary.get("recommendation"):
         lines.append(f"{'Recommended' if summary.get('recommended', True) else 'Nothing recommended'}"
                      f": {summary['recommendation']}")

@@ -83,6 +83,8 @@ def test_the_hook_draws_every_figure_and_judges_every_claim(tmp_path: Path) -> N
                     "concurrency"] == "disagree"
     assert by_claim["SageMaker response time grows linearly with concurrency"] == "agree"
     assert out.parent_metrics["paper_claims_judged"] == len(frame)
+    agree = int(out.parent_metrics["paper_claims_agree"])
+    assert out.parent_tags["paper.claims"] == f"{agree} of {len(frame)} judged agree"
     assert claims_text(hook.claims).splitlines()[-1] == (
         f"paper claims: {int(out.parent_metrics['paper_claims_agree'])} of {len(frame)} "
         "judged agree")

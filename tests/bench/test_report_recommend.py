@@ -105,6 +105,8 @@ def test_shapes_predicted_from_the_stand_in_are_priced_with_their_band(tmp_path:
                for band in predicted["cost_band"])
     assert (table[table["provenance"] == "measured-local"]["cost_band"] == "").all()
     assert any("predict-check run `run-1`" in n for n in out.note)
+    listed = out.parent_tags["recommendation.predicted"]
+    assert all(name in listed for name in PREDICTED) and "validated error" in listed
 
 
 def test_predicted_shapes_without_a_validation_are_left_out_with_the_reason(tmp_path: Path):

@@ -52,3 +52,13 @@ def test_summary_stays_short():
     # model, header, a line per target, its notes, recommendation, two links
     assert len(lines) == 2 + len(SUMMARY["targets"]) + len(notes) + 3 and len(notes) == 2
     assert max(len(line) for line in lines if line not in notes) <= 120
+
+
+def test_predicted_options_and_the_paper_claims_get_a_line_each_when_there():
+    summary = {**SUMMARY, "predicted": "1× predicted-c5-xlarge $0.204/h ± 0 % (validated error "
+               "on this machine: mean latency 17 %, p95 20 %, throughput 12 %)",
+               "paper_claims": "4 of 6 judged agree"}
+    lines = format_summary(summary).splitlines()
+    assert f"Predicted, not measured: {summary['predicted']}" in lines
+    assert "Seed paper's claims: 4 of 6 judged agree (paper/ in the MLflow run)" in lines
+    assert lines[-3].startswith("Recommended: ")
