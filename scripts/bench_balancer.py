@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
+import socket
 import statistics
 import tempfile
 import time
@@ -40,6 +41,18 @@ def latencies_ms(port: int, n: int) -> list[float]:
     return out
 
 
+def wait_listening(port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def cpu_s(record: ProcessRecord) -> float:
     return sum(p.cpu_times().user + p.cpu_times().system for p in members(record))
 
@@ -55,7 +68,8 @@ def main() -> None:
         record, _ = lb.start(lb.write_config(prefix, port, [stub.port], "least_conn", 10.0),
                              prefix, dict(os.environ))
         try:
-            latencies_ms(port, 20)  # nginx up and its upstream connection open
+            wait_listening(port)
+            latencies_ms(port, 20)  # nginx's upstream connection open
             for r in range(1, args.rounds + 1):
                 direct = latencies_ms(stub.port, args.requests)
                 before = cpu_s(record)
