@@ -113,6 +113,7 @@ class CheckResult:
     held_out_picks: int
     sigma: float | None = None
     notes: list[str] = field(default_factory=list)
+    lambda_law: po.LambdaModel | None = None  # the Lambda duration law fitted
 
     @property
     def mape_mean(self) -> float:
@@ -138,6 +139,10 @@ class CheckResult:
                "prediction_cheapest_agreement": 100 * self.agreement}
         if self.sigma is not None:
             out["prediction_scaling_sigma"] = self.sigma
+        if self.lambda_law is not None:
+            law = self.lambda_law
+            out |= {"prediction_lambda_a_ms": law.a, "prediction_lambda_b_ms": law.b,
+                    "prediction_lambda_share_lo": law.lo, "prediction_lambda_share_hi": law.hi}
         return out
 
 
@@ -252,7 +257,10 @@ def check(shapes: Sequence[Measured], vcpu_hour: float, lam_prices: LambdaPrices
     """The whole validation (module docstring)."""
     held, model = predict_held_out(shapes)
     share, cells, picks = cheapest_agreement(shapes, held, vcpu_hour, lam_prices)
-    return CheckResult(held, share, cells, picks, model.scaling.sigma if model else None)
+    lams = [m for m in shapes if m.role == "fit" and m.is_lambda]
+    law = lambda_model(lams) if lams else None
+    return CheckResult(held, share, cells, picks, model.scaling.sigma if model else None,
+                       lambda_law=law)
 
 
 def table(result: CheckResult) -> str:

@@ -7,6 +7,10 @@ curves are solid and predicted ones dashed, one colour per target.
 - ``check_hook(result)``: the ``BenchmarkHook`` that logs a ``predict-check`` validation with
   its benchmark: the held-out shapes' predicted step metrics, the errors on the parent run, the
   plot and the per-level table.
+- ``forecast_hook(validation)``: predicted curves in every benchmark, and the shapes this
+  machine cannot hold: ``predicted_targets`` (ml.c5.xlarge, ml.c5.2xlarge, 2 x ml.c5.xlarge
+  from the first SageMaker target) and ``predicted_lambda`` (3,008 MB from a Lambda target,
+  with the validation's duration law), the validation's errors on the parent run.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from bench import perfmodel as pm
 from bench.hooks import BenchmarkHook, HookOutput, TargetSummary
 from bench.perfmodel import Level
 from bench.plot_style import FIGSIZE, finish, legend_outside, slo_line, target_colors
+from bench.power_tune import configured_cpu
 from bench.predict_check import CheckResult
 from deployers.base import CostDrivers
 from deployers.sagemaker.instances import instance_shape
@@ -224,6 +229,40 @@ def predicted_targets(summaries: Sequence[TargetSummary], validation: Validation
     return []
 
 
+LAMBDA_PREDICTED_MB = 3008
+"""The seed paper's Lambda size: 16 environments of it at once do not fit on this machine."""
+
+
+def predicted_lambda(s: TargetSummary, validation: Validation | None,
+                     memory_mb: int = LAMBDA_PREDICTED_MB) -> PredictedTarget | None:
+    """``memory_mb`` predicted from a measured Lambda target with the duration law of the
+    validation (``duration = a + b / share``): the measured warm duration times
+    ``law(memory_mb) / law(measured)``, the rest of its 1-user latency (invoke overhead) kept,
+    flat in concurrency (each request its own environment); None without a law or a duration."""
+    m = validation.metrics if validation is not None else {}
+    if ("prediction_lambda_a_ms" not in m or s.description is None
+            or s.description.cost.kind != "lambda" or not s.description.cost.memory_mb):
+        return None
+    levels = pm.levels_of(s.stats)
+    if not levels:
+        return None
+
+    def law(mb: int) -> float:
+        return m["prediction_lambda_a_ms"] + m["prediction_lambda_b_ms"] / configured_cpu(mb)
+
+    measured_mb = s.description.cost.memory_mb
+    if not law(measured_mb) > 0 or not law(memory_mb) > 0:
+        return None
+    one = min(levels, key=lambda lv: lv.users)
+    warm = s.metrics.get("lambda_duration_ms_mean", s.billed_ms(one.mean_ms))
+    mean = one.mean_ms - warm + warm * law(memory_mb) / law(measured_mb)
+    f = mean / one.mean_ms
+    return PredictedTarget(f"predicted-lambda-{memory_mb}mb", s.name,
+                           CostDrivers("lambda", memory_mb=memory_mb),
+                           tuple(Level(n, mean, f * one.p50_ms, f * one.p95_ms, 1000.0 * n / mean)
+                                 for n in FORECAST_LEVELS))
+
+
 def forecast_hook(validation: Validation | None) -> BenchmarkHook:
     """Predicted curves beside the measured ones: every closed-loop target's own fit
     (``predicted_*`` step metrics), a Lambda target flat beyond the levels this machine holds,
@@ -257,6 +296,8 @@ def forecast_hook(validation: Validation | None) -> BenchmarkHook:
         if not measured:
             return out
         forecasts = predicted_targets(summaries, validation)
+        lam = next((t for s in summaries if (t := predicted_lambda(s, validation))), None)
+        forecasts += [lam] if lam is not None else []
         predicted |= {t.name: (t.levels, "predicted") for t in forecasts}
         band = error_band(validation)
         out.figures["plots/predicted.png"] = plot_predictions(measured, predicted, slo_ms, (
@@ -277,6 +318,14 @@ def forecast_hook(validation: Validation | None) -> BenchmarkHook:
             out.parent_tags["prediction.validation_run"] = "none"
         out.note.append(f"Predicted curves (`predicted`, plot *predicted.png*): {band}. "
                         "ml.g4dn.xlarge is not predicted: nothing measured on a GPU to carry.")
+        if lam is not None and validation is not None:
+            share, m = configured_cpu(LAMBDA_PREDICTED_MB), validation.metrics
+            beyond = not (m.get("prediction_lambda_share_lo", 0.0) - 1e-9 <= share
+                          <= m.get("prediction_lambda_share_hi", math.inf) + 1e-9)
+            out.note.append(f"{lam.name}: from {lam.source} with the check's Lambda duration "
+                            "law" + (" (extrapolated beyond the CPU shares it was fitted on)"
+                                     if beyond else "") + f", flat to {max(FORECAST_LEVELS)} "
+                            "concurrent environments.")
         return out
 
     return hook

@@ -59,8 +59,12 @@ def test_the_check_finds_no_error_in_shapes_the_model_made() -> None:
     assert set(result.metrics()) == {"prediction_mape_latency", "prediction_mape_p95",
                                      "prediction_mape_throughput",
                                      "prediction_cheapest_agreement",
-                                     "prediction_scaling_sigma"}
+                                     "prediction_scaling_sigma", "prediction_lambda_a_ms",
+                                     "prediction_lambda_b_ms", "prediction_lambda_share_lo",
+                                     "prediction_lambda_share_hi"}
     assert result.sigma == pytest.approx(TRUTH.scaling.sigma, rel=0.05)
+    assert result.lambda_law is not None
+    assert (result.lambda_law.a, result.lambda_law.b) == pytest.approx((LAMBDA.a, LAMBDA.b))
 
 
 def test_the_check_reports_the_error_of_a_shape_that_runs_slower_than_predicted() -> None:

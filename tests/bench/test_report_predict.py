@@ -102,3 +102,24 @@ def test_a_negative_contention_is_not_carried_to_bigger_instances(tmp_path: Path
     big = table[table["target"] == "predicted-c5-2xlarge"]["throughput_rps"].max()
     small = max(lv.throughput_rps for lv in MODEL.predict(pm.Shape(2.0), [16]))
     assert big <= 4 * small * 1.05  # linear at most, never the superlinear -0.14 would give
+
+
+def test_lambda_at_3008_mb_is_predicted_from_the_measured_size_with_the_checked_law(
+        tmp_path: Path) -> None:
+    from bench.power_tune import configured_cpu
+
+    s = _lambda()
+    lam = TargetSummary(s.name, s.mode, s.stats, None, None, s.description, s.provenance,
+                        {"lambda_duration_ms_mean": 8.0})
+    law = {"prediction_lambda_a_ms": 2.0, "prediction_lambda_b_ms": 3.0,
+           "prediction_lambda_share_lo": 0.289, "prediction_lambda_share_hi": 0.579}
+    out = forecast_hook(Validation("run-1", law))([lam], 50.0, tmp_path)
+    rows = out.tables["predicted_targets.json"]
+    big = rows[rows["target"] == "predicted-lambda-3008mb"]
+    # 4 ms of invoke overhead kept, 8 ms of duration scaled by the law's ratio
+    expected = 4.0 + 8.0 * (2 + 3 / configured_cpu(3008)) / (2 + 3 / configured_cpu(1024))
+    assert list(big["users"]) == [1, 2, 4, 6, 8, 11, 16]
+    assert set(big["p50_ms"].round(6)) == {round(11.5 * expected / 12.0, 6)}
+    assert any("predicted-lambda-3008mb" in n and "extrapolated" in n for n in out.note)
+    assert "predicted-lambda-3008mb" not in forecast_hook(None)([lam], 50.0, tmp_path).tables.get(
+        "predicted_targets.json", {"target": []})["target"]
