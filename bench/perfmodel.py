@@ -29,8 +29,10 @@ load-dependent form of Lazowska et al., *Quantitative System Performance*, 1984,
   ``w`` scoring workers share one listening socket and a connection stays with the worker that
   accepted it; which one accepts is a race, taken as uniformly random, so each worker holds
   ``B ~ Binomial(m, 1/w)`` of the instance's ``m`` users and, by linearity,
-  ``X_inst(m) = w E[X_1(B)]`` with ``X_1`` the MVA of one worker (``c / w`` CPUs, ``1 / w`` of
-  the plateau and the host cap); ``X = sum_i X_inst(n_i)`` and ``R = n / X``
+  ``X_inst(m) = min(w E[X_1(B)], X_inst(c), X_cap)`` with ``X_1`` the MVA of one worker as if
+  alone (``c / w`` CPUs, the scaling law's plateau at ``c / w``, ``1 / w`` of the host cap):
+  contention lowers what the workers reach together, not a request alone;
+  ``X = sum_i X_inst(n_i)`` and ``R = n / X``
   (``ServerModel.predict``). At 2 users on 2 workers half the time both users share a worker.
 - Scaling across CPUs per instance, the universal scalability law (Gunther 1993):
   ``X_inst(c) = c / (a + b (c - 1) + e c (c - 1))`` requests/s, i.e. ``lambda = 1/a``,
@@ -257,12 +259,14 @@ class ServerModel:
         return Station(self.service_ms, shape.cpus, self.scaling.plateau_rps(shape.cpus), cap)
 
     def worker_station(self, shape: Shape, host: Host | None = None) -> Station:
-        """One of the instance's ``workers``: ``cpus / workers`` CPUs and that share of the
-        instance's plateau and host cap."""
+        """One of the instance's ``workers`` as if it ran alone: ``cpus / workers`` CPUs, the
+        scaling law's plateau at those CPUs (contention between workers is the instance's cap,
+        ``predict``), its share of the host cap."""
         st, w = self.station(shape, host), shape.workers
         same = self.worker_curve and abs(st.cpus / w - self.curve_cpus) < 1e-9
         return Station(st.service_ms, st.cpus / w,
-                       1000.0 * max(self.worker_curve) if same else st.plateau_rps / w,
+                       1000.0 * max(self.worker_curve) if same
+                       else self.scaling.plateau_rps(st.cpus / w),
                        st.cap_rps / w, self.worker_curve if same else ())
 
     def predict(self, shape: Shape, users: Sequence[int], host: Host | None = None
@@ -270,11 +274,13 @@ class ServerModel:
         """Predicted levels of ``shape`` at each count in ``users``."""
         k, w = shape.instances, shape.workers
         st = self.worker_station(shape, host)
+        cap = self.station(shape, host).max_rps  # the instance's plateau: workers contend
         one = mva(st, self.delay_ms, max(users))
         out = []
         for n in users:
             # An even split over the instances, then a random one over each one's workers.
-            x = sum(w * _binomial_mean(lambda m: one[m - 1][1] if m else 0.0, m, 1.0 / w)
+            x = sum(min(cap, w * _binomial_mean(lambda m: one[m - 1][1] if m else 0.0, m,
+                                                1.0 / w))
                     for m in _split(n, k) if m)
             r = 1000.0 * n / x
             q50, q95 = self.tails.at(n / (k * w))

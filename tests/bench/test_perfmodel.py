@@ -196,3 +196,13 @@ def test_a_measured_worker_curve_is_its_flow_equivalent_server() -> None:
     predicted = model.predict(pm.Shape(1.0), [1, 2, 4])
     assert [lv.throughput_rps for lv in predicted] == pytest.approx([100.0, 125.0, 160.0],
                                                                     rel=0.02)
+
+
+def test_contention_caps_what_workers_reach_together_not_a_request_alone() -> None:
+    model = pm.ServerModel(pm.Scaling(0.010, 0.004), 10.0, 0.0, pm.Tails(((1, 1.0, 1.0),)))
+    [alone_small] = model.predict(pm.Shape(1.0), [1])
+    [alone_big] = model.predict(pm.Shape(8.0, workers=8), [1])
+    assert alone_big.mean_ms == pytest.approx(alone_small.mean_ms)  # 10 ms on either
+    [busy] = model.predict(pm.Shape(8.0, workers=8), [64])
+    assert busy.throughput_rps == pytest.approx(model.scaling.plateau_rps(8.0), rel=0.02)
+    assert busy.throughput_rps < 8 * model.scaling.plateau_rps(1.0) / 2
