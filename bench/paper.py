@@ -241,7 +241,9 @@ class PaperHook:
                 "Figs. 6/8: SageMaker instances, response time vs. users",
                 "mean response time (ms)", lambda lv: lv.mean_ms,
                 f"{sm.name} measured ({sm.provenance}); the others predicted from it by the "
-                "performance model, one AWS vCPU as one core of this machine.")
+                "performance model, one AWS vCPU as one core of this machine, contention "
+                f"{max(0.0, validation.sigma) if validation else 0.0:.2f} from the latest "
+                "predict-check (taken as at least 0).")
         ratio = None
         by_name = {t.name: t for t in forecasts}
         if {"predicted-c5-xlarge", "predicted-c5-2xlarge"} <= set(by_name):
