@@ -42,9 +42,15 @@ from bench.hooks import HookOutput, TargetSummary
 from bench.perfmodel import Level
 from bench.plot_style import FIGSIZE, finish, legend_outside, target_colors
 from bench.prices import PriceError, PriceTable
-from bench.report_predict import FORECAST_LEVELS, PredictedTarget, Validation, predicted_targets
+from bench.report_cost import offer
+from bench.report_predict import (
+    FORECAST_LEVELS,
+    PredictedTarget,
+    Validation,
+    flat_curve,
+    predicted_targets,
+)
 from bench.rounding import fmt
-from deployers.base import CostDrivers
 
 Curves = dict[str, tuple[Sequence[Level], str]]  # name -> (levels, provenance)
 
@@ -69,10 +75,8 @@ def _at(levels: Sequence[Level], users: int) -> Level | None:
 def lambda_curve(levels: Sequence[Level]) -> list[Level]:
     """Measured levels, then the 1-user figures at the levels beyond them (flat: each request
     its own environment, up to the concurrency limit)."""
-    one = min(levels, key=lambda lv: lv.users)
     top = max(lv.users for lv in levels)
-    return [*levels, *(Level(n, one.mean_ms, one.p50_ms, one.p95_ms, 1000.0 * n / one.mean_ms)
-                       for n in FORECAST_LEVELS if n > top)]
+    return [*levels, *flat_curve(levels, [n for n in FORECAST_LEVELS if n > top])]
 
 
 def _plot(curves: Curves, predicted: Curves, title: str, ylabel: str,
@@ -268,10 +272,7 @@ class PaperHook:
         lam_pred: Curves = {}
         if lam is not None:
             platforms[lam.name] = (levels[lam.name], lam.provenance)
-            first = min(levels[lam.name], key=lambda lv: lv.users)
-            lam_pred[lam.name] = ([
-                Level(n, first.mean_ms, first.p50_ms, first.p95_ms, 1000.0 * n / first.mean_ms)
-                for n in FORECAST_LEVELS], "predicted")
+            lam_pred[lam.name] = (flat_curve(levels[lam.name], FORECAST_LEVELS), "predicted")
         if platforms:
             out.figures["paper/fig12_platforms.png"] = _plot(
                 platforms, lam_pred, "Fig. 12: on-premise vs. SageMaker vs. Lambda",
@@ -281,21 +282,16 @@ class PaperHook:
                 "here); dashed: Lambda as predicted for AWS, flat (each request its own "
                 "environment, its own CPU share).")
         be_rate, be_input = None, ""
-        if sm is not None and lam is not None and sm.saturation_rps and sm.description:
+        if sm is not None and lam is not None:
             try:
-                one = CostDrivers("instance", sm.description.cost.instance_type, 1)
-                inst = InstanceOffer(sm.name, hourly_cost(one, tbl), sm.saturation_rps
-                                     / (sm.description.cost.instance_count or 1), sm.provenance)
-                assert lam.description is not None
-                offer = LambdaOffer(lam.name, lam.billed_ms(levels[lam.name][0].mean_ms),
-                                    lam.description.cost.memory_mb or 1024,
-                                    tbl.region().lambda_, lam.provenance)
-                max_rate = 4 * inst.saturation_rps
-                be_rate, be_input = break_even(inst, offer, max_rate).rate_rps, (
-                    f"{sm.name} vs {lam.name}")
-                png = plot_break_even(inst, offer, max_rate, workdir / "fig13_break_even.png",
-                                      title="Fig. 13: break-even, instances vs. Lambda")
-                out.files.append(("paper", png))
+                inst, fn = offer(sm, tbl), offer(lam, tbl)
+                if isinstance(inst, InstanceOffer) and isinstance(fn, LambdaOffer):
+                    max_rate = 4 * inst.saturation_rps
+                    be_rate, be_input = break_even(inst, fn, max_rate).rate_rps, (
+                        f"{sm.name} vs {lam.name}")
+                    png = plot_break_even(inst, fn, max_rate, workdir / "fig13_break_even.png",
+                                          title="Fig. 13: break-even, instances vs. Lambda")
+                    out.files.append(("paper", png))
             except PriceError as exc:
                 out.note.append(f"Fig. 13 not drawn: {exc}")
         rows = claims(local, (sm.name, levels[sm.name], sm.provenance) if sm else None,
@@ -304,8 +300,7 @@ class PaperHook:
                       validation.metrics.get("prediction_mape_p95") if validation else None)
         frame = pd.DataFrame([vars(c) for c in rows])
         out.tables["paper_claims.json"] = frame
-        agree = sum(c.verdict == "agree" for c in rows)
-        judged = sum(c.verdict != "not judged" for c in rows)
+        agree, judged = _tally(rows)
         out.parent_metrics["paper_claims_agree"] = float(agree)
         out.parent_metrics["paper_claims_judged"] = float(judged)
         out.parent_tags["paper.claims"] = f"{agree} of {judged} judged agree"
@@ -319,12 +314,17 @@ def paper_hook(validation: Validation | None, table: PriceTable | None = None) -
     return PaperHook(validation, table)
 
 
+def _tally(rows: Sequence[Claim]) -> tuple[int, int]:
+    """(claims that agree, claims judged)."""
+    return (sum(c.verdict == "agree" for c in rows),
+            sum(c.verdict != "not judged" for c in rows))
+
+
 def claims_text(rows: Sequence[Claim]) -> str:
     """The claim table for a terminal, and a last line ``paper claims: A of J judged agree``."""
     lines = [f"[{c.verdict}] {c.claim}\n    {c.figure} ({c.provenance}; rule: {c.rule})"
              for c in rows]
-    agree = sum(c.verdict == "agree" for c in rows)
-    judged = sum(c.verdict != "not judged" for c in rows)
+    agree, judged = _tally(rows)
     return "\n".join([*lines, f"paper claims: {agree} of {judged} judged agree"])
 
 

@@ -191,9 +191,9 @@ def _errors(measured: Measured, predicted: Sequence[pm.Level], note: str = "") -
 
 
 def predict_held_out(shapes: Sequence[Measured]
-                     ) -> tuple[list[HeldOut], pm.ServerModel | None]:
+                     ) -> tuple[list[HeldOut], pm.ServerModel | None, po.LambdaModel | None]:
     """Fit on the ``fit`` shapes, predict every ``held-out`` one at its measured levels; the
-    server model fitted (``None`` without fitted server shapes)."""
+    server and Lambda models fitted (``None`` without fitted shapes of their kind)."""
     fitted = [m for m in shapes if m.role == "fit"]
     out = []
     servers = [m for m in fitted if not m.is_lambda]
@@ -211,7 +211,7 @@ def predict_held_out(shapes: Sequence[Measured]
         elif m.memory_mb is not None and lam is not None:
             note = "extrapolated beyond the fitted sizes" if lam.extrapolated(m.memory_mb) else ""
             out.append(_errors(m, lam.predict(m.memory_mb, users, host=lam_host), note))
-    return out, model
+    return out, model, lam
 
 
 def _hourly_cost(m: Measured, levels: Sequence[pm.Level], slo_ms: float, rate: float,
@@ -255,10 +255,8 @@ def cheapest_agreement(shapes: Sequence[Measured], held_out: Sequence[HeldOut],
 
 def check(shapes: Sequence[Measured], vcpu_hour: float, lam_prices: LambdaPrices) -> CheckResult:
     """The whole validation (module docstring)."""
-    held, model = predict_held_out(shapes)
+    held, model, law = predict_held_out(shapes)
     share, cells, picks = cheapest_agreement(shapes, held, vcpu_hour, lam_prices)
-    lams = [m for m in shapes if m.role == "fit" and m.is_lambda]
-    law = lambda_model(lams) if lams else None
     return CheckResult(held, share, cells, picks, model.scaling.sigma if model else None,
                        lambda_law=law)
 

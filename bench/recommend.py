@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from functools import partial
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -272,13 +271,16 @@ def _hybrids(inst: Profile, lam: Profile, wl: Workload, table: PriceTable,
     assert inst.saturation_rps is not None and lam.duration_ms is not None
     n_peak = math.ceil(wl.peak_rps / inst.saturation_rps - 1e-9)
     out = []
-    def priced(k: int, saturation: float) -> tuple[float, int]:
+    def priced(k: int, saturation: float) -> tuple[float, int]:  # (USD/hour, provisioned)
         cap = k * saturation
         base_over = max(0.0, wl.base_rps - cap)
         peak_over = max(0.0, wl.peak_rps - cap)
         pc = 0 if wl.allow_cold_starts else concurrency(peak_over, lam.duration_ms or 0.0)
         return cost.hourly_cost(replace(inst.drivers, instance_count=k), table, region) + (
             _lambda_overflow_cost(lam, table.region(region), base_over, peak_over, wl, pc)), pc
+
+    def cost_at(k: int) -> Callable[[float], float]:
+        return lambda saturation: priced(k, saturation)[0]
 
     for k in range(1, n_peak):
         cap = k * inst.saturation_rps
@@ -293,12 +295,8 @@ def _hybrids(inst: Profile, lam: Profile, wl: Workload, table: PriceTable,
                            ["needs a router that spills traffic above the instances' capacity "
                             "to Lambda; the spill-over itself was not measured"],
                            short=f"{k}× {inst.label} + {lam.label} overflow",
-                           band=_band(inst, per_hour, partial(_first, priced, k))))
+                           band=_band(inst, per_hour, cost_at(k))))
     return out
-
-
-def _first(priced: Callable[[int, float], tuple[float, int]], k: int, x: float) -> float:
-    return priced(k, x)[0]
 
 
 def recommend(workload: Workload, profiles: Sequence[Profile], table: PriceTable,

@@ -57,7 +57,7 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
 
 
-def _offer(s: TargetSummary, tbl: PriceTable, region: str | None) -> Offer | None:
+def offer(s: TargetSummary, tbl: PriceTable, region: str | None = None) -> Offer | None:
     """The target as a cost curve over the request rate, or None (not priced, no SLO level)."""
     if s.description is None:
         return None
@@ -81,21 +81,18 @@ def _predicted_offers(summaries: list[TargetSummary], slo_ms: float, tbl: PriceT
     the predicted count) with their throughput error in percent."""
     if validation is None:
         return []
-    err = validation.metrics.get("prediction_mape_throughput")
     out = []
     for t in predicted_targets(summaries, validation):
-        good = [lv.throughput_rps for lv in t.levels if lv.p95_ms <= slo_ms]
+        at = t.at_saturation(slo_ms)
         count = t.drivers.instance_count or 1
-        if not good:
+        if at is None:
             continue
-        one = replace(t.drivers, instance_count=1)
         try:
-            price = hourly_cost(one, tbl, region)
+            price = hourly_cost(replace(t.drivers, instance_count=1), tbl, region)
         except PriceError:
             continue
-        out.append((InstanceOffer(t.name, price, max(good) / count, "predicted",
-                                  min_instances=count),
-                    err if err is not None and math.isfinite(err) else None))
+        out.append((InstanceOffer(t.name, price, at.throughput_rps / count, "predicted",
+                                  min_instances=count), validation.throughput_error_pct))
     return out
 
 
@@ -117,16 +114,16 @@ def cost_hook(table: PriceTable | None = None, region: str | None = None,
                 continue
             try:
                 series, summary = _price(s, tbl, region)
-                offer = _offer(s, tbl, region)
+                target_offer = offer(s, tbl, region)
             except (PriceError, ValueError) as exc:
                 notes.append({"target": s.name, "note": f"not priced: {exc}"})
                 continue
             priced[s.name], out.summary_metrics[s.name] = series, summary
             out.step_metrics[s.name] = {"cost_per_1m_usd": series}
-            if offer is not None:
-                offers[s.name] = offer
+            if target_offer is not None:
+                offers[s.name] = target_offer
                 if workload_rps:
-                    per_hour = offer.cost_per_hour(workload_rps)
+                    per_hour = target_offer.cost_per_hour(workload_rps)
                     out.summary_metrics[s.name] |= {
                         "cost_per_hour_usd_at_workload": per_hour,
                         "cost_per_1m_usd_at_workload":

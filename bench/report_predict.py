@@ -136,6 +136,12 @@ class Validation:
     def sigma(self) -> float:
         return self.metrics.get("prediction_scaling_sigma", 0.0)
 
+    @property
+    def throughput_error_pct(self) -> float | None:
+        """The validated saturation throughput error, percent (None when not finite)."""
+        err = self.metrics.get("prediction_mape_throughput")
+        return err if err is not None and math.isfinite(err) else None
+
 
 def latest_validation(client: MlflowClient | None = None,
                       experiment: str = VALIDATION_EXPERIMENT) -> Validation | None:
@@ -187,7 +193,7 @@ def error_band(validation: Validation | None) -> str:
             f"{m.get('prediction_mape_throughput', math.nan):.0f} %")
 
 
-def _flat(levels: Sequence[Level], users: Sequence[int]) -> list[Level]:
+def flat_curve(levels: Sequence[Level], users: Sequence[int]) -> list[Level]:
     """Each request its own environment: the 1-user figures at every count."""
     one = min(levels, key=lambda lv: lv.users)
     return [Level(n, one.mean_ms, one.p50_ms, one.p95_ms, 1000.0 * n / one.mean_ms)
@@ -202,6 +208,11 @@ class PredictedTarget:
     source: str
     drivers: CostDrivers
     levels: tuple[Level, ...]
+
+    def at_saturation(self, slo_ms: float) -> Level | None:
+        """The predicted level of highest throughput with p95 within ``slo_ms`` (None: none)."""
+        good = [lv for lv in self.levels if lv.p95_ms <= slo_ms]
+        return max(good, key=lambda lv: lv.throughput_rps) if good else None
 
 
 def _sigma(validation: Validation | None) -> float:
@@ -281,7 +292,7 @@ def forecast_hook(validation: Validation | None) -> BenchmarkHook:
             shape = _shape(s)
             if s.description is not None and s.description.cost.kind == "lambda":
                 users = sorted({lv.users for lv in levels} | set(FORECAST_LEVELS))
-                pred = _flat(levels, users)
+                pred = flat_curve(levels, users)
             elif shape is not None:
                 try:
                     model = pm.fit_server([pm.Curve(shape, tuple(levels))], _sigma(validation))

@@ -73,16 +73,13 @@ def predicted_profile(t: PredictedTarget, slo_ms: float, validation: Validation
     """The pricing profile of a predicted shape: its saturation per instance under the SLO,
     the p95 there, provenance ``predicted`` and the validated throughput error (None when no
     predicted level holds the SLO)."""
-    good = [lv for lv in t.levels if lv.p95_ms <= slo_ms]
-    if not good:
+    at = t.at_saturation(slo_ms)
+    if at is None:
         return None
-    at = max(good, key=lambda lv: lv.throughput_rps)
-    err = validation.metrics.get("prediction_mape_throughput")
     return Profile(target="sagemaker", name=t.name, drivers=t.drivers, slo_ms=slo_ms,
                    p95_ms=max(at.p95_ms, 1e-3),
                    saturation_rps=at.throughput_rps / (t.drivers.instance_count or 1),
-                   provenance="predicted",
-                   error_pct=err if err is not None and math.isfinite(err) else None)
+                   provenance="predicted", error_pct=validation.throughput_error_pct)
 
 
 @dataclass(frozen=True)
@@ -186,16 +183,14 @@ def _predicted(summaries: Sequence[TargetSummary], slo_ms: float,
     # one instance of each predicted type: the recommendation chooses the count itself
     for t in (t for t in predicted_targets(summaries, validation)
               if (t.drivers.instance_count or 1) == 1):
-        p = predicted_profile(t, slo_ms, validation) if validation is not None else None
         if validation is None:
             skipped.append((t.name, "predicted, but the model has no validation on this "
                                     "tracking server: run `niser-mlops predict-check`"))
-        elif p is None:
+        elif (p := predicted_profile(t, slo_ms, validation)) is None:
             skipped.append((t.name, f"no predicted level holds p95 ≤ {fmt(slo_ms)} ms"))
         else:
             profiles.append(p)
-            curves[t.name] = _Curve(t.levels, p.saturation_rps and p.saturation_rps * (
-                t.drivers.instance_count or 1), "predicted")
+            curves[t.name] = _Curve(t.levels, p.saturation_rps, "predicted")  # one instance
     return profiles, curves, skipped
 
 
