@@ -1,63 +1,100 @@
 """``hpo``: an Optuna study over NISER hyperparameters, one nested MLflow run per trial.
 
 Every trial trains ``hyperparameters`` (any ``TrainConfig`` fields) with the searched ones
-replaced by the trial's. The study lives in a journal file (``JournalStorage``), so a second run
-with the same ``study_name`` and ``storage_path`` continues it. The best trial's parameters are
-logged on the parent run and its model is logged and registered like any training run.
+replaced by the trial's. The run queues its ``n_trials`` trials in the study (``flows.study``),
+then runs them:
+
+- without ``work_pool``, here, one after the other; the study lives in a journal file
+  (``JournalStorage``) unless ``storage`` names a database, so a second run with the same
+  ``study_name`` continues it;
+- with ``work_pool``, on the pool's workers: it deploys ``hpo-shard/<pool>`` and starts
+  ``shards`` flow runs of it, which claim trials until the queue is empty, and waits for the
+  trials. The shards share ``storage``, a database URL (default: SQLite beside the journal, for
+  workers on this machine; ``postgresql://...`` for workers anywhere). A trial whose process
+  stops sending heartbeats for ``grace_s`` is failed (its MLflow run too) and the others finish.
+
+The best trial's parameters are logged on the parent run and its model (kept by the trial run)
+is logged and registered like any training run.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+from uuid import UUID
 
 import mlflow
 import optuna
-from mlflow import MlflowClient
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_client, get_run_logger
+from prefect.client.schemas.objects import StateType
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
+from prefect.states import Crashed
+from pydantic import Field
 
+from flows import hpo_shard as shards_
+from flows import study as studies
 from flows import tasks
 from flows.parameters import Count, train_config
-from niser.data import SessionData
-from niser.registry import log_training
-from niser.train import TrainConfig, TrainResult, train
+from niser.train import TrainConfig
 
 DEFAULT_STORAGE = Path(".state") / "optuna" / "journal.log"
-SEARCH_SPACE = "lr: log-uniform 1e-4..1e-2; weight_decay: log-uniform 1e-6..1e-4; " \
-               "dim: {32, 64, 100}; dropout: 0..0.3"
+SEARCH_SPACE, suggest = shards_.SEARCH_SPACE, shards_.suggest
+Seconds = Annotated[int, Field(ge=1)]
+FINAL = (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED)
 
 
-def suggest(trial: optuna.Trial) -> dict[str, Any]:
-    """The search space (see ``SEARCH_SPACE``)."""
-    return {
-        "lr": trial.suggest_float("lr", 1e-4, 1e-2, log=True),
-        "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-4, log=True),
-        "dim": trial.suggest_categorical("dim", [32, 64, 100]),
-        "dropout": trial.suggest_float("dropout", 0.0, 0.3),
-    }
+def sharded_storage(storage: str | None, storage_path: str) -> str:
+    """The database URL the shards share: ``storage``, or SQLite beside the journal file."""
+    if storage is not None:
+        return studies.check_storage_url(storage)
+    return f"sqlite:///{(Path(storage_path).parent / 'optuna.db').resolve()}"
 
 
-@task(cache_policy=NO_CACHE)
-def run_trial(number: int, params: dict[str, Any], base: TrainConfig, data: SessionData,
-              parent_run_id: str, experiment_id: str) -> TrainResult:
-    """Train one trial (``base`` with ``params`` replaced) in a nested MLflow run, logged there."""
-    config = TrainConfig(**{**base.model_dump(), **params})
-    client = MlflowClient()
-    child = client.create_run(experiment_id, run_name=f"trial-{number}",
-                              tags={"mlflow.parentRunId": parent_run_id,
-                                    "optuna.trial_number": str(number)})
-    try:
-        result = train(data, config, progress=False)
-        log_training(result, data, config, run_id=child.info.run_id)
-    except Exception:
-        client.set_terminated(child.info.run_id, "FAILED")
-        raise
-    client.set_terminated(child.info.run_id, "FINISHED")
-    return result
+def check_pool(pool: str) -> None:
+    """``ValueError`` naming ``work_pool`` when the Prefect server has no such pool."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(pool)
+        except ObjectNotFound:
+            raise ValueError(
+                f"work_pool: no work pool {pool!r} on this Prefect server; start one and its "
+                f"workers with `python scripts/services.py start --workers 2`, or `prefect "
+                f"work-pool create {pool} --type process` and `prefect worker start --pool "
+                f"{pool}`") from None
+
+
+def start_shards(pool: str, n: int, parameters: dict[str, Any]) -> list[UUID]:
+    """Deploy ``hpo-shard/<pool>`` and start ``n`` flow runs of it; their ids."""
+    name = shards_.deploy(pool)
+    runs = [run_deployment(name, parameters={**parameters, "shard": i}, timeout=0,
+                           flow_run_name=f"hpo-shard-{i}") for i in range(n)]
+    return [shards_.shard_run_id(r) for r in runs]
+
+
+def shard_states(ids: list[UUID]) -> dict[UUID, StateType | None]:
+    with get_client(sync_client=True) as client:
+        return {i: client.read_flow_run(i).state_type for i in ids}
+
+
+def settle_shards(ids: list[UUID], wait_s: float, poll_s: float = 1.0) -> list[UUID]:
+    """Wait up to ``wait_s`` for the shards to end once their trials are finished, then mark
+    those still running Crashed (their process stopped: its trial was failed as stale); the ids
+    marked."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        left = [i for i, s in shard_states(ids).items() if s not in FINAL]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(poll_s)
+    with get_client(sync_client=True) as client:
+        for i in left:
+            client.set_flow_run_state(i, Crashed(
+                message="stopped sending trial heartbeats; its trial was failed as stale"),
+                force=True)
+    return left
 
 
 @flow(name="hpo", log_prints=True)
@@ -71,17 +108,30 @@ def hpo(
     seed: int = 0,
     experiment: str = "niser-hpo",
     hyperparameters: TrainConfig | None = None,
+    work_pool: str | None = None,
+    shards: Count = 2,
+    storage: str | None = None,
+    heartbeat_s: Seconds = 10,
+    grace_s: Seconds = 60,
+    timeout_s: Seconds = 24 * 3600,
 ) -> dict[str, Any]:
     """Run ``n_trials`` more trials of the study and register the best model of this run.
 
     ``hyperparameters`` are the ``TrainConfig`` fields every trial starts from (its ``epochs``
     and ``seed``, when given, win over ``epochs`` and ``seed``); the search replaces the rest.
+    ``work_pool``: run the trials in ``shards`` flow runs on that Prefect process work pool,
+    sharing ``storage`` (a database URL without password); ``heartbeat_s``/``grace_s``: how
+    often a trial's process proves it is alive and how long one may stay silent before its
+    trial is failed; ``timeout_s``: how long to wait for the shards.
     """
     logger = get_run_logger()
-    Path(storage_path).parent.mkdir(parents=True, exist_ok=True)
-    storage = JournalStorage(JournalFileBackend(storage_path))
-    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize",
-                                load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=seed))
+    if work_pool is not None:
+        url: str | None = sharded_storage(storage, storage_path)
+        check_pool(work_pool)
+    else:
+        url = studies.check_storage_url(storage) if storage is not None else None
+    store = studies.open_storage(url, storage_path, heartbeat_s, grace_s)
+    study = studies.open_study(study_name, store, seed)
     base = train_config(hyperparameters, epochs=epochs, seed=seed)
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=f"hpo-{study_name}",
@@ -89,25 +139,44 @@ def hpo(
         pid, eid = parent.info.run_id, parent.info.experiment_id
         mlflow.log_params({"study_name": study_name, "n_trials": n_trials, "metric": metric,
                            "search_space": SEARCH_SPACE, "dataset": dataset,
-                           "epochs": base.epochs})
+                           "epochs": base.epochs, "work_pool": work_pool or "",
+                           "shards": shards if work_pool else 1,
+                           "storage": url or f"journal:{storage_path}"})
         data = tasks.load_data(dataset)
-        best: tuple[float, TrainResult] | None = None
-        for _ in range(n_trials):
-            trial = study.ask()
-            params = suggest(trial)
-            result = run_trial(trial.number, params, base, data, pid, eid)
-            value = result.final[metric]
-            study.tell(trial, value)
-            logger.info("trial %d %s -> %s %.3f", trial.number, params, metric, value)
-            if best is None or value > best[0]:
-                best = (value, result)
-        assert best is not None
+        studies.enqueue(study, n_trials, pid)
+        if work_pool is None:
+            shards_.run_shard(study, store, data, base, pid, eid, 0, metric)
+            trials = studies.run_trials_of(study, pid)
+        else:
+            assert url is not None
+            ids = start_shards(work_pool, shards, {
+                "study_name": study_name, "storage": url, "parent_run_id": pid,
+                "experiment_id": eid, "dataset": dataset, "base": base.model_dump(mode="json"),
+                "metric": metric, "seed": seed, "heartbeat_s": heartbeat_s, "grace_s": grace_s})
+            logger.info("started %d shards on work pool %s: %s", shards, work_pool,
+                        ", ".join(map(str, ids)))
+            trials = studies.wait_finished(
+                study, pid, time.monotonic() + timeout_s,
+                lambda: any(s not in FINAL for s in shard_states(ids).values()))
+            crashed = settle_shards(ids, wait_s=grace_s + 30)
+            if crashed:
+                logger.warning("shards %s stopped without ending; marked Crashed",
+                               ", ".join(map(str, crashed)))
+        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        failed = [t.number for t in trials if t.state == optuna.trial.TrialState.FAIL]
+        mlflow.log_metrics({"trials_complete": len(complete), "trials_failed": len(failed)})
+        if not complete:
+            raise RuntimeError(f"no trial of this run completed (failed: {failed})")
+        best = max(complete, key=lambda t: float(t.value or 0.0))
         mlflow.log_params({f"best.{k}": v for k, v in study.best_params.items()})
         mlflow.log_metric(f"best_{metric}", study.best_value)
-        model_uri = tasks.log_model(best[1], data, pid)
+        model_uri = tasks.log_kept_model(
+            str(best.user_attrs[studies.MLFLOW_RUN_ATTR]), shards_.RECOMMENDER_ARTIFACT,
+            data.summary(), dict(best.user_attrs[shards_.FINAL_ATTR]), pid)
         registration = tasks.register_model(model_uri)
     summary = {"best_params": study.best_params, "best_value": study.best_value,
-               "trials_in_study": len(study.trials), "mlflow_run_id": pid,
+               "trials_in_study": len(study.trials), "trial_numbers": [t.number for t in trials],
+               "trials_failed": failed, "mlflow_run_id": pid,
                "model_version": registration.version, "alias": registration.alias}
     print(summary)
     return summary

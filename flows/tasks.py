@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import tempfile
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -64,6 +65,19 @@ def log_model(result: TrainResult, data: SessionData, run_id: str) -> str:
     with _in_run(run_id):
         info = log_recommender(rec, data.summary(), result.final)
     return info.model_uri
+
+
+@task(cache_policy=NO_CACHE)
+def log_kept_model(source_run_id: str, artifact: str, data_summary: dict[str, Any],
+                   metrics: dict[str, float], run_id: str) -> str:
+    """Log the ``Recommender`` saved as ``artifact`` of run ``source_run_id`` (an HPO trial) as
+    the serving pyfunc of ``run_id``; returns its model URI."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(run_id=source_run_id, artifact_path=artifact,
+                                                   dst_path=tmp)
+        rec = Recommender.load(path)
+        with _in_run(run_id):
+            return log_recommender(rec, data_summary, metrics).model_uri
 
 
 class _ToRunLogger(logging.Handler):
