@@ -3,6 +3,7 @@
     niser-mlops train --epochs 1                 # train, log, register (no deployment)
     niser-mlops benchmark --epochs 1 --targets targets.json
     niser-mlops hpo --n-trials 4
+    niser-mlops hpo --n-trials 8 --work-pool niser-hpo --shards 2   # on the pool's workers
     niser-mlops run train-and-benchmark/local --param epochs=5   # a served deployment, followed
     niser-mlops compare --experiment niser
     niser-mlops calibrate                        # load-generator honesty check
@@ -111,12 +112,26 @@ def _run(**kwargs: Any) -> None:
 @click.option("--n-trials", type=int, default=4, show_default=True, callback=_positive)
 @click.option("--epochs", type=int, default=2, show_default=True, callback=_positive)
 @click.option("--study-name", default="niser-hpo", show_default=True)
-def hpo(dataset: str, n_trials: int, epochs: int, study_name: str) -> None:
+@click.option("--work-pool", default=None,
+              help="Run the trials on this Prefect process work pool's workers (needs "
+                   "PREFECT_API_URL); default: here, one after the other.")
+@click.option("--shards", type=int, default=2, show_default=True, callback=_positive,
+              help="Flow runs started on --work-pool.")
+@click.option("--storage", default=None,
+              help="Optuna database URL without password (sqlite:///..., postgresql://...); "
+                   "default: the journal file, or SQLite beside it with --work-pool.")
+@click.option("--heartbeat-s", type=int, default=10, show_default=True, callback=_positive)
+@click.option("--grace-s", type=int, default=60, show_default=True, callback=_positive,
+              help="A trial silent this long (no heartbeat) is failed.")
+def hpo(dataset: str, n_trials: int, epochs: int, study_name: str, work_pool: str | None,
+        shards: int, storage: str | None, heartbeat_s: int, grace_s: int) -> None:
     """Run an Optuna study (journal storage under .state/optuna)."""
     _defaults()
     from flows.hpo import hpo as hpo_flow
 
-    hpo_flow(dataset=dataset, n_trials=n_trials, epochs=epochs, study_name=study_name)
+    hpo_flow(dataset=dataset, n_trials=n_trials, epochs=epochs, study_name=study_name,
+             work_pool=work_pool, shards=shards, storage=storage, heartbeat_s=heartbeat_s,
+             grace_s=grace_s)
 
 
 @main.command("run")

@@ -79,22 +79,26 @@ def shard_states(ids: list[UUID]) -> dict[UUID, StateType | None]:
         return {i: client.read_flow_run(i).state_type for i in ids}
 
 
-def settle_shards(ids: list[UUID], wait_s: float, poll_s: float = 1.0) -> list[UUID]:
-    """Wait up to ``wait_s`` for the shards to end once their trials are finished, then mark
-    those still running Crashed (their process stopped: its trial was failed as stale); the ids
-    marked."""
+def settle_shards(ids: list[UUID], trials: list[optuna.trial.FrozenTrial], wait_s: float,
+                  poll_s: float = 1.0) -> tuple[list[UUID], list[UUID]]:
+    """Once the trials are finished: mark Crashed the shards still running that claimed a trial
+    failed as stale (their process is gone), and wait up to ``wait_s`` for the others to end.
+    Returns (marked Crashed, still running)."""
+    states = shard_states(ids)
+    dead = {UUID(str(t.user_attrs[shards_.FLOW_RUN_ATTR])) for t in trials
+            if t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get(shards_.FLOW_RUN_ATTR)}
+    crashed = [i for i in ids if i in dead and states[i] not in FINAL]
+    with get_client(sync_client=True) as client:
+        for i in crashed:
+            client.set_flow_run_state(i, Crashed(
+                message="stopped sending trial heartbeats; its trial was failed as stale"),
+                force=True)
     deadline = time.monotonic() + wait_s
     while True:
         left = [i for i, s in shard_states(ids).items() if s not in FINAL]
         if not left or time.monotonic() > deadline:
-            break
+            return crashed, left
         time.sleep(poll_s)
-    with get_client(sync_client=True) as client:
-        for i in left:
-            client.set_flow_run_state(i, Crashed(
-                message="stopped sending trial heartbeats; its trial was failed as stale"),
-                force=True)
-    return left
 
 
 @flow(name="hpo", log_prints=True)
@@ -158,10 +162,13 @@ def hpo(
             trials = studies.wait_finished(
                 study, pid, time.monotonic() + timeout_s,
                 lambda: any(s not in FINAL for s in shard_states(ids).values()))
-            crashed = settle_shards(ids, wait_s=grace_s + 30)
+            crashed, left = settle_shards(ids, trials, wait_s=60)
             if crashed:
-                logger.warning("shards %s stopped without ending; marked Crashed",
+                logger.warning("shards %s lost their process mid-trial; marked Crashed",
                                ", ".join(map(str, crashed)))
+            if left:
+                logger.warning("shards %s have not ended although their trials have",
+                               ", ".join(map(str, left)))
         complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         failed = [t.number for t in trials if t.state == optuna.trial.TrialState.FAIL]
         mlflow.log_metrics({"trials_complete": len(complete), "trials_failed": len(failed)})

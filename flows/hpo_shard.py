@@ -35,6 +35,8 @@ SHARD_FLOW = "hpo-shard"
 SEARCH_SPACE = "lr: log-uniform 1e-4..1e-2; weight_decay: log-uniform 1e-6..1e-4; " \
                "dim: {32, 64, 100}; dropout: 0..0.3"
 RECOMMENDER_ARTIFACT = "recommender"
+FLOW_RUN_ATTR = "hpo.flow_run_id"
+"""The trial user attribute naming the shard flow run that claimed it."""
 FINAL_ATTR = "final"
 """The trial user attribute holding the trained model's ``TrainResult.final`` metrics."""
 
@@ -61,6 +63,7 @@ def run_trial(trial: optuna.Trial, base: TrainConfig, data: SessionData, parent_
         "prefect.flow_run_id": str(flow_run.id or "")})
     run_id = child.info.run_id
     trial.set_user_attr(studies.MLFLOW_RUN_ATTR, run_id)  # the stale-trial callback needs it
+    trial.set_user_attr(FLOW_RUN_ATTR, str(flow_run.id or ""))
     try:
         params = suggest(trial)
         config = TrainConfig(**{**base.model_dump(), **params})

@@ -1,6 +1,7 @@
 """Start, check and stop the project's local services: MLflow server, Prefect server, flow runner.
 
     python scripts/services.py start     # prints the env file to source
+    python scripts/services.py start --workers 2   # and a process work pool with 2 workers
     python scripts/services.py status
     python scripts/services.py stop      # stops only the processes this script started
 
@@ -10,7 +11,11 @@ start. The Prefect server is given its UI's API URL (``PREFECT_UI_API_URL``: oth
 would talk to port 4200), and start checks ``GET /ui-settings`` answers that URL.
 ``.state/env.sh`` exports ``MLFLOW_TRACKING_URI`` and ``PREFECT_API_URL`` for them. When
 either variable is already set, that server is used and not started; with ``NISER_AWS=real`` no
-moto server is started and boto3 reaches AWS with your own credentials.
+moto server is started and boto3 reaches AWS with your own credentials. ``--workers N``
+creates the Prefect process work pool ``--pool`` (default ``niser-hpo``) when absent and starts
+N ``prefect worker start --pool`` processes, one flow run at a time each (``hpo`` shards
+studies over them: ``--param work_pool=niser-hpo``); ``.state/env.sh`` then exports
+``NISER_HPO_POOL``.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ STATE = Path(os.environ.get("NISER_STATE_DIR", ROOT / ".state"))
 PIDS = STATE / "services.json"
 ENV_FILE = STATE / "env.sh"
 BIN = Path(sys.executable).parent
+DEFAULT_POOL = "niser-hpo"
 
 
 def base_env() -> dict[str, str]:
@@ -111,7 +117,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def start(with_runner: bool = True) -> None:
+def start(with_runner: bool = True, workers: int = 0, pool: str = DEFAULT_POOL) -> None:
     STATE.mkdir(parents=True, exist_ok=True)
     running = {k: v for k, v in _load().items() if _alive(int(v["pid"]))}  # type: ignore[call-overload]
     if running:
@@ -171,7 +177,11 @@ def start(with_runner: bool = True) -> None:
             _wait("moto", f"http://127.0.0.1:{aport}/moto-api/", moto, 60)
             env.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{aport}", AWS_DEFAULT_REGION="us-east-1",
                        AWS_ACCESS_KEY_ID="moto-local", AWS_SECRET_ACCESS_KEY="moto-local")
+        if workers:
+            env["NISER_HPO_POOL"] = pool
         _write_env(env)
+        if workers:
+            start_workers(env, workers, pool, services)
         if with_runner:
             runner = _spawn("runner", [sys.executable, "-m", "flows.serve"], env)
             services["runner"] = {"pid": runner.pid}
@@ -200,6 +210,51 @@ def _wait_runner(proc: subprocess.Popen[bytes], env: dict[str, str]) -> None:
     raise SystemExit(f"deployments not registered within 240 s; see {STATE / 'runner.log'}")
 
 
+def start_workers(env: dict[str, str], n: int, pool: str,
+                  services: dict[str, dict[str, object]]) -> None:
+    """Create the process work pool ``pool`` when absent, start ``n`` workers on it (recorded in
+    ``services`` as ``worker-1``...) and wait until all are online."""
+    prefect = str(BIN / "prefect")
+    if subprocess.run([prefect, "work-pool", "inspect", pool], env=env, capture_output=True,
+                      timeout=120).returncode != 0:
+        made = subprocess.run([prefect, "work-pool", "create", pool, "--type", "process"],
+                              env=env, capture_output=True, text=True, timeout=120)
+        if made.returncode != 0:
+            raise SystemExit(f"could not create work pool {pool!r}: {made.stdout}{made.stderr}")
+    # a worker asks for runs every PREFECT_WORKER_QUERY_SECONDS (Prefect's default: 10)
+    worker_env = {"PREFECT_WORKER_QUERY_SECONDS": "5", **env}
+    names = []
+    for i in range(1, n + 1):
+        name = f"worker-{i}"
+        names.append(f"{pool}-{name}")
+        proc = _spawn(name, [prefect, "worker", "start", "--pool", pool, "--type", "process",
+                             "--name", names[-1], "--limit", "1"], worker_env)
+        services[name] = {"pid": proc.pid, "pool": pool}
+        _save(services)
+    url = f"{env['PREFECT_API_URL'].rstrip('/')}/work_pools/{pool}/workers/filter"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        for name in (f"worker-{i}" for i in range(1, n + 1)):
+            if not _alive(int(services[name]["pid"])):  # type: ignore[call-overload]
+                tail = (STATE / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise SystemExit(f"{name} exited at start-up; log tail:\n{tail}")
+        if set(names) <= online_workers(url):
+            return
+        time.sleep(1)
+    raise SystemExit(f"workers {names} not online within 180 s; see {STATE}/worker-*.log")
+
+
+def online_workers(filter_url: str) -> set[str]:
+    """The names of the ONLINE workers ``POST .../work_pools/<pool>/workers/filter`` lists."""
+    request = urllib.request.Request(filter_url, data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return {w["name"] for w in json.load(r) if w.get("status") == "ONLINE"}
+    except (OSError, ValueError):
+        return set()
+
+
 def _save(services: dict[str, dict[str, object]]) -> None:
     PIDS.write_text(json.dumps(services, indent=2))
 
@@ -207,7 +262,7 @@ def _save(services: dict[str, dict[str, object]]) -> None:
 def _write_env(env: dict[str, str]) -> None:
     keys = ["MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME",
             "PREFECT_SERVER_ANALYTICS_ENABLED", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION",
-            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT",
+            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "NISER_HPO_POOL",
             # only the moto server's placeholder keys: real AWS credentials are never written
             "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
     lines = [f"export {k}={shlex.quote(str(env[k]))}\n" for k in keys
@@ -216,7 +271,7 @@ def _write_env(env: dict[str, str]) -> None:
 
 
 def stop() -> None:
-    for name, info in _load().items():
+    for name, info in reversed(_load().items()):  # workers and runner before their servers
         pid = int(info["pid"])  # type: ignore[call-overload]
         if not _alive(pid):
             continue
@@ -245,9 +300,15 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["start", "stop", "status"])
     p.add_argument("--no-runner", action="store_true", help="start the servers only")
+    p.add_argument("--workers", type=int, default=int(os.environ.get("NISER_WORKERS") or 0),
+                   help="Prefect workers to start on the process work pool --pool "
+                        "(default: $NISER_WORKERS, else 0)")
+    p.add_argument("--pool", default=DEFAULT_POOL, help="the work pool of --workers")
     a = p.parse_args()
+    if a.workers < 0:
+        p.error(f"--workers must be >= 0, got {a.workers}")
     if a.command == "start":
-        start(not a.no_runner)
+        start(not a.no_runner, a.workers, a.pool)
     elif a.command == "stop":
         stop()
     else:
