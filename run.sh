@@ -2,6 +2,7 @@
 # One command on a fresh machine: install, start MLflow + Prefect (+ moto as the AWS control
 # plane), serve the flows, run train-and-benchmark/local with a line per step, and end with its
 # summary: model, a line per target, the recommendation and the deep links into both UIs.
+# NISER_WORKERS=2 ./run.sh also starts a Prefect process work pool with 2 workers (HPO shards).
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup.sh

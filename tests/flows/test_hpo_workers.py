@@ -23,6 +23,7 @@ SCRIPT = REPO / "scripts" / "services.py"
 POOL = "test-hpo"
 TINY = "synthetic:n_items=80,n_sessions=400"
 N_TRIALS = 8
+pytestmark = pytest.mark.slow
 
 
 def _env_file(path: Path) -> dict[str, str]:
@@ -64,16 +65,32 @@ def _worker_of(pid: int, workers: set[int]) -> int | None:
         return None
 
 
+def _kill_mid_trial(client: MlflowClient, trial: Any, worker: int) -> tuple[int, str] | None:
+    """SIGKILL the shard running ``trial`` and its worker if the trial is still running: the
+    shard is stopped (SIGSTOP) first, so a trial seen RUNNING then cannot finish before the
+    kill; (worker pid, trial run id), or None when the trial had finished (the shard resumes)."""
+    group = os.getpgid(int(trial.data.tags["hpo.pid"]))  # the flow run's own process group
+    os.killpg(group, signal.SIGSTOP)
+    if client.get_run(trial.info.run_id).info.status != "RUNNING":
+        os.killpg(group, signal.SIGCONT)
+        return None
+    os.killpg(group, signal.SIGKILL)
+    os.killpg(worker, signal.SIGKILL)
+    return worker, trial.info.run_id
+
+
 @pytest.fixture(scope="module")
 def killed_run(pool: dict[str, Any]) -> dict[str, Any]:
     """Run the study; kill one worker mid-trial once each worker has finished a trial."""
     env, workers = pool["env"], pool["workers"]
-    parent = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", "hpo", "--n-trials", str(N_TRIALS), "--epochs", "1",
-         "--dataset", TINY, "--study-name", "sharded", "--work-pool", POOL, "--shards", "2",
-         "--storage", f"sqlite:///{pool['state'] / 'optuna.db'}", "--heartbeat-s", "1",
-         "--grace-s", "3"],
-        env=env, cwd=pool["state"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = pool["state"] / "hpo.log"
+    with log.open("w") as sink:  # the child keeps its own copy of the descriptor
+        parent = subprocess.Popen(
+            [sys.executable, "-m", "flows.cli", "hpo", "--n-trials", str(N_TRIALS), "--epochs", "1",
+             "--dataset", TINY, "--study-name", "sharded", "--work-pool", POOL, "--shards", "2",
+             "--storage", f"sqlite:///{pool['state'] / 'optuna.db'}", "--heartbeat-s", "1",
+             "--grace-s", "3"],
+            env=env, cwd=pool["state"], stdout=sink, stderr=subprocess.STDOUT)
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     worker_of: dict[str, int] = {}  # trial run id -> worker pid
     killed: tuple[int, str] | None = None  # (worker pid, trial run id)
@@ -92,17 +109,13 @@ def killed_run(pool: dict[str, Any]) -> dict[str, Any]:
                         if r.info.status == "FINISHED" and r.info.run_id in worker_of}
             running = [r for r in runs if r.info.status == "RUNNING" and r.info.run_id in worker_of]
             if finished == workers and running:
-                victim = running[0]
-                shard = int(victim.data.tags["hpo.pid"])
-                worker = worker_of[victim.info.run_id]
-                os.killpg(os.getpgid(shard), signal.SIGKILL)  # the flow run's own group
-                os.killpg(worker, signal.SIGKILL)
-                killed = (worker, victim.info.run_id)
+                killed = _kill_mid_trial(client, running[0], worker_of[running[0].info.run_id])
             time.sleep(0.1)
-        out, _ = parent.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        parent.wait(timeout=max(1.0, deadline - time.monotonic()))
     finally:
         if parent.poll() is None:
             parent.kill()
+    out = log.read_text(errors="replace")
     assert killed is not None, "no trial ran on both workers"
     assert parent.returncode == 0, out[-4000:]
     experiment = client.get_experiment_by_name("niser-hpo")
