@@ -33,6 +33,7 @@ from typing import NoReturn
 import click
 
 from bench.cli_options import model_and_dataset
+from bench.leftovers_cli import sweep
 from bench.load_settings import DEFAULT_LEVELS
 from bench.paper_cli import paper
 from bench.predict_cli import predict_check
@@ -296,7 +297,7 @@ def serve_stub(delay_ms: float) -> None:
 
 
 COMMANDS: list[click.Command] = [calibrate, http, paper, prices, power_tune, predict_check,
-                                 replay, serve_stub]
+                                 replay, serve_stub, sweep]
 """What ``niser-mlops`` adds to its group (it has its own ``compare``)."""
 
 

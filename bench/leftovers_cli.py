@@ -1,0 +1,89 @@
+"""``niser-mlops sweep``: list what deployments left running, with what each costs per month, and
+delete it.
+
+    niser-mlops sweep                     # list: AWS (or the moto server) and this machine
+    niser-mlops sweep --delete            # asks, then deletes everything listed
+    niser-mlops sweep --delete --yes      # no question (scripts, CI)
+    niser-mlops sweep --no-aws            # this machine only
+
+Exit status: 0 when nothing is left (after ``--delete``: when everything went), 1 otherwise, so
+a script can tell.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+
+import click
+
+from bench import prices
+from bench.leftover_cost import Monthly, monthly
+from deployers import leftovers
+from deployers.leftovers import Leftover
+
+
+def _age(row: Leftover, now: dt.datetime) -> str:
+    s = row.age_s(now)
+    if s is None:
+        return "?"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if s >= size:
+            return f"{s / size:.1f} {unit}"
+    return f"{s:.0f} s"
+
+
+def table(rows: list[Leftover], costs: list[Monthly], now: dt.datetime) -> str:
+    """The rows as a fixed-width table, with a total line."""
+    head = ("KIND", "NAME", "WHERE", "DEPLOYMENT", "RUN", "AGE", "USD/MONTH", "WHAT")
+    body = [(r.kind, r.name, r.where, r.deployment or "-", (r.run_id or "-")[:12], _age(r, now),
+             f"{c.usd:,.2f}", "; ".join(x for x in (r.detail, c.basis) if x))
+            for r, c in zip(rows, costs, strict=True)]
+    widths = [max(len(str(x[i])) for x in [head, *body]) for i in range(len(head) - 1)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(row[:-1], widths, strict=True)) + "  "
+             + row[-1] for row in [head, *body]]
+    total = sum(c.usd for c in costs)
+    lines.append(f"{len(rows)} left; {total:,.2f} USD per month if left running")
+    return "\n".join(lines)
+
+
+def _find(aws: bool, local: bool) -> list[Leftover]:
+    try:
+        return leftovers.find(aws_resources=aws, local=local)
+    except Exception as exc:
+        if not aws or type(exc).__name__ not in {"NoCredentialsError", "EndpointConnectionError",
+                                                  "NoRegionError"}:
+            raise
+        click.echo(f"AWS not reachable ({type(exc).__name__}: {exc}); listing this machine only"
+                   " (--no-aws to skip AWS)", err=True)
+        return leftovers.find(aws_resources=False, local=local)
+
+
+@click.command()
+@click.option("--delete", "do_delete", is_flag=True, help="Delete everything listed.")
+@click.option("--yes", is_flag=True, help="With --delete: do not ask.")
+@click.option("--aws/--no-aws", default=True, show_default=True,
+              help="Look in AWS (or the moto server of AWS_ENDPOINT_URL).")
+@click.option("--local/--no-local", default=True, show_default=True,
+              help="Look at this machine's local deployments, processes and cgroups.")
+@click.option("--region", default=None, help="Price region (default: the table's).")
+def sweep(do_delete: bool, yes: bool, aws: bool, local: bool, region: str | None) -> None:
+    """List (and with --delete remove) every resource deployments left, with its monthly cost."""
+    if yes and not do_delete:
+        raise click.BadParameter("--yes only goes with --delete", param_hint="--yes")
+    tbl = prices.load()
+    rows = _find(aws, local)
+    now = dt.datetime.now(dt.UTC)
+    click.echo(table(rows, [monthly(r, tbl, region) for r in rows], now) if rows
+               else "nothing left: no deployment resources found")
+    if not rows or not do_delete:
+        sys.exit(1 if rows else 0)
+    if not yes:
+        click.confirm(f"Delete these {len(rows)} resources?", abort=True)
+    problems = leftovers.delete(rows)
+    for line in problems:
+        click.echo(f"problem: {line}", err=True)
+    left = _find(aws, local)
+    click.echo(f"deleted; {len(left)} left" + ("" if not left else ":\n" + table(
+        left, [monthly(r, tbl, region) for r in left], dt.datetime.now(dt.UTC))))
+    sys.exit(1 if left else 0)
