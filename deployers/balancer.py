@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
+from deployers import ownership
 from deployers.base import DeployerError
 from deployers.procs import ProcessRecord, spawn
 
@@ -110,4 +111,5 @@ def start(config: Path, prefix: Path, env: Mapping[str, str], role: str,
     ``deployment`` (``procs.spawn``); output to ``nginx.out``."""
     check(config, prefix)
     argv = [nginx_binary(), "-p", str(prefix), "-c", str(config), "-e", str(prefix / "error.log")]
+    ownership.write_marks(prefix, role, deployment)  # nginx overwrites its environment
     return spawn(argv, env, prefix / "nginx.out", role=role, deployment=deployment)

@@ -11,7 +11,9 @@ Promises:
   ``balancer``...), its deployment, the state folder of the run that started it (``home()``) and
   the pid and start time of the process that started it. Marks are environment variables, so
   they survive the starter being killed with SIGKILL and are read from ``/proc`` by anyone with
-  the right to signal the process (``marked_processes``).
+  the right to signal the process (``marked_processes``). nginx overwrites its environment
+  with its process title, so a balancer's marks go in a file in its prefix folder instead
+  (``write_marks``; the folder is in its command line as ``-p``).
 - ``home()`` is the folder local deployments and marks are scoped to: ``$NISER_LOCAL_STATE_DIR``,
   else ``$XDG_STATE_HOME/niser-mlops/local``, else ``~/.local/state/niser-mlops/local``. A sweep of
   one home never touches another's processes (tests, other checkouts).
@@ -20,6 +22,7 @@ Promises:
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -100,6 +103,29 @@ def mark(env: Mapping[str, str], role: str, deployment: str | None = None) -> di
     return out
 
 
+MARKS_FILE = "niser-mlops-marks.json"
+
+
+def write_marks(folder: Path, role: str, deployment: str | None = None) -> None:
+    """Record the marks of a process whose command line names ``folder`` after ``-p`` (nginx)."""
+    marks = mark({}, role, deployment)
+    (folder / MARKS_FILE).write_text(json.dumps(marks))
+
+
+def _marks(proc: psutil.Process) -> dict[str, str]:
+    env = proc.environ()
+    if env.get(ENV_ROLE):
+        return env
+    argv = " ".join(proc.cmdline()).split()  # nginx rewrites it as one "nginx: master ..." line
+    if "-p" in argv[:-1] and "nginx" in proc.name():
+        try:
+            raw = json.loads((Path(argv[argv.index("-p") + 1]) / MARKS_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+    return {}
+
+
 @dataclass(frozen=True)
 class MarkedProcess:
     """A running process that carries the marks: who it is and whether its starter still runs."""
@@ -130,7 +156,7 @@ def marked_processes(where: Path | None = None) -> list[MarkedProcess]:
     found: dict[int, tuple[psutil.Process, dict[str, str]]] = {}
     for proc in psutil.process_iter():
         try:
-            env = proc.environ()
+            env = _marks(proc)
         except psutil.Error:
             continue
         if env.get(ENV_ROLE) and env.get(ENV_HOME) == scope:
