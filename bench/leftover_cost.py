@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.cost import HOURS_PER_MONTH, SECONDS_PER_HOUR, hourly_cost
-from bench.prices import Price, PriceError, PriceTable
+from bench.prices import Architecture, Price, PriceError, PriceTable
 from deployers.base import CostDrivers
 from deployers.leftovers import Leftover
 
@@ -64,7 +64,7 @@ def _monthly(row: Leftover, table: PriceTable, region: str | None) -> Monthly:
                        f"{cost.instance_count} x {cost.instance_type} at ${per_hour:.4g}/h x"
                        f" {HOURS_PER_MONTH:.0f} h")
     if cost.kind == "lambda" and cost.provisioned_concurrency and cost.memory_mb:
-        arch = "arm64" if cost.architecture == "arm64" else "x86_64"
+        arch: Architecture = "arm64" if cost.architecture == "arm64" else "x86_64"
         rate = prices.lambda_.provisioned_concurrency_gb_second[arch].usd
         gb_s = cost.provisioned_concurrency * cost.memory_mb / 1024 * HOURS_PER_MONTH * \
             SECONDS_PER_HOUR
