@@ -182,25 +182,30 @@ def test_the_password_is_private_and_in_no_log_command_line_or_env_file(pg, clus
     assert "PGPASSWORD" not in services
 
 
-def test_a_database_of_an_older_mlflow_schema_refuses_to_start_naming_the_upgrade(
-        pg, cluster, services, tiny_run, base_env, state):
-    """Last in this module: it stops the services. The start re-uses the cluster (no initdb)."""
-    with pg.connect(cluster) as conn:
-        head = conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
-    assert head == pg.schema_head()
-    previous = _mlflow_migrations().get_revision(head).down_revision  # the schema before it
-    with pg.connect(cluster) as conn:
-        conn.execute("UPDATE alembic_version SET version_num = %s", (previous,))
-    assert _services(base_env, "stop").returncode == 0
-    version_file = Path(str(cluster["data"])) / "PG_VERSION"
-    created = version_file.stat().st_mtime_ns
-    again = _services(base_env, "start", "--backend", "postgres", "--no-runner")
-    assert again.returncode != 0
-    assert f"schema revision {previous}" in again.stderr and "--upgrade-db" in again.stderr
-    assert "mlflow db upgrade" in again.stderr
-    assert version_file.stat().st_mtime_ns == created
-    assert not (state / "services.json").exists()  # what it started, it stopped
-    assert not (Path(str(cluster["data"])) / "postmaster.pid").exists()
+def _older_schema(pg: ModuleType, info: dict[str, object]) -> str:
+    """Make the database ``mlflow`` a new one of the MLflow schema two revisions before the
+    installed MLflow's (MLflow's own initial tables and migrations, stopped early)."""
+    import sqlalchemy
+    from alembic import command
+    from mlflow.store.db.utils import InitialBase, _get_alembic_config
+
+    script = _mlflow_migrations()
+    older = script.get_revision(script.get_revision(pg.schema_head()).down_revision).down_revision
+    with pg.connect(info, "postgres") as conn:
+        conn.execute(f"DROP DATABASE {pg.DATABASE}")
+        conn.execute(f"CREATE DATABASE {pg.DATABASE}")
+    os.environ["PGPASSFILE"] = str(info["passfile"])
+    try:
+        engine = sqlalchemy.create_engine(str(info["url"]))
+        InitialBase.metadata.create_all(engine)
+        config = _get_alembic_config(str(info["url"]))
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, older)
+        engine.dispose()
+    finally:
+        del os.environ["PGPASSFILE"]
+    return str(older)
 
 
 def _mlflow_migrations():  # type: ignore[no-untyped-def]
@@ -209,6 +214,36 @@ def _mlflow_migrations():  # type: ignore[no-untyped-def]
     spec = importlib.util.find_spec("mlflow")
     assert spec is not None and spec.submodule_search_locations
     return ScriptDirectory(str(Path(spec.submodule_search_locations[0]) / "store" / "db_migrations"))
+
+
+def test_an_older_mlflow_schema_refuses_to_start_and_upgrade_db_migrates_it(
+        pg, cluster, services, tiny_run, base_env, state):
+    """Last of the service tests: it stops them. Later starts re-use the cluster (no initdb)."""
+    from deployers.http import free_port
+
+    assert _services(base_env, "stop").returncode == 0
+    version_file = Path(str(cluster["data"])) / "PG_VERSION"
+    created = version_file.stat().st_mtime_ns
+    alone = pg.start(state, free_port())
+    try:
+        older = _older_schema(pg, alone)
+    finally:
+        pg.stop(alone)
+    again = _services(base_env, "start", "--backend", "postgres", "--no-runner")
+    assert again.returncode != 0
+    assert f"schema revision {older}" in again.stderr and "--upgrade-db" in again.stderr
+    assert "mlflow db upgrade" in again.stderr
+    assert not (state / "services.json").exists()  # what it started, it stopped
+    assert not (Path(str(cluster["data"])) / "postmaster.pid").exists()
+    # what --upgrade-db does before MLflow starts
+    alone = pg.start(state, free_port())
+    try:
+        assert pg.check_schema(alone, Path(sys.executable).parent / "mlflow", upgrade=True) == older
+        assert pg.check_schema(alone, Path(sys.executable).parent / "mlflow", upgrade=False) \
+            == pg.schema_head()
+    finally:
+        pg.stop(alone)
+    assert version_file.stat().st_mtime_ns == created
 
 
 def test_real_aws_needs_a_bucket_and_a_bad_bucket_name_is_refused(monkeypatch):
