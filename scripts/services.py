@@ -11,6 +11,10 @@ would talk to port 4200), and start checks ``GET /ui-settings`` answers that URL
 ``.state/env.sh`` exports ``MLFLOW_TRACKING_URI`` and ``PREFECT_API_URL`` for them. When
 either variable is already set, that server is used and not started; with ``NISER_AWS=real`` no
 moto server is started and boto3 reaches AWS with your own credentials.
+
+``start --backend postgres`` (or ``NISER_BACKEND=postgres``) keeps the runs in a PostgreSQL cluster
+under ``.state/postgres`` and the artifacts in S3 (the moto server's bucket, or with
+``NISER_AWS=real`` the one ``NISER_ARTIFACT_BUCKET`` names): see ``scripts/postgres_backend.py``.
 """
 
 from __future__ import annotations
@@ -111,7 +115,49 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def start(with_runner: bool = True) -> None:
+BACKENDS = ("sqlite", "postgres")
+
+
+def _start_moto(env: dict[str, str], services: dict[str, dict[str, object]]) -> None:
+    """Start a moto server (the AWS control plane) and point ``env`` at it."""
+    # No AWS account: a moto server is the AWS control plane; inference still runs on
+    # real scoring servers through the SageMaker and Lambda runtime APIs.
+    if not (BIN / "moto_server").exists():
+        raise SystemExit("moto_server is not installed: `pip install -e '.[standins]'` "
+                         "(scripts/setup.sh does), or set NISER_AWS=real")
+    aport = free_port()
+    moto = _spawn("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(aport)], env)
+    services["moto"] = {"pid": moto.pid, "url": f"http://127.0.0.1:{aport}"}
+    _save(services)
+    _wait("moto", f"http://127.0.0.1:{aport}/moto-api/", moto, 60)
+    env.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{aport}", AWS_DEFAULT_REGION="us-east-1",
+               AWS_ACCESS_KEY_ID="moto-local", AWS_SECRET_ACCESS_KEY="moto-local")
+
+
+def _start_postgres(env: dict[str, str], services: dict[str, dict[str, object]],
+                    upgrade_db: bool) -> tuple[str, str, dict[str, str]]:
+    """The PostgreSQL cluster and the S3 bucket of ``--backend postgres``: (store URI, artifacts
+    destination, the MLflow server's environment). The moto server, when used, runs already."""
+    import postgres_backend as pg
+
+    destination = pg.artifacts_destination(os.environ.get("NISER_AWS", "moto"))
+    mlflow_env = dict(env)
+    if "moto" in services:
+        pg.create_bucket(destination, env["AWS_ENDPOINT_URL"])
+        mlflow_env["MLFLOW_S3_ENDPOINT_URL"] = env["AWS_ENDPOINT_URL"]
+    info = pg.start(STATE, free_port())
+    services["postgres"] = info
+    _save(services)
+    pg.check_schema(info, BIN / "mlflow", upgrade_db)
+    return str(info["url"]), destination, {**mlflow_env, **pg.mlflow_env(info)}
+
+
+def start(with_runner: bool = True, backend: str = "sqlite", upgrade_db: bool = False) -> None:
+    if backend not in BACKENDS:
+        raise SystemExit(f"--backend / NISER_BACKEND={backend!r}: expected one of {BACKENDS}")
+    if backend == "postgres" and os.environ.get("MLFLOW_TRACKING_URI"):
+        raise SystemExit("--backend postgres starts a tracking server of its own: unset "
+                         f"MLFLOW_TRACKING_URI={os.environ['MLFLOW_TRACKING_URI']} to use it")
     STATE.mkdir(parents=True, exist_ok=True)
     running = {k: v for k, v in _load().items() if _alive(int(v["pid"]))}  # type: ignore[call-overload]
     if running:
@@ -129,13 +175,19 @@ def start(with_runner: bool = True) -> None:
         # An MLFLOW_TRACKING_URI or PREFECT_API_URL already set means: use that server.
         mlflow_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
         if not mlflow_uri:
+            store, artifacts, mlflow_env = (f"sqlite:///{STATE / 'mlflow.db'}",
+                                            str(STATE / "mlartifacts"), env)
+            if backend == "postgres":
+                if os.environ.get("NISER_AWS", "moto") == "moto":
+                    _start_moto(env, services)  # the artifact store: up before MLflow
+                store, artifacts, mlflow_env = _start_postgres(env, services, upgrade_db)
             mport = free_port()
             mlflow_uri = f"http://127.0.0.1:{mport}"
             mlflow = _spawn("mlflow", [
                 str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mport),
-                "--workers", "1", "--backend-store-uri", f"sqlite:///{STATE / 'mlflow.db'}",
-                "--artifacts-destination", str(STATE / "mlartifacts"),
-            ], env)
+                "--workers", "1", "--backend-store-uri", store,
+                "--artifacts-destination", artifacts,
+            ], mlflow_env)
             services["mlflow"] = {"pid": mlflow.pid, "url": mlflow_uri}
             _save(services)
             starting.append(("mlflow", f"{mlflow_uri}/health", mlflow, 120))
@@ -157,20 +209,8 @@ def start(with_runner: bool = True) -> None:
         if "prefect" in services:
             check_ui_settings(prefect_url)
         env.update(MLFLOW_TRACKING_URI=mlflow_uri, PREFECT_API_URL=prefect_url)
-        if os.environ.get("NISER_AWS", "moto") == "moto":
-            # No AWS account: a moto server is the AWS control plane; inference still runs on
-            # real scoring servers through the SageMaker and Lambda runtime APIs.
-            if not (BIN / "moto_server").exists():
-                raise SystemExit("moto_server is not installed: `pip install -e '.[standins]'` "
-                                 "(scripts/setup.sh does), or set NISER_AWS=real")
-            aport = free_port()
-            moto = _spawn("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(aport)],
-                          env)
-            services["moto"] = {"pid": moto.pid, "url": f"http://127.0.0.1:{aport}"}
-            _save(services)
-            _wait("moto", f"http://127.0.0.1:{aport}/moto-api/", moto, 60)
-            env.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{aport}", AWS_DEFAULT_REGION="us-east-1",
-                       AWS_ACCESS_KEY_ID="moto-local", AWS_SECRET_ACCESS_KEY="moto-local")
+        if os.environ.get("NISER_AWS", "moto") == "moto" and "moto" not in services:
+            _start_moto(env, services)
         _write_env(env)
         if with_runner:
             runner = _spawn("runner", [sys.executable, "-m", "flows.serve"], env)
@@ -216,7 +256,10 @@ def _write_env(env: dict[str, str]) -> None:
 
 
 def stop() -> None:
-    for name, info in _load().items():
+    loaded = _load()
+    for name, info in loaded.items():
+        if name == "postgres":  # last, once its clients are gone
+            continue
         pid = int(info["pid"])  # type: ignore[call-overload]
         if not _alive(pid):
             continue
@@ -232,6 +275,11 @@ def stop() -> None:
         if _alive(pid):
             os.killpg(pid, signal.SIGKILL)
         print(f"stopped {name} (pid {pid})")
+    if "postgres" in loaded:
+        import postgres_backend
+
+        if postgres_backend.stop(loaded["postgres"]):
+            print(f"stopped postgres (pid {loaded['postgres']['pid']})")
     PIDS.unlink(missing_ok=True)
 
 
@@ -245,9 +293,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["start", "stop", "status"])
     p.add_argument("--no-runner", action="store_true", help="start the servers only")
+    p.add_argument("--backend", default=os.environ.get("NISER_BACKEND", "sqlite"),
+                   help=f"MLflow's store, one of {BACKENDS} (default: $NISER_BACKEND or sqlite)")
+    p.add_argument("--upgrade-db", action="store_true",
+                   help="run `mlflow db upgrade` on a PostgreSQL database of an older MLflow")
     a = p.parse_args()
     if a.command == "start":
-        start(not a.no_runner)
+        start(not a.no_runner, a.backend, a.upgrade_db)
     elif a.command == "stop":
         stop()
     else:

@@ -23,6 +23,14 @@ if [[ ",$EXTRAS," == *",test,"* ]] && ! command -v redis-server >/dev/null 2>&1;
   { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null; } \
     || echo "redis-server could not be installed: the Redis store tests will skip"
 fi
+# MLflow's PostgreSQL backend (`scripts/services.py start --backend postgres`) runs Debian's
+# postgresql; without it that backend refuses to start and its test skips, so a failed install
+# does not stop the setup
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "installing postgresql (MLflow's PostgreSQL backend)"
+  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null; } \
+    || echo "postgresql could not be installed: --backend postgres and its test are unavailable"
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
