@@ -59,6 +59,24 @@ def _find(aws: bool, local: bool) -> list[Leftover]:
         return leftovers.find(aws_resources=False, local=local)
 
 
+def leftover_line(aws: bool) -> str | None:
+    """One sentence on what earlier runs left (``None`` when nothing): the count, the monthly
+    cost if left running, and the command to see and remove it. Never raises: a start-up report
+    must not stop the start."""
+    try:
+        rows = [r for r in leftovers.find(aws_resources=aws) if not r.in_use]
+        tbl = prices.load()
+        usd = sum(monthly(r, tbl).usd for r in rows)
+    except Exception as exc:  # AWS unreachable, no rights: say so, go on
+        return f"could not look for leftovers of earlier runs ({type(exc).__name__}: {exc})"
+    if not rows:
+        return None
+    kinds = ", ".join(sorted({r.kind for r in rows}))
+    return (f"left by earlier runs: {len(rows)} resources ({kinds}), {usd:,.2f} USD per month if"
+            " left running; `niser-mlops sweep` lists them, `niser-mlops sweep --delete`"
+            " removes them")
+
+
 @click.command()
 @click.option("--delete", "do_delete", is_flag=True, help="Delete everything listed.")
 @click.option("--yes", is_flag=True, help="With --delete: do not ask.")

@@ -31,6 +31,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bench.leftovers_cli import leftover_line
 from deployers.http import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,6 +224,11 @@ def start(with_runner: bool = True, backend: str = "sqlite", upgrade_db: bool = 
     print(f"MLflow UI:  {mlflow_uri}/#/experiments?workflowType=machine_learning\n"
           f"Prefect UI: {prefect_url.removesuffix('/api')}\n"
           f"env file:   {ENV_FILE}  (source it to use these servers)")
+    # a fresh moto server holds nothing yet: only a real account (and this machine) can hold
+    # what an earlier, killed run left
+    line = leftover_line(aws=os.environ.get("NISER_AWS", "moto") != "moto")
+    if line:
+        print(line)
 
 
 def _wait_runner(proc: subprocess.Popen[bytes], env: dict[str, str]) -> None:

@@ -183,3 +183,23 @@ def test_a_flow_stopped_with_sigterm_mid_benchmark_tears_down_what_it_created(
     log = (tmp_path / "flow.log").read_text(errors="replace")
     assert left == [], log[-3000:]
     assert flow.returncode != 0  # stopped, not finished
+
+
+def test_an_orphaned_local_process_is_reported_at_start_and_swept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.leftovers_cli import leftover_line
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("NISER_LOCAL_STATE_DIR", str(home))
+    starter = ("from pathlib import Path; from deployers import procs; "
+               f"procs.spawn(['sleep', '300'], {{}}, Path({str(tmp_path / 'x.log')!r}),"
+               " role='local-server', deployment='dep-x')")
+    subprocess.run([sys.executable, "-c", starter], check=True, env=os.environ)  # then exits
+    orphan, = ownership.marked_processes(home)
+    assert (orphan.role, orphan.deployment, orphan.starter_alive) == (
+        "local-server", "dep-x", False)
+    line = leftover_line(aws=False)
+    assert line is not None and "1 resources (process)" in line and "niser-mlops sweep" in line
+    out = CliRunner().invoke(sweep, ["--no-aws", "--delete", "--yes"])
+    assert out.exit_code == 0, out.output
+    assert ownership.marked_processes(home) == [] and leftover_line(aws=False) is None
