@@ -25,6 +25,7 @@ import datetime as dt
 import functools
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,20 +93,17 @@ def _sagemaker() -> Iterator[Leftover]:
             yield _row("sagemaker-endpoint", name, owner, "sagemaker", cost=cost,
                        detail=f"{ep.get('EndpointStatus', '?')} {detail}".strip(),
                        remove=functools.partial(sm.delete_endpoint, EndpointName=name))
-    for page in sm.get_paginator("list_endpoint_configs").paginate():
-        for c in page["EndpointConfigs"]:
-            owner = _owned(_tags_of(sm.list_tags(ResourceArn=c["EndpointConfigArn"])["Tags"]))
-            if owner is not None:
-                n = c["EndpointConfigName"]
-                yield _row("sagemaker-endpoint-config", n, owner, "sagemaker",
-                           remove=functools.partial(sm.delete_endpoint_config, EndpointConfigName=n))
-    for page in sm.get_paginator("list_models").paginate():
-        for m in page["Models"]:
-            owner = _owned(_tags_of(sm.list_tags(ResourceArn=m["ModelArn"])["Tags"]))
-            if owner is not None:
-                n = m["ModelName"]
-                yield _row("sagemaker-model", n, owner, "sagemaker",
-                           remove=functools.partial(sm.delete_model, ModelName=n))
+    for listing, key, kind, delete, arg in (
+            ("list_endpoint_configs", "EndpointConfig", "sagemaker-endpoint-config",
+             sm.delete_endpoint_config, "EndpointConfigName"),
+            ("list_models", "Model", "sagemaker-model", sm.delete_model, "ModelName")):
+        for page in sm.get_paginator(listing).paginate():
+            for item in page[f"{key}s"]:
+                owner = _owned(_tags_of(sm.list_tags(ResourceArn=item[f"{key}Arn"])["Tags"]))
+                if owner is not None:
+                    n = item[f"{key}Name"]
+                    yield _row(kind, n, owner, "sagemaker",
+                               remove=functools.partial(delete, **{arg: n}))
 
 
 def _endpoint_cost(sm: Any, name: str) -> tuple[CostDrivers | None, str]:
@@ -261,9 +259,11 @@ def _remove_dirs(dirs: list[Path]) -> None:
             os.rmdir(d)
 
 
-def _end(record: procs.ProcessRecord, dirs: list[Path]) -> None:
+def _end(record: procs.ProcessRecord, dirs: list[Path], workdir: Path | None) -> None:
     procs.end(record)
     _remove_dirs(dirs)
+    if workdir is not None:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _local_deployments(home: Path) -> Iterator[Leftover]:
@@ -301,7 +301,7 @@ def find_local(home: Path | None = None) -> list[Leftover]:
             "process", f"pid {p.pid}", "local", p.deployment, None,
             dt.datetime.fromtimestamp(p.started, dt.UTC), detail=detail,
             in_use=p.starter_alive,
-            remove=functools.partial(_end, record, dirs)))
+            remove=functools.partial(_end, record, dirs, p.workdir)))
     deployments = {r.deployment for r in rows if r.deployment}
     for name, dirs in sorted(_all_groups().items()):
         if set(dirs) & groups_seen or not any(name.startswith(f"{d}-") for d in deployments):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ ENV_ROLE = "NISER_MLOPS_PROCESS"
 ENV_DEPLOYMENT = "NISER_MLOPS_DEPLOYMENT"
 ENV_HOME = "NISER_MLOPS_HOME"
 ENV_STARTER = "NISER_MLOPS_STARTER"  # "<pid>:<start time>" of the process that started it
+ENV_WORKDIR = "NISER_MLOPS_WORKDIR"  # a temporary folder that goes with the process
 
 
 def now_iso() -> str:
@@ -93,9 +95,14 @@ def _me() -> str:
     return f"{me.pid}:{me.create_time():.2f}"
 
 
-def mark(env: Mapping[str, str], role: str, deployment: str | None = None) -> dict[str, str]:
-    """``env`` with the process marks of a background process of ``role`` (module docstring)."""
+def mark(env: Mapping[str, str], role: str, deployment: str | None = None,
+         workdir: Path | None = None) -> dict[str, str]:
+    """``env`` with the process marks of a background process of ``role`` (module docstring);
+    ``workdir``: a temporary folder of its files, removed with it by a sweep."""
     out = {**env, ENV_ROLE: role, ENV_HOME: str(home()), ENV_STARTER: _me()}
+    out.pop(ENV_WORKDIR, None)
+    if workdir is not None:
+        out[ENV_WORKDIR] = str(workdir)
     if deployment:
         out[ENV_DEPLOYMENT] = deployment
     else:
@@ -137,6 +144,7 @@ class MarkedProcess:
     starter_alive: bool
     command: str
     memory_mb: float
+    workdir: Path | None = None  # a temporary niser-* folder that goes with it (see ``workdir``)
 
 
 def _alive(starter: str) -> bool:
@@ -146,6 +154,16 @@ def _alive(starter: str) -> bool:
         return abs(proc.create_time() - float(started)) < 0.02
     except (ValueError, psutil.Error):
         return False
+
+
+def _workdir(raw: str | None) -> Path | None:
+    """A recorded work folder, only when it is a ``niser-*`` folder directly in the temporary
+    directory: a mark never makes a sweep remove anything else."""
+    if not raw:
+        return None
+    path = Path(raw)
+    tmp = Path(tempfile.gettempdir())
+    return path if path.parent == tmp and path.name.startswith("niser-") else None
 
 
 def marked_processes(where: Path | None = None) -> list[MarkedProcess]:
@@ -170,7 +188,7 @@ def marked_processes(where: Path | None = None) -> list[MarkedProcess]:
             out.append(MarkedProcess(
                 pid, proc.create_time(), env[ENV_ROLE], env.get(ENV_DEPLOYMENT) or None,
                 _alive(env.get(ENV_STARTER, "")), " ".join(proc.cmdline())[:200],
-                proc.memory_info().rss / 2**20))
+                proc.memory_info().rss / 2**20, _workdir(env.get(ENV_WORKDIR))))
         except psutil.Error:
             continue
     return sorted(out, key=lambda p: p.started)

@@ -79,14 +79,16 @@ class ProcessRecord:
 
 
 def spawn(argv: Sequence[str], env: Mapping[str, str], log: Path, cwd: Path | None = None, *,
-          role: str, deployment: str | None = None
+          role: str, deployment: str | None = None, workdir: Path | None = None
           ) -> tuple[ProcessRecord, subprocess.Popen[bytes]]:
     """Start ``argv`` in a new session, output appended to ``log``, marked as ``role`` of
-    ``deployment`` (``ownership.mark``); see the module docstring."""
+    ``deployment`` with its temporary ``workdir`` (``ownership.mark``); see the module
+    docstring."""
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            list(argv), env=ownership.mark(env, role, deployment), stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True,
+            list(argv), env=ownership.mark(env, role, deployment, workdir),
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+            start_new_session=True,
         )
     _CHILDREN[proc.pid] = proc
     try:

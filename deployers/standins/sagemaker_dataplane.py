@@ -95,7 +95,7 @@ class ScoringServer:
             argv = group.launch_argv(argv)
         full_env = procs.scoring_server_env({**os.environ, **(env or {})})
         record, proc = procs.spawn(argv, full_env, log, role="sagemaker-server",
-                                   deployment=endpoint)
+                                   deployment=endpoint, workdir=log.parent)
         server = cls(model_path, port, record, group)
         try:
             wait_for_ping(server.url, timeout_s, proc, log)

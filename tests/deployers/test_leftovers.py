@@ -8,6 +8,7 @@ again; SIGTERM: Prefect's cancellation signal) and look at what is left.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -120,32 +121,46 @@ def _start_flow(tmp_path: Path, moto_server: str, prefect_api: str, home: Path
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _wait_mid_benchmark(flow: subprocess.Popen[bytes], home: Path, log: Path) -> None:
-    """Until the stand-in serves the endpoint, plus a few seconds: the cold start is timed in
-    well under a second, then the first level runs for 120 s."""
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        assert flow.poll() is None, log.read_text()[-3000:]
-        roles = {p.role for p in ownership.marked_processes(home)}
-        if {"sagemaker-server", "sagemaker-dataplane"} <= roles and "deploying" in log.read_text(
-                errors="replace"):
-            time.sleep(5)
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"never reached the benchmark; log:\n{log.read_text()[-3000:]}")
+def _served(home: Path) -> int:
+    """Invocations the stand-in's scoring servers of ``home`` have answered so far (their
+    access log lines)."""
+    servers = [p for p in ownership.marked_processes(home) if p.role == "sagemaker-server"]
+    logs = [p.workdir / "serve-1.log" for p in servers if p.workdir is not None]
+    return sum(log.read_text(errors="replace").count("/invocations") for log in logs
+               if log.exists())
+
+
+@contextlib.contextmanager
+def _flow_mid_benchmark(tmp_path: Path, moto_server: str, prefect_api: str,
+                        monkeypatch: pytest.MonkeyPatch) -> Iterator[subprocess.Popen[bytes]]:
+    """A benchmark flow in a child process, yielded once its stand-in endpoint is serving the
+    first level (past the single cold-start request); killed afterwards if still running."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("NISER_LOCAL_STATE_DIR", str(home))
+    log = tmp_path / "flow.log"
+    flow = _start_flow(tmp_path, moto_server, prefect_api, home)
+    try:
+        deadline = time.monotonic() + 300
+        while _served(home) < 50:
+            assert flow.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"never reached the benchmark:\n{log.read_text()}"
+            time.sleep(0.2)
+        yield flow
+    finally:
+        if flow.poll() is None:
+            os.killpg(flow.pid, signal.SIGKILL)
+            flow.wait()
 
 
 def test_a_flow_killed_mid_benchmark_leaves_what_sweep_lists_priced_and_deletes(
         account: str, moto_server: str, prefect_api: str, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    home = tmp_path / "home"
-    monkeypatch.setenv("NISER_LOCAL_STATE_DIR", str(home))
-    flow = _start_flow(tmp_path, moto_server, prefect_api, home)
-    try:
-        _wait_mid_benchmark(flow, home, tmp_path / "flow.log")
-    finally:
+    with _flow_mid_benchmark(tmp_path, moto_server, prefect_api, monkeypatch) as flow:
         os.killpg(flow.pid, signal.SIGKILL)
         flow.wait()
+    home = tmp_path / "home"
+    workdirs = [p.workdir for p in ownership.marked_processes(home) if p.workdir is not None]
+    assert workdirs and all(d.is_dir() for d in workdirs)
     rows = leftovers.find()
     kinds = {r.kind for r in rows}
     assert {"sagemaker-endpoint", "sagemaker-endpoint-config", "sagemaker-model", "iam-role",
@@ -161,24 +176,19 @@ def test_a_flow_killed_mid_benchmark_leaves_what_sweep_lists_priced_and_deletes(
     out = CliRunner().invoke(sweep, ["--delete", "--yes"])
     assert out.exit_code == 0, out.output
     assert leftovers.find() == []
-    assert not [p for p in ownership.marked_processes(home)]
+    assert ownership.marked_processes(home) == []
+    assert not any(d.exists() for d in workdirs)  # the stand-in's copy of the model went too
 
 
 def test_a_flow_stopped_with_sigterm_mid_benchmark_tears_down_what_it_created(
         account: str, moto_server: str, prefect_api: str, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    home = tmp_path / "home"
-    monkeypatch.setenv("NISER_LOCAL_STATE_DIR", str(home))
-    flow = _start_flow(tmp_path, moto_server, prefect_api, home)
     try:
-        _wait_mid_benchmark(flow, home, tmp_path / "flow.log")
-        os.kill(flow.pid, signal.SIGTERM)
-        flow.wait(120)
+        with _flow_mid_benchmark(tmp_path, moto_server, prefect_api, monkeypatch) as flow:
+            os.kill(flow.pid, signal.SIGTERM)
+            flow.wait(120)
         left = leftovers.find()
     finally:
-        if flow.poll() is None:
-            os.killpg(flow.pid, signal.SIGKILL)
-            flow.wait()
         leftovers.delete(leftovers.find())  # nothing for the next test, whatever happened
     log = (tmp_path / "flow.log").read_text(errors="replace")
     assert left == [], log[-3000:]
