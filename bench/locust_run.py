@@ -112,6 +112,12 @@ def run_level(url: str, batches: Batches, users: int, settings: LoadSettings | N
     """One Locust run of ``users`` users against ``url`` (``http://HOST:PORT[/PATH]``, path as
     ``deployers.http.HttpInvoker``), sending ``batches`` in cycle order."""
     s = settings or LoadSettings()
+    return to_level(locust_records(url, batches, users, s, processes), users, s, clock)
+
+
+def locust_records(url: str, batches: Batches, users: int, s: LoadSettings,
+                   processes: int = 1) -> Records:
+    """The raw records of one Locust run (``run_level`` without the level)."""
     target = HttpInvoker(url, timeout_s=s.timeout_s)  # parses the URL; connects to nothing
     run_time = math.ceil(s.warmup_s + s.duration_s + RUN_TAIL_S)
     stop_timeout = math.ceil(s.timeout_s)
@@ -141,7 +147,7 @@ def run_level(url: str, batches: Batches, users: int, settings: LoadSettings | N
             raise LocustError(f"Locust exited with code {rc} after recording "
                               f"{len(records.start_ns)} requests: {' '.join(cmd)}\n"
                               f"{tail(log_path)}")
-    return to_level(records, users, s, clock)
+    return records
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
