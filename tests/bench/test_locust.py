@@ -131,3 +131,23 @@ def test_read_records_merges_every_process_file(tmp_path):
     assert (rec.start_ns, rec.status, rec.error) == ([10, 11], [OK, ERROR], ["", "HttpStatus(503)"])
     assert (rec.cpu_s, rec.wall_s, rec.files) == (0.75, 3.0, 2)
     assert rec.batch == [0, 5]
+
+
+def test_no_project_module_imports_locust_or_the_locustfile():
+    import ast
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    offenders = []
+    for package in ("niser", "deployers", "bench", "flows", "sessions", "scripts"):
+        for path in (repo / package).rglob("*.py"):
+            if path.name == "locustfile.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [f"{node.module}.{a.name}" for a in node.names]
+                         if isinstance(node, ast.ImportFrom) else [])
+                if any(n.split(".")[0] in ("locust", "gevent") or n == "bench.locustfile"
+                       for n in names):
+                    offenders.append(str(path.relative_to(repo)))
+    assert offenders == []
