@@ -16,6 +16,7 @@ import datetime as dt
 import sys
 
 import click
+from botocore.exceptions import EndpointConnectionError, NoCredentialsError, NoRegionError
 
 from bench import prices
 from bench.leftover_cost import Monthly, monthly
@@ -50,9 +51,8 @@ def table(rows: list[Leftover], costs: list[Monthly], now: dt.datetime) -> str:
 def _find(aws: bool, local: bool) -> list[Leftover]:
     try:
         return leftovers.find(aws_resources=aws, local=local)
-    except Exception as exc:
-        if not aws or type(exc).__name__ not in {"NoCredentialsError", "EndpointConnectionError",
-                                                  "NoRegionError"}:
+    except (NoCredentialsError, EndpointConnectionError, NoRegionError) as exc:
+        if not aws:
             raise
         click.echo(f"AWS not reachable ({type(exc).__name__}: {exc}); listing this machine only"
                    " (--no-aws to skip AWS)", err=True)

@@ -52,7 +52,7 @@ def spend(s: TargetSummary, table: PriceTable, region: str | None = None) -> Spe
     requests = int(s.metrics.get("requests_sent", 0))
     cost = s.description.cost
     label = ("billed estimate" if s.provenance == "measured-real"
-             else "would be, on AWS (stand-in, nothing billed)")
+             else "would be, on AWS (stand-in, nothing billed)") + f" [{s.provenance}]"
     if cost.kind == "instance":
         per_hour = hourly_cost(cost, table, region)
         return Spend(per_hour * held_s / SECONDS_PER_HOUR,

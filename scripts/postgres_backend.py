@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import psutil
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -230,30 +232,22 @@ def check_schema(info: dict[str, object], mlflow_bin: Path, upgrade: bool) -> st
     return found
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
-
-
 def stop(info: dict[str, object]) -> bool:
     """Stop the cluster ``info`` describes, cleanly (``pg_ctl stop -m fast``: clients are
     disconnected, the data is checkpointed); True when it was running. A postmaster that does
     not stop so gets SIGINT (the same fast shutdown), by PID, then SIGKILL."""
     pid, data = int(str(info["pid"])), Path(str(info["data"]))
     pidfile = data / "postmaster.pid"
-    if not _alive(pid) or not pidfile.exists() or pidfile.read_text().split()[:1] != [str(pid)]:
+    if not psutil.pid_exists(pid) or not pidfile.exists() or pidfile.read_text().split()[:1] != [str(pid)]:
         return False  # not ours any more: that PID was reused, or the cluster is down
     pg_ctl = str(Path(str(info["bin"])) / "pg_ctl")
     done = subprocess.run([*_as_owner(), pg_ctl, "-D", str(data), "stop", "-m", "fast", "-w",
                            "-t", "30"], capture_output=True, timeout=60)
-    if done.returncode != 0 and _alive(pid):
+    if done.returncode != 0 and psutil.pid_exists(pid):
         os.kill(pid, signal.SIGINT)
         deadline = time.monotonic() + 30
-        while _alive(pid) and time.monotonic() < deadline:
+        while psutil.pid_exists(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if _alive(pid):
+        if psutil.pid_exists(pid):
             os.kill(pid, signal.SIGKILL)
     return True

@@ -31,6 +31,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
+
 from bench.leftovers_cli import leftover_line
 from deployers.http import free_port
 
@@ -108,14 +110,6 @@ def _load() -> dict[str, dict[str, object]]:
     return json.loads(PIDS.read_text()) if PIDS.exists() else {}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
-
-
 BACKENDS = ("sqlite", "postgres")
 
 
@@ -160,7 +154,7 @@ def start(with_runner: bool = True, backend: str = "sqlite", upgrade_db: bool = 
         raise SystemExit("--backend postgres starts a tracking server of its own: unset "
                          f"MLFLOW_TRACKING_URI={os.environ['MLFLOW_TRACKING_URI']} to use it")
     STATE.mkdir(parents=True, exist_ok=True)
-    running = {k: v for k, v in _load().items() if _alive(int(v["pid"]))}  # type: ignore[call-overload]
+    running = {k: v for k, v in _load().items() if psutil.pid_exists(int(v["pid"]))}  # type: ignore[call-overload]
     if running:
         raise SystemExit(f"services already running: {sorted(running)}; "
                          f"run `python scripts/services.py stop` first")
@@ -267,18 +261,18 @@ def stop() -> None:
         if name == "postgres":  # last, once its clients are gone
             continue
         pid = int(info["pid"])  # type: ignore[call-overload]
-        if not _alive(pid):
+        if not psutil.pid_exists(pid):
             continue
         try:
             os.killpg(pid, signal.SIGTERM)
         except OSError:
             continue
         deadline = time.monotonic() + 15
-        while _alive(pid) and time.monotonic() < deadline:
+        while psutil.pid_exists(pid) and time.monotonic() < deadline:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
             time.sleep(0.2)
-        if _alive(pid):
+        if psutil.pid_exists(pid):
             os.killpg(pid, signal.SIGKILL)
         print(f"stopped {name} (pid {pid})")
     if "postgres" in loaded:
@@ -291,7 +285,7 @@ def stop() -> None:
 
 def status() -> None:
     for name, info in _load().items():
-        state = "running" if _alive(int(info["pid"])) else "stopped"  # type: ignore[call-overload]
+        state = "running" if psutil.pid_exists(int(info["pid"])) else "stopped"  # type: ignore[call-overload]
         print(f"{name:8} {state:8} pid {info['pid']}  {info.get('url', '')}")
 
 
