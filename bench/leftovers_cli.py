@@ -44,7 +44,9 @@ def table(rows: list[Leftover], costs: list[Monthly], now: dt.datetime) -> str:
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(row[:-1], widths, strict=True)) + "  "
              + row[-1] for row in [head, *body]]
     total = sum(c.usd for c in costs)
-    lines.append(f"{len(rows)} left; {total:,.2f} USD per month if left running")
+    moto = " (moto rows: what AWS would charge; nothing is billed)" if any(
+        r.where == "moto" for r in rows) else ""
+    lines.append(f"{len(rows)} left; {total:,.2f} USD per month if left running{moto}")
     return "\n".join(lines)
 
 
