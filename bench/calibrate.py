@@ -10,12 +10,15 @@ level, with no failed request.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
 from bench.clock import MONOTONIC, Clock
+from bench.level import LevelResult
 from bench.load_settings import LoadSettings
 from bench.payloads import Payloads
+from bench.stats import LevelStats
 from bench.stub_server import StubServer
 from bench.sweep import SweepResult, sweep
 from deployers.base import Invoker
@@ -36,6 +39,16 @@ class Calibration:
     bound_ms: float = BOUND_MS
 
 
+def stub_payloads() -> Payloads:
+    """The calibration's payload pool: 2,000 three-item sessions (the stub reads none of them)."""
+    return Payloads([[i, i + 1, i + 2] for i in range(1, 2001)], seed=0)
+
+
+def settings(warmup_s: float, duration_s: float) -> LoadSettings:
+    """The calibration's load settings: 5 s request timeout."""
+    return LoadSettings(warmup_s=warmup_s, duration_s=duration_s, timeout_s=5.0)
+
+
 def measure(
     invoker: Invoker, delay_ms: float, users: list[int] | None = None, warmup_s: float = 1.0,
     duration_s: float = 3.0, bound_ms: float = BOUND_MS, clock: Clock = MONOTONIC,
@@ -43,22 +56,25 @@ def measure(
     """Closed-loop sweep against ``invoker``, which answers after ``delay_ms``; ``passed`` when
     every level has ``0 <= p50 - delay <= bound_ms`` and no failed request."""
     levels = users or DEFAULT_USERS
-    payloads = Payloads([[i, i + 1, i + 2] for i in range(1, 2001)], seed=0)
-    settings = LoadSettings(warmup_s=warmup_s, duration_s=duration_s, timeout_s=5.0)
-    result = sweep(invoker, payloads, levels, settings, clock=clock)
-    rows = []
-    for lv, st in zip(result.levels, result.stats(), strict=True):
-        over = st.p50_ms - delay_ms
-        rows.append({
-            "users": int(lv.level), "requests": st.count, "failed": st.errors + st.timeouts,
-            "p50_ms": st.p50_ms, "p95_ms": st.p95_ms, "p99_ms": st.p99_ms,
-            "p50_minus_delay_ms": over, "throughput_rps": st.throughput_rps,
-            "generator_cpu_pct": 100 * lv.cpu_fraction,
-            "ok": bool(0 <= over <= bound_ms and st.errors + st.timeouts == 0),
-        })
+    result = sweep(invoker, stub_payloads(), levels, settings(warmup_s, duration_s), clock=clock)
+    rows = [row(lv, st, delay_ms, bound_ms)
+            for lv, st in zip(result.levels, result.stats(), strict=True)]
     table = pd.DataFrame(rows)
     passed = len(rows) == len(levels) and bool(table["ok"].all())
     return Calibration(table, result, delay_ms, passed, bound_ms)
+
+
+def row(lv: LevelResult, st: LevelStats, delay_ms: float, bound_ms: float) -> dict[str, Any]:
+    """One level's row of the calibration table; ``ok`` when ``0 <= p50 - delay <= bound_ms``
+    and no request failed."""
+    over = st.p50_ms - delay_ms
+    return {
+        "users": int(lv.level), "requests": st.count, "failed": st.errors + st.timeouts,
+        "p50_ms": st.p50_ms, "p95_ms": st.p95_ms, "p99_ms": st.p99_ms,
+        "p50_minus_delay_ms": over, "throughput_rps": st.throughput_rps,
+        "generator_cpu_pct": 100 * lv.cpu_fraction,
+        "ok": bool(0 <= over <= bound_ms and st.errors + st.timeouts == 0),
+    }
 
 
 def calibrate(

@@ -1,9 +1,12 @@
 """The benchmark's commands, as click commands that ``niser-mlops`` adds to its group.
 
 - ``calibrate``: the honesty check (``bench.calibrate``); prints the table and exits 1 when a level
-  misses the bound.
+  misses the bound. ``--generator locust`` measures Locust beside ours in the same run
+  (``bench.locust_calibrate``).
 - ``http``: a closed-loop sweep against any pyfunc scoring endpoint (e.g. ``mlflow models serve``)
-  with payloads from a dataset's test sessions, printing the per-level statistics.
+  with payloads from a dataset's test sessions, printing the per-level statistics; with
+  ``--generator locust [--processes N]`` each level is a Locust run (``bench.locust_run``), with
+  ``--experiment`` the sweep is logged to MLflow labelled with its generator.
 - ``prices refresh|show``: rebuild the price table from the AWS Price List API, or print one
   region's prices; a price problem exits 2 with the reason.
 - ``compare``: the benchmark table across target runs from MLflow.
@@ -33,6 +36,7 @@ from typing import NoReturn
 import click
 
 from bench.cli_options import model_and_dataset
+from bench.leftovers_cli import sweep
 from bench.load_settings import DEFAULT_LEVELS
 from bench.paper_cli import paper
 from bench.predict_cli import predict_check
@@ -69,6 +73,15 @@ def _csv(values: list[int]) -> str:
     return ",".join(str(v) for v in values)
 
 
+GENERATOR = click.Choice(["niser", "locust"])
+
+
+def _processes_only_with_locust(generator: str, processes: object, default: object) -> None:
+    if generator != "locust" and processes != default:
+        raise click.BadParameter("only with --generator locust (our generator is one process)",
+                                 param_hint="--processes")
+
+
 @click.command()
 @click.option("--delay-ms", type=POSITIVE, default=16.0, show_default=True, help="Stub delay.")
 @click.option("--users", type=INT_LIST, default=_csv([1, 2, 4, 8, 16, 24, 32]), show_default=True,
@@ -77,11 +90,29 @@ def _csv(values: list[int]) -> str:
               help="Warm-up per level.")
 @click.option("--duration-s", type=POSITIVE, default=3.0, show_default=True,
               help="Window per level.")
-def calibrate(delay_ms: float, users: list[int], warmup_s: float, duration_s: float) -> None:
+@click.option("--generator", type=GENERATOR, default="niser", show_default=True,
+              help="locust: Locust measured beside ours, level by level, in the same run.")
+@click.option("--processes", type=INT_LIST, default="1", show_default=True,
+              help="Locust process counts, one Locust configuration each (e.g. 1,2).")
+@click.option("--bound-ms", type=POSITIVE, default=None,
+              help="Bound on p50 - delay (default 1 ms for ours, 2 ms for Locust).")
+def calibrate(delay_ms: float, users: list[int], warmup_s: float, duration_s: float,
+              generator: str, processes: list[int], bound_ms: float | None) -> None:
     """Measure a stub server with a known delay; exit 1 when a level misses the bound."""
+    _processes_only_with_locust(generator, processes, [1])
+    if generator == "locust":
+        from bench import locust_calibrate
+
+        comparison = locust_calibrate.compare(delay_ms, users, processes, warmup_s, duration_s,
+                                              bound_ms or locust_calibrate.BOUND_MS)
+        click.echo(locust_calibrate.format_comparison(comparison))
+        if not comparison.passed:
+            sys.exit(1)
+        return
     from bench import calibrate as calibration
 
-    cal = calibration.calibrate(delay_ms, users, warmup_s, duration_s)
+    cal = (calibration.calibrate(delay_ms, users, warmup_s, duration_s) if bound_ms is None
+           else calibration.calibrate(delay_ms, users, warmup_s, duration_s, bound_ms))
     click.echo(calibration.format_table(cal))
     if not cal.passed:
         sys.exit(1)
@@ -99,12 +130,24 @@ def calibrate(delay_ms: float, users: list[int], warmup_s: float, duration_s: fl
 @click.option("--duration-s", type=POSITIVE, default=10.0, show_default=True)
 @click.option("--timeout-s", type=POSITIVE, default=10.0, show_default=True)
 @click.option("--slo-ms", type=POSITIVE, default=100.0, show_default=True)
+@click.option("--generator", type=GENERATOR, default="niser", show_default=True,
+              help="The load generator: ours (threads) or Locust (a subprocess per level).")
+@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Locust processes on this machine (--processes of Locust).")
+@click.option("--experiment", default=None,
+              help="Also log the sweep to MLflow as one benchmark run of this experiment.")
+@click.option("--provenance", type=click.Choice(["measured-local", "measured-real"]),
+              default="measured-local", show_default=True,
+              help="With --experiment: whether the endpoint is a real AWS one.")
 def http(url: str, data: str, batch_size: int, users: list[int], warmup_s: float,
-         duration_s: float, timeout_s: float, slo_ms: float) -> None:
+         duration_s: float, timeout_s: float, slo_ms: float, generator: str, processes: int,
+         experiment: str | None, provenance: str) -> None:
     """Closed-loop sweep against a scoring endpoint."""
+    _processes_only_with_locust(generator, processes, 1)
     import pandas as pd
 
     from bench.load_settings import LoadSettings
+    from bench.locust_run import labels, locust_sweep
     from bench.payloads import Payloads
     from bench.stats import saturation_throughput, stats_frame
     from bench.sweep import sweep
@@ -114,14 +157,33 @@ def http(url: str, data: str, batch_size: int, users: list[int], warmup_s: float
     dataset = load_preprocessed(data)
     payloads = Payloads.from_samples(dataset.test, dataset.vocab, batch_size=batch_size)
     settings = LoadSettings(warmup_s=warmup_s, duration_s=duration_s, timeout_s=timeout_s)
-    res = sweep(HttpInvoker(url, timeout_s=timeout_s), payloads, users, settings)
+    if generator == "locust":
+        res = locust_sweep(url, payloads.batches, users, settings, processes)
+    else:
+        res = sweep(HttpInvoker(url, timeout_s=timeout_s), payloads, users, settings)
     stats = res.stats()
+    click.echo(f"load generator: {generator}"
+               + (f" ({processes} processes)" if generator == "locust" else ""))
     with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
         click.echo(stats_frame(stats).to_string(index=False))
     click.echo(f"saturation throughput (p95 <= {slo_ms:g} ms): "
                f"{saturation_throughput(stats, slo_ms)}")
     if res.stopped_reason:
         click.echo(f"stopped early: {res.stopped_reason}")
+    if experiment:
+        from bench.report import TargetRun, log_benchmark
+
+        use_default_tracking()
+        label = labels(generator, processes)
+        endpoint = HttpInvoker(url)  # host, port and path only: no user info, no query
+        target = TargetRun("http", res, provenance=provenance,  # type: ignore[arg-type]
+                           settings=settings,
+                           params={"url": f"http://{endpoint.host}:{endpoint.port}{endpoint.path}",
+                                   **label},
+                           notes={"load_generator": label["load_generator"]})
+        run = log_benchmark([target], slo_ms, experiment_name=experiment, run_name="http",
+                            hooks=[], tags={"benchmark.load_generator": generator})
+        click.echo(f"MLflow run {run.parent_run_id} (experiment {experiment!r})", err=True)
 
 
 @click.command()
@@ -296,7 +358,7 @@ def serve_stub(delay_ms: float) -> None:
 
 
 COMMANDS: list[click.Command] = [calibrate, http, paper, prices, power_tune, predict_check,
-                                 replay, serve_stub]
+                                 replay, serve_stub, sweep]
 """What ``niser-mlops`` adds to its group (it has its own ``compare``)."""
 
 

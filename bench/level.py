@@ -140,10 +140,12 @@ class LevelClock:
 def finish(
     mode: Mode, level: float, records: list[Record], base: int, window: tuple[int, int],
     started: LevelClock, settings: LoadSettings, *, late: int = 0, threads: int = 0,
-    abandoned: int = 0,
+    abandoned: int = 0, generator_cpu: float | None = None,
 ) -> LevelResult:
-    """The level's result from its records; ``base`` and ``window`` are absolute clock ns."""
-    cpu_fraction = started.cpu_fraction()
+    """The level's result from its records; ``base`` and ``window`` are absolute clock ns.
+    ``generator_cpu`` is the generator's share of the cores when it ran in other processes
+    (Locust); by default, this process's since ``started``."""
+    cpu_fraction = started.cpu_fraction() if generator_cpu is None else generator_cpu
     saturated = cpu_fraction > settings.cpu_warn_fraction
     if saturated:
         log.warning(

@@ -75,6 +75,10 @@ class RegionPrices(_Strict):
         description="SageMaker real-time hosting, USD per instance-hour, keyed by instance type.")
     sagemaker_serverless: ServerlessPrices | None = Field(
         default=None, description="SageMaker Serverless Inference prices; null if unknown.")
+    s3_storage_gb_month: Price | None = Field(
+        default=None, description="S3 Standard storage per GB-month; null if unknown.")
+    logs_storage_gb_month: Price | None = Field(
+        default=None, description="CloudWatch Logs stored data per GB-month; null if unknown.")
 
 
 class LocalPrices(_Strict):

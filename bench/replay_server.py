@@ -57,7 +57,7 @@ def running_session_server(argv: Callable[[Path], Sequence[str]], *, timeout_s: 
     """Start ``argv(port_file)``, yield ``http://127.0.0.1:PORT`` once it is healthy, stop it."""
     with tempfile.TemporaryDirectory(prefix="niser-session-server-") as tmp:
         port_file, log = Path(tmp) / "port", Path(tmp) / "session-server.log"
-        record, proc = procs.spawn(argv(port_file), os.environ, log)
+        record, proc = procs.spawn(argv(port_file), os.environ, log, role="session-server")
         try:
             yield _wait(proc.poll, port_file, log, timeout_s, poll_s)
         finally:

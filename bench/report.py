@@ -54,6 +54,7 @@ from bench.report_cost import cost_hook
 from bench.report_note import compose
 from bench.report_predict import Validation
 from bench.rounding import round_frame, round_metric
+from bench.spend import spend_hook
 from bench.stats import saturation_throughput, stats_frame
 from bench.sweep import SweepResult
 from deployers.base import Description
@@ -102,8 +103,9 @@ class BenchmarkRun:
 def default_hooks(workload_rps: float | None = None, validation: Validation | None = None
                   ) -> list[BenchmarkHook]:
     """The cost hook over the packaged price table (``bench.report_cost``), pricing
-    ``workload_rps`` too when given, with the predicted shapes when ``validation`` is."""
-    return [cost_hook(workload_rps=workload_rps, validation=validation)]
+    ``workload_rps`` too when given, with the predicted shapes when ``validation`` is, and what
+    the benchmark spent (``bench.spend``)."""
+    return [cost_hook(workload_rps=workload_rps, validation=validation), spend_hook()]
 
 
 def _step(level: float) -> int:

@@ -130,6 +130,18 @@ def sweep(
                       clock, observe, machine)
 
 
+def sweep_with(
+    run: Callable[[int, LoadSettings], LevelResult], levels: list[int],
+    settings: LoadSettings | None = None, budget_s: float | None = None,
+    clock: Clock = MONOTONIC,
+) -> SweepResult:
+    """A closed-loop sweep whose levels another generator measures: ``run(users, settings)``
+    (e.g. ``bench.locust_run``), under the same budget and early stop as ``sweep``."""
+    s = settings or LoadSettings()
+    return _run_sweep("closed", [float(x) for x in levels], s, budget_s,
+                      lambda level, ss: run(int(level), ss), clock)
+
+
 def rate_sweep(
     invoker: Invoker, payloads: PayloadSource, rates: list[float],
     settings: OpenLoopSettings | None = None, budget_s: float | None = None,

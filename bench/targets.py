@@ -55,10 +55,13 @@ class RecordingInvoker:
 
     def __init__(self, invoke: Invoker) -> None:
         self.invoke = invoke
+        self.sent = 0  # every request, the failed ones and the cold start's included
         self.reports: list[dict[str, float]] = []
         self._lock = threading.Lock()
 
     def __call__(self, sessions: list[list[int]], k: int = 20) -> Prediction:
+        with self._lock:
+            self.sent += 1
         out = self.invoke(sessions, k)
         report = out.raw.get("lambda_report") if isinstance(out.raw, dict) else None
         if report:
@@ -67,13 +70,15 @@ class RecordingInvoker:
         return out
 
     def metrics(self) -> dict[str, float]:
-        """Cold starts seen (new execution environments) and their init and billed durations."""
+        """Requests sent; cold starts seen (new execution environments) and their init and
+        billed durations."""
         with self._lock:
-            reports = list(self.reports)
+            reports, sent = list(self.reports), self.sent
         if not reports:
-            return {}
+            return {"requests_sent": float(sent)}
         inits = [r["init_ms"] for r in reports if "init_ms" in r]
-        out = {"lambda_cold_starts": float(len(inits))}
+        out = {"requests_sent": float(sent), "lambda_reports": float(len(reports)),
+               "lambda_cold_starts": float(len(inits))}
         if inits:
             out |= {"lambda_init_ms_mean": sum(inits) / len(inits), "lambda_init_ms_max": max(inits)}
         for field in ("billed_ms", "duration_ms"):
@@ -167,10 +172,11 @@ def benchmark_target(
     except Exception as exc:  # one target's failure must not lose the others' figures
         log.exception("target %s failed", spec.name)
         return TargetOutcome(spec, None, f"{type(exc).__name__}: {exc}")
+    held_s = (time.perf_counter_ns() - started) / 1e9  # deploy start to teardown end
     params = {"deployer": spec.deployer, "deploy_seconds": f"{(ready - started) / 1e9:.3f}"}
     source = provenance.of_target(spec.deployer)
     shaping = first.shaping if first is not None else (
         "aws" if source == "measured-real" else "none")
     run = TargetRun(spec.name, result, description, cold.seconds, source, load, params,
-                    invoke.metrics(), shaping, notes)
+                    {**invoke.metrics(), "held_s": held_s}, shaping, notes)
     return TargetOutcome(spec, run)

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
+from deployers import ownership
 from deployers.base import DeployerError
 from deployers.procs import ProcessRecord, spawn
 
@@ -104,9 +105,11 @@ def check(config: Path, prefix: Path) -> None:
         raise DeployerError(f"nginx rejected {config}: {done.stderr.strip()}")
 
 
-def start(config: Path, prefix: Path, env: Mapping[str, str]
-          ) -> tuple[ProcessRecord, subprocess.Popen[bytes]]:
-    """Start nginx on ``config`` in the foreground, in its own session; output to ``nginx.out``."""
+def start(config: Path, prefix: Path, env: Mapping[str, str], role: str,
+          deployment: str | None = None) -> tuple[ProcessRecord, subprocess.Popen[bytes]]:
+    """Start nginx on ``config`` in the foreground, in its own session, marked as ``role`` of
+    ``deployment`` (``procs.spawn``); output to ``nginx.out``."""
     check(config, prefix)
     argv = [nginx_binary(), "-p", str(prefix), "-c", str(config), "-e", str(prefix / "error.log")]
-    return spawn(argv, env, prefix / "nginx.out")
+    ownership.write_marks(prefix, role, deployment)  # nginx overwrites its environment
+    return spawn(argv, env, prefix / "nginx.out", role=role, deployment=deployment)

@@ -37,6 +37,8 @@ from typing import Any, ClassVar, Generic, Literal, Protocol, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from deployers.ownership import Owner
+
 
 class DeployerError(Exception):
     """Root of every error the deployers raise."""
@@ -226,14 +228,17 @@ class Endpoint:
 
 
 class Undo:
-    """What a deploy created, as cleanup actions run newest first when it fails.
+    """What a deploy created, as cleanup actions run newest first when it fails, and on whose
+    behalf: ``owner`` (its ``tags()`` go on every resource it creates).
 
     ``gone`` says which exceptions of an action mean "already absent" (not a problem).
     """
 
-    def __init__(self, gone: Callable[[BaseException], bool] = lambda exc: False) -> None:
+    def __init__(self, gone: Callable[[BaseException], bool] = lambda exc: False,
+                 owner: Owner | None = None) -> None:
         self.steps: list[tuple[str, Callable[[], Any]]] = []
         self._gone = gone
+        self.owner = owner or Owner("unnamed")
 
     def push(self, what: str, action: Callable[[], Any]) -> None:
         """Register the cleanup of ``what`` (push it before or right after creating it)."""
@@ -302,8 +307,11 @@ class Deployer(ABC, Generic[S]):
         return isinstance(exc, KeyError | FileNotFoundError | ProcessLookupError)
 
     def deploy(self, model_uri: str, settings: Mapping[str, Any] | Settings | None = None,
-               name: str | None = None) -> Endpoint:
+               name: str | None = None, run_id: str | None = None) -> Endpoint:
         """Deploy ``model_uri`` and block until it answers (the policy of the module docstring).
+
+        Everything created carries the ownership tags (``deployers.ownership``) of MLflow run
+        ``run_id`` (default: the active run, if any), so ``niser-mlops sweep`` finds it.
 
         ``SettingsError`` before anything is created; ``DeploymentFailed`` after everything that
         was created is deleted; Ctrl-C and ``SystemExit`` propagate unchanged, after the same
@@ -311,7 +319,12 @@ class Deployer(ABC, Generic[S]):
         """
         s = self.parse_settings(settings)
         name = check_name(self.deployment_name(s, name))
-        undo = Undo(self.gone)
+        if run_id is None:
+            import mlflow  # the tracking client only when a deploy happens
+
+            active = mlflow.active_run()
+            run_id = active.info.run_id if active is not None else None
+        undo = Undo(self.gone, Owner(name, run_id))
         try:
             return self.create(model_uri, s, name, undo)
         except Exception as exc:
@@ -370,9 +383,9 @@ class Deployer(ABC, Generic[S]):
 
     @contextlib.contextmanager
     def deployed(self, model_uri: str, settings: Mapping[str, Any] | Settings | None = None,
-                 name: str | None = None) -> Iterator[Endpoint]:
+                 name: str | None = None, run_id: str | None = None) -> Iterator[Endpoint]:
         """Deploy, yield the endpoint, and always tear down, whatever happens inside."""
-        endpoint = self.deploy(model_uri, settings, name)
+        endpoint = self.deploy(model_uri, settings, name, run_id)
         try:
             yield endpoint
         finally:

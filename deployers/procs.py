@@ -5,6 +5,8 @@ Promises:
 - ``spawn`` starts a command in a new session (its own process group, detached from the caller's
   terminal and signals) with stdout and stderr in a log file, and returns a ``ProcessRecord``
   (pid, process-group id, start time, log) that can be stored as JSON and used from any process.
+  Every such process carries the ownership marks (``deployers.ownership``), so a sweep finds it
+  even when its starter was killed.
 - ``end`` stops every process of a record's group: SIGTERM, then SIGKILL after ``grace_s``. It
   never signals a process that merely reuses a recorded pid (start times must match), reaps the
   caller's own children so none lingers as a zombie, and is a no-op when all are gone.
@@ -23,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from deployers import ownership
 
 
 def scoring_server_argv(model_uri: str, port: int, workers: int | None = None) -> list[str]:
@@ -74,13 +78,17 @@ class ProcessRecord:
                    tuple(raw["argv"]))
 
 
-def spawn(argv: Sequence[str], env: Mapping[str, str], log: Path, cwd: Path | None = None
+def spawn(argv: Sequence[str], env: Mapping[str, str], log: Path, cwd: Path | None = None, *,
+          role: str, deployment: str | None = None, workdir: Path | None = None
           ) -> tuple[ProcessRecord, subprocess.Popen[bytes]]:
-    """Start ``argv`` in a new session, output appended to ``log``; see the module docstring."""
+    """Start ``argv`` in a new session, output appended to ``log``, marked as ``role`` of
+    ``deployment`` with its temporary ``workdir`` (``ownership.mark``); see the module
+    docstring."""
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            list(argv), env=dict(env), stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True,
+            list(argv), env=ownership.mark(env, role, deployment, workdir),
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=cwd,
+            start_new_session=True,
         )
     _CHILDREN[proc.pid] = proc
     try:

@@ -66,7 +66,7 @@ def main() -> None:
         prefix = Path(tmp)
         port = free_port()
         record, _ = lb.start(lb.write_config(prefix, port, [stub.port], "least_conn", 10.0),
-                             prefix, dict(os.environ))
+                             prefix, dict(os.environ), role="bench-balancer")
         try:
             wait_listening(port)
             latencies_ms(port, 20)  # nginx's upstream connection open

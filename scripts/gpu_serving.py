@@ -177,7 +177,7 @@ def served(model: Path, sessions: list[list[int]], device: str, levels: list[int
     argv = procs.scoring_server_argv(str(model.resolve()), port, workers=1)
     log = workdir / f"server-{device.replace(':', '')}.log"
     url = f"http://127.0.0.1:{port}"
-    record, proc = procs.spawn(argv, env, log, cwd=workdir)
+    record, proc = procs.spawn(argv, env, log, cwd=workdir, role="gpu-serving")
     out: dict[str, Any] = {"device": device, "argv": argv, "log": str(log),
                            "cpu_threads": cpu_threads or "torch default"}
     invoker = HttpInvoker(url, timeout_s=10.0)

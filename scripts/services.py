@@ -11,11 +11,16 @@ start. The Prefect server is given its UI's API URL (``PREFECT_UI_API_URL``: oth
 would talk to port 4200), and start checks ``GET /ui-settings`` answers that URL.
 ``.state/env.sh`` exports ``MLFLOW_TRACKING_URI`` and ``PREFECT_API_URL`` for them. When
 either variable is already set, that server is used and not started; with ``NISER_AWS=real`` no
-moto server is started and boto3 reaches AWS with your own credentials. ``--workers N``
-creates the Prefect process work pool ``--pool`` (default ``niser-hpo``) when absent and starts
-N ``prefect worker start --pool`` processes, one flow run at a time each (``hpo`` shards
-studies over them: ``--param work_pool=niser-hpo``); ``.state/env.sh`` then exports
-``NISER_HPO_POOL``.
+moto server is started and boto3 reaches AWS with your own credentials.
+
+``start --backend postgres`` (or ``NISER_BACKEND=postgres``) keeps the runs in a PostgreSQL cluster
+under ``.state/postgres`` and the artifacts in S3 (the moto server's bucket, or with
+``NISER_AWS=real`` the one ``NISER_ARTIFACT_BUCKET`` names): see ``scripts/postgres_backend.py``.
+
+``--workers N`` creates the Prefect process work pool ``--pool`` (default ``niser-hpo``) when
+absent and starts N ``prefect worker start --pool`` processes, one flow run at a time each
+(``hpo`` shards studies over them: ``--param work_pool=niser-hpo``); ``.state/env.sh`` then
+exports ``NISER_HPO_POOL``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
+
+from bench.leftovers_cli import leftover_line
 from deployers.http import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,17 +117,52 @@ def _load() -> dict[str, dict[str, object]]:
     return json.loads(PIDS.read_text()) if PIDS.exists() else {}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
+BACKENDS = ("sqlite", "postgres")
 
 
-def start(with_runner: bool = True, workers: int = 0, pool: str = DEFAULT_POOL) -> None:
+def _start_moto(env: dict[str, str], services: dict[str, dict[str, object]]) -> None:
+    """Start a moto server (the AWS control plane) and point ``env`` at it."""
+    # No AWS account: a moto server is the AWS control plane; inference still runs on
+    # real scoring servers through the SageMaker and Lambda runtime APIs.
+    if not (BIN / "moto_server").exists():
+        raise SystemExit("moto_server is not installed: `pip install -e '.[standins]'` "
+                         "(scripts/setup.sh does), or set NISER_AWS=real")
+    aport = free_port()
+    moto = _spawn("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(aport)], env)
+    services["moto"] = {"pid": moto.pid, "url": f"http://127.0.0.1:{aport}"}
+    _save(services)
+    _wait("moto", f"http://127.0.0.1:{aport}/moto-api/", moto, 60)
+    env.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{aport}", AWS_DEFAULT_REGION="us-east-1",
+               AWS_ACCESS_KEY_ID="moto-local", AWS_SECRET_ACCESS_KEY="moto-local")
+
+
+def _start_postgres(env: dict[str, str], services: dict[str, dict[str, object]],
+                    upgrade_db: bool) -> tuple[str, str, dict[str, str]]:
+    """The PostgreSQL cluster and the S3 bucket of ``--backend postgres``: (store URI, artifacts
+    destination, the MLflow server's environment). The moto server, when used, runs already."""
+    import postgres_backend as pg
+
+    destination = pg.artifacts_destination(os.environ.get("NISER_AWS", "moto"))
+    mlflow_env = dict(env)
+    if "moto" in services:
+        pg.create_bucket(destination, env["AWS_ENDPOINT_URL"])
+        mlflow_env["MLFLOW_S3_ENDPOINT_URL"] = env["AWS_ENDPOINT_URL"]
+    info = pg.start(STATE, free_port())
+    services["postgres"] = info
+    _save(services)
+    pg.check_schema(info, BIN / "mlflow", upgrade_db)
+    return str(info["url"]), destination, {**mlflow_env, **pg.mlflow_env(info)}
+
+
+def start(with_runner: bool = True, backend: str = "sqlite", upgrade_db: bool = False,
+          workers: int = 0, pool: str = DEFAULT_POOL) -> None:
+    if backend not in BACKENDS:
+        raise SystemExit(f"--backend / NISER_BACKEND={backend!r}: expected one of {BACKENDS}")
+    if backend == "postgres" and os.environ.get("MLFLOW_TRACKING_URI"):
+        raise SystemExit("--backend postgres starts a tracking server of its own: unset "
+                         f"MLFLOW_TRACKING_URI={os.environ['MLFLOW_TRACKING_URI']} to use it")
     STATE.mkdir(parents=True, exist_ok=True)
-    running = {k: v for k, v in _load().items() if _alive(int(v["pid"]))}  # type: ignore[call-overload]
+    running = {k: v for k, v in _load().items() if psutil.pid_exists(int(v["pid"]))}  # type: ignore[call-overload]
     if running:
         raise SystemExit(f"services already running: {sorted(running)}; "
                          f"run `python scripts/services.py stop` first")
@@ -135,13 +178,19 @@ def start(with_runner: bool = True, workers: int = 0, pool: str = DEFAULT_POOL) 
         # An MLFLOW_TRACKING_URI or PREFECT_API_URL already set means: use that server.
         mlflow_uri = os.environ.get("MLFLOW_TRACKING_URI", "")
         if not mlflow_uri:
+            store, artifacts, mlflow_env = (f"sqlite:///{STATE / 'mlflow.db'}",
+                                            str(STATE / "mlartifacts"), env)
+            if backend == "postgres":
+                if os.environ.get("NISER_AWS", "moto") == "moto":
+                    _start_moto(env, services)  # the artifact store: up before MLflow
+                store, artifacts, mlflow_env = _start_postgres(env, services, upgrade_db)
             mport = free_port()
             mlflow_uri = f"http://127.0.0.1:{mport}"
             mlflow = _spawn("mlflow", [
                 str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mport),
-                "--workers", "1", "--backend-store-uri", f"sqlite:///{STATE / 'mlflow.db'}",
-                "--artifacts-destination", str(STATE / "mlartifacts"),
-            ], env)
+                "--workers", "1", "--backend-store-uri", store,
+                "--artifacts-destination", artifacts,
+            ], mlflow_env)
             services["mlflow"] = {"pid": mlflow.pid, "url": mlflow_uri}
             _save(services)
             starting.append(("mlflow", f"{mlflow_uri}/health", mlflow, 120))
@@ -163,20 +212,8 @@ def start(with_runner: bool = True, workers: int = 0, pool: str = DEFAULT_POOL) 
         if "prefect" in services:
             check_ui_settings(prefect_url)
         env.update(MLFLOW_TRACKING_URI=mlflow_uri, PREFECT_API_URL=prefect_url)
-        if os.environ.get("NISER_AWS", "moto") == "moto":
-            # No AWS account: a moto server is the AWS control plane; inference still runs on
-            # real scoring servers through the SageMaker and Lambda runtime APIs.
-            if not (BIN / "moto_server").exists():
-                raise SystemExit("moto_server is not installed: `pip install -e '.[standins]'` "
-                                 "(scripts/setup.sh does), or set NISER_AWS=real")
-            aport = free_port()
-            moto = _spawn("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(aport)],
-                          env)
-            services["moto"] = {"pid": moto.pid, "url": f"http://127.0.0.1:{aport}"}
-            _save(services)
-            _wait("moto", f"http://127.0.0.1:{aport}/moto-api/", moto, 60)
-            env.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{aport}", AWS_DEFAULT_REGION="us-east-1",
-                       AWS_ACCESS_KEY_ID="moto-local", AWS_SECRET_ACCESS_KEY="moto-local")
+        if os.environ.get("NISER_AWS", "moto") == "moto" and "moto" not in services:
+            _start_moto(env, services)
         if workers:
             env["NISER_HPO_POOL"] = pool
         _write_env(env)
@@ -193,6 +230,11 @@ def start(with_runner: bool = True, workers: int = 0, pool: str = DEFAULT_POOL) 
     print(f"MLflow UI:  {mlflow_uri}/#/experiments?workflowType=machine_learning\n"
           f"Prefect UI: {prefect_url.removesuffix('/api')}\n"
           f"env file:   {ENV_FILE}  (source it to use these servers)")
+    # a fresh moto server holds nothing yet: only a real account (and this machine) can hold
+    # what an earlier, killed run left
+    line = leftover_line(aws=os.environ.get("NISER_AWS", "moto") != "moto")
+    if line:
+        print(line)
 
 
 def _wait_runner(proc: subprocess.Popen[bytes], env: dict[str, str]) -> None:
@@ -235,7 +277,7 @@ def start_workers(env: dict[str, str], n: int, pool: str,
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         for name in (f"worker-{i}" for i in range(1, n + 1)):
-            if not _alive(int(services[name]["pid"])):  # type: ignore[call-overload]
+            if not psutil.pid_exists(int(services[name]["pid"])):  # type: ignore[call-overload]
                 tail = (STATE / f"{name}.log").read_text(errors="replace")[-3000:]
                 raise SystemExit(f"{name} exited at start-up; log tail:\n{tail}")
         if set(names) <= online_workers(url):
@@ -271,28 +313,36 @@ def _write_env(env: dict[str, str]) -> None:
 
 
 def stop() -> None:
-    for name, info in reversed(_load().items()):  # workers and runner before their servers
+    loaded = _load()
+    for name, info in reversed(loaded.items()):  # workers and runner before their servers
+        if name == "postgres":  # last, once its clients are gone
+            continue
         pid = int(info["pid"])  # type: ignore[call-overload]
-        if not _alive(pid):
+        if not psutil.pid_exists(pid):
             continue
         try:
             os.killpg(pid, signal.SIGTERM)
         except OSError:
             continue
         deadline = time.monotonic() + 15
-        while _alive(pid) and time.monotonic() < deadline:
+        while psutil.pid_exists(pid) and time.monotonic() < deadline:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
             time.sleep(0.2)
-        if _alive(pid):
+        if psutil.pid_exists(pid):
             os.killpg(pid, signal.SIGKILL)
         print(f"stopped {name} (pid {pid})")
+    if "postgres" in loaded:
+        import postgres_backend
+
+        if postgres_backend.stop(loaded["postgres"]):
+            print(f"stopped postgres (pid {loaded['postgres']['pid']})")
     PIDS.unlink(missing_ok=True)
 
 
 def status() -> None:
     for name, info in _load().items():
-        state = "running" if _alive(int(info["pid"])) else "stopped"  # type: ignore[call-overload]
+        state = "running" if psutil.pid_exists(int(info["pid"])) else "stopped"  # type: ignore[call-overload]
         print(f"{name:8} {state:8} pid {info['pid']}  {info.get('url', '')}")
 
 
@@ -304,11 +354,15 @@ def main() -> None:
                    help="Prefect workers to start on the process work pool --pool "
                         "(default: $NISER_WORKERS, else 0)")
     p.add_argument("--pool", default=DEFAULT_POOL, help="the work pool of --workers")
+    p.add_argument("--backend", default=os.environ.get("NISER_BACKEND", "sqlite"),
+                   help=f"MLflow's store, one of {BACKENDS} (default: $NISER_BACKEND or sqlite)")
+    p.add_argument("--upgrade-db", action="store_true",
+                   help="run `mlflow db upgrade` on a PostgreSQL database of an older MLflow")
     a = p.parse_args()
     if a.workers < 0:
         p.error(f"--workers must be >= 0, got {a.workers}")
     if a.command == "start":
-        start(not a.no_runner, a.workers, a.pool)
+        start(not a.no_runner, a.backend, a.upgrade_db, a.workers, a.pool)
     elif a.command == "stop":
         stop()
     else:

@@ -105,13 +105,14 @@ class LambdaDeployer(Deployer[LambdaSettings]):
 
     def create(self, model_uri: str, s: LambdaSettings, name: str, undo: Undo) -> Endpoint:
         """Package, create role/code/function/version/alias/concurrency; see module docstring."""
-        tags = {**s.tags, res.TAG_DEPLOYMENT: name, res.TAG_MODEL_URI: model_uri[:256],
+        tags = {**s.tags, **undo.owner.tags(), res.TAG_MODEL_URI: model_uri[:256],
                 res.TAG_PROVISIONED: str(s.provisioned_concurrency)}
         package = self._package(model_uri, s, name, undo) if s.mode == "zip" else None
         role_arn = s.role_arn
         if role_arn is None:
             role = res.role_name(name)
-            role_arn = roles.create_owned(undo, role, lambda: res.create_role(name, role, s.tags))
+            role_tags = {**s.tags, **undo.owner.tags()}
+            role_arn = roles.create_owned(undo, role, lambda: res.create_role(name, role, role_tags))
             tags[res.TAG_ROLE] = role
         kwargs: dict[str, Any] = {
             "FunctionName": name, "Role": role_arn, "MemorySize": s.memory_mb,

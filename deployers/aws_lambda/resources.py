@@ -16,8 +16,8 @@ from botocore.exceptions import ClientError
 
 from deployers import aws, roles
 from deployers.aws import absent
+from deployers.ownership import TAG_DEPLOYMENT as TAG_DEPLOYMENT  # re-exported: one home
 
-TAG_DEPLOYMENT = "niser-mlops:deployment"
 TAG_MODEL_URI = "niser-mlops:model-uri"
 TAG_ROLE = "niser-mlops:created-role"
 TAG_BUCKET = "niser-mlops:code-bucket"

@@ -48,7 +48,7 @@ from typing import Any, ClassVar
 import mlflow
 
 from deployers import balancer as lb
-from deployers import procs
+from deployers import ownership, procs
 from deployers.base import (
     CostDrivers,
     Deployer,
@@ -67,12 +67,9 @@ from deployers.standins import shaping
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def default_state_dir() -> Path:
-    """Where local deployments are recorded (see the module docstring)."""
-    if os.environ.get("NISER_LOCAL_STATE_DIR"):
-        return Path(os.environ["NISER_LOCAL_STATE_DIR"])
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "niser-mlops" / "local"
+# Where local deployments are recorded (see the module docstring): the home process marks are
+# scoped to, so a sweep of it finds this deployer's servers.
+default_state_dir = ownership.home
 
 
 def server_env(settings: LocalSettings) -> dict[str, str]:
@@ -162,7 +159,7 @@ class LocalDeployer(Deployer[LocalSettings]):
         state: dict[str, Any] = {
             "name": name, "model_uri": model_uri, "settings": s.model_dump(),
             "workdir": str(workdir), "created": time.time(), "servers": [], "balancer": None,
-            "url": None, "shaping": "none", "cgroups": [],
+            "url": None, "shaping": "none", "cgroups": [], "run_id": undo.owner.run_id,
         }
         undo.push(f"local deployment {name}", lambda: self.teardown(name))
         self._save(state)
@@ -187,7 +184,8 @@ class LocalDeployer(Deployer[LocalSettings]):
                 self._save(state)
             port = free_port()
             record, proc = procs.spawn(server_argv(model_uri, port, s, i), env,
-                                       workdir / f"server-{i}.log", cwd=workdir)
+                                       workdir / f"server-{i}.log", cwd=workdir,
+                                       role="local-server", deployment=state["name"])
             undo.push(f"server {i + 1}", functools.partial(procs.end, record))
             if group is not None:
                 _join(group, record)
@@ -215,7 +213,8 @@ class LocalDeployer(Deployer[LocalSettings]):
         port = free_port()
         config = lb.write_config(prefix, port, [sv["port"] for sv in state["servers"]],
                                  s.balancer, s.request_timeout_s)
-        record, proc = lb.start(config, prefix, dict(os.environ))
+        record, proc = lb.start(config, prefix, dict(os.environ), "local-balancer",
+                                state["name"])
         undo.push("balancer", lambda: procs.end(record))
         url = f"http://127.0.0.1:{port}"
         state["balancer"] = {"url": url, "port": port, "policy": s.balancer,

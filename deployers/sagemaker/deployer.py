@@ -98,14 +98,14 @@ class SageMakerDeployer(Deployer[SageMakerSettings]):
         if not local:  # in local mode the scoring server runs here: no image is ever pulled
             res.check_image(image)
         bucket = s.bucket or res.default_bucket(acct)
-        tags = {**s.tags, res.TAG_DEPLOYMENT: name, res.TAG_BUCKET: bucket}
+        tags = {**s.tags, **undo.owner.tags(), res.TAG_BUCKET: bucket}
         res.ensure_bucket(bucket, acct.region, undo)
         role = s.execution_role_arn
         if role is None:
             role_res = sm_role.RoleResources(acct.account, acct.region, acct.partition, name,
                                              bucket, f"{res.PREFIX}/{name}", image)
             role = roles.create_owned(undo, sm_role.role_name(name), lambda: sm_role.create_role(
-                role_res, {**s.tags, res.TAG_DEPLOYMENT: name}))
+                role_res, {**s.tags, **undo.owner.tags()}))
             tags[res.TAG_ROLE] = sm_role.role_name(name)
         model_name = res.create_model(model_uri, name, image, role, bucket, tags, undo,
                                       role_is_new=s.execution_role_arn is None,

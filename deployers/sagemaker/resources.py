@@ -25,10 +25,10 @@ from mlflow.models import Model
 from deployers import aws, roles
 from deployers.aws import absent
 from deployers.base import DeployerError, Undo
+from deployers.ownership import TAG_DEPLOYMENT as TAG_DEPLOYMENT  # re-exported: one home
 from deployers.sagemaker.instances import instance_shape
 from deployers.sagemaker.settings import SageMakerSettings
 
-TAG_DEPLOYMENT = "niser-mlops:deployment"
 TAG_MODEL_URI = "niser-mlops:model-uri"
 TAG_ROLE = "niser-mlops:created-role"
 TAG_BUCKET = "niser-mlops:bucket"

@@ -43,6 +43,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
+from deployers import ownership
 from deployers.standins.lambda_shape import group_name, lambda_shape
 from deployers.standins.shaping import Backend, CpuStat, Group, ShapingError, machine_cores
 
@@ -148,7 +149,9 @@ class Environment:
                                             lambda_shape(fn.memory_mb, machine_cores()))
                 cmd = self.group.launch_argv(cmd)  # joins the group, then execs: same pid
             self.started = time.perf_counter()
-            self.proc = subprocess.Popen(cmd, cwd=code, env=env, stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen(cmd, cwd=code,
+                                         env=ownership.mark(env, "lambda-environment", fn.name),
+                                         stdin=subprocess.DEVNULL,
                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                          start_new_session=True)
         except BaseException:

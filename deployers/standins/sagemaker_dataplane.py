@@ -84,15 +84,18 @@ class ScoringServer:
     def start(
         cls, model_path: str, log: Path, workers: int | None = None,
         env: dict[str, str] | None = None, timeout_s: float = 120.0, group: Group | None = None,
+        endpoint: str | None = None,
     ) -> ScoringServer:
-        """Serve ``model_path`` (inside ``group`` when given) and wait for ``/ping``; raise with
-        the log tail on failure, after ending what was started."""
+        """Serve ``model_path`` (inside ``group`` when given; marked as a server of ``endpoint``)
+        and wait for ``/ping``; raise with the log tail on failure, after ending what was
+        started."""
         port = free_port()
         argv = procs.scoring_server_argv(model_path, port, workers)
         if group is not None:
             argv = group.launch_argv(argv)
         full_env = procs.scoring_server_env({**os.environ, **(env or {})})
-        record, proc = procs.spawn(argv, full_env, log)
+        record, proc = procs.spawn(argv, full_env, log, role="sagemaker-server",
+                                   deployment=endpoint, workdir=log.parent)
         server = cls(model_path, port, record, group)
         try:
             wait_for_ping(server.url, timeout_s, proc, log)
@@ -178,7 +181,8 @@ class DataPlane:
             last = ""
             for _attempt in range(3):  # another process may take the port between probe and bind
                 self.port = free_port()
-                self.record, proc = balancer.start(self._write(), self.prefix, dict(os.environ))
+                self.record, proc = balancer.start(self._write(), self.prefix, dict(os.environ),
+                                                       "sagemaker-dataplane")
                 try:
                     wait_for_ping(self.url, timeout_s, proc, self.prefix / "error.log")
                     return

@@ -143,8 +143,7 @@ class LocalSageMaker:
                 try:
                     servers.append(ScoringServer.start(
                         str(model_dir / "model"), model_dir / f"serve-{i + 1}.log",
-                        workers=workers, env=env,
-                        group=group))
+                        workers=workers, env=env, group=group, endpoint=name))
                 except BaseException:
                     if group is not None:
                         group.remove()

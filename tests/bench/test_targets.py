@@ -19,15 +19,17 @@ def test_recording_invoker_counts_cold_starts_and_init_durations():
     rec = RecordingInvoker(invoke)
     for _ in range(3):
         assert rec([[7]], 1).items == [[1]]
-    assert rec.metrics() == {"lambda_cold_starts": 2.0, "lambda_init_ms_mean": 600.0,
+    assert rec.metrics() == {"requests_sent": 3.0, "lambda_reports": 3.0,
+                             "lambda_cold_starts": 2.0, "lambda_init_ms_mean": 600.0,
                              "lambda_init_ms_max": 650.0, "lambda_billed_ms_mean": 3.0,
                              "lambda_duration_ms_mean": pytest.approx(7 / 3)}
 
 
-def test_recording_invoker_adds_nothing_for_other_targets():
+def test_recording_invoker_counts_only_requests_for_other_targets():
     rec = RecordingInvoker(lambda sessions, k=20: Prediction([[1]], [[1.0]], raw={"x": 1}))
     rec([[1]])
-    assert rec.metrics() == {}
+    rec([[2]])
+    assert rec.metrics() == {"requests_sent": 2.0}
 
 
 def test_validate_targets_refuses_duplicates_and_bad_settings():

@@ -98,7 +98,7 @@ def started(monkeypatch: pytest.MonkeyPatch) -> Starts:
 
     def start(cls: type[ScoringServer], model_path: str, log: Path, workers: int | None = None,
               env: dict[str, str] | None = None, timeout_s: float = 120.0,
-              group: Group | None = None) -> ScoringServer:
+              group: Group | None = None, endpoint: str | None = None) -> ScoringServer:
         assert Path(model_path, "MLmodel").is_file()  # the archive was read back from S3
         if len(starts.groups) == starts.fail_at:
             raise RuntimeError("injected start-up failure")

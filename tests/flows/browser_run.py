@@ -27,7 +27,10 @@ def main() -> None:
         targets=TARGETS, levels=[1, 2], level_seconds=0.3, warmup_seconds=0.05,
         experiment="browser-test")
     print(json.dumps({"links": summary["links"], "recommendation": summary["recommendation"],
-                      "targets": [t["name"] for t in TARGETS]}))
+                      "targets": [t["name"] for t in TARGETS],
+                      "mlflow_run_id": summary["mlflow_run_id"],
+                      "benchmark_run_id": summary["benchmark_run_id"],
+                      "model_version": summary["model_version"], "alias": summary["alias"]}))
 
 
 if __name__ == "__main__":
