@@ -175,13 +175,15 @@ def hpo(
         if not complete:
             raise RuntimeError(f"no trial of this run completed (failed: {failed})")
         best = max(complete, key=lambda t: float(t.value or 0.0))
-        mlflow.log_params({f"best.{k}": v for k, v in study.best_params.items()})
-        mlflow.log_metric(f"best_{metric}", study.best_value)
+        # this run's best (the study may hold earlier runs' trials too)
+        mlflow.log_params({f"best.{k}": v for k, v in best.params.items()})
+        mlflow.log_metric(f"best_{metric}", float(best.value or 0.0))
         model_uri = tasks.log_kept_model(
             str(best.user_attrs[studies.MLFLOW_RUN_ATTR]), shards_.RECOMMENDER_ARTIFACT,
             data.summary(), dict(best.user_attrs[shards_.FINAL_ATTR]), pid)
         registration = tasks.register_model(model_uri)
-    summary = {"best_params": study.best_params, "best_value": study.best_value,
+    summary = {"best_params": best.params, "best_value": best.value,
+               "study_best_value": study.best_value,
                "trials_in_study": len(study.trials), "trial_numbers": [t.number for t in trials],
                "trials_failed": failed, "mlflow_run_id": pid,
                "model_version": registration.version, "alias": registration.alias}

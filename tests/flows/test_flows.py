@@ -117,6 +117,11 @@ def test_hpo_runs_nested_trials_and_logs_best_params(tracking_uri, tmp_path: Pat
     again = hpo(dataset=TINY, n_trials=1, epochs=1, study_name="t",
                 storage_path=str(tmp_path / "journal.log"), experiment="hpo-test")
     assert again["trials_in_study"] == 5
+    (own,) = client.search_runs([parent.info.experiment_id],
+                                f"tags.mlflow.parentRunId = '{again['mlflow_run_id']}'")
+    # the second run reports its own best trial, not the study's
+    assert client.get_run(again["mlflow_run_id"]).data.metrics["best_val_recall_20"] == \
+        pytest.approx(own.data.metrics["val_recall_20"])
 
 
 @pytest.mark.parametrize(("args", "option"), [
