@@ -9,8 +9,9 @@ then runs them:
   ``study_name`` continues it;
 - with ``work_pool``, on the pool's workers: it deploys ``hpo-shard/<pool>`` and starts
   ``shards`` flow runs of it, which claim trials until the queue is empty, and waits for the
-  trials. The shards share ``storage``, a database URL (default: SQLite beside the journal, for
-  workers on this machine; ``postgresql://...`` for workers anywhere). A trial whose process
+  trials. The shards share ``storage``, a database URL (default: ``$NISER_OPTUNA_STORAGE``,
+  which ``services.py start --backend postgres`` sets to its cluster, for workers anywhere; else
+  SQLite beside the journal, for workers on this machine). A trial whose process
   stops sending heartbeats for ``grace_s`` is failed (its MLflow run too) and the others finish.
 
 The best trial's parameters are logged on the parent run and its model (kept by the trial run)
@@ -19,6 +20,7 @@ is logged and registered like any training run.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -47,7 +49,10 @@ FINAL = (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CAN
 
 
 def sharded_storage(storage: str | None, storage_path: str) -> str:
-    """The database URL the shards share: ``storage``, or SQLite beside the journal file."""
+    """The database URL the shards share: ``storage``, else ``$NISER_OPTUNA_STORAGE`` (set by
+    ``services.py start --backend postgres``: its cluster's ``optuna`` database), else SQLite
+    beside the journal file (workers on this machine only)."""
+    storage = storage or os.environ.get("NISER_OPTUNA_STORAGE") or None
     if storage is not None:
         return studies.check_storage_url(storage)
     return f"sqlite:///{(Path(storage_path).parent / 'optuna.db').resolve()}"

@@ -9,7 +9,8 @@ state directory:
 
 It listens on 127.0.0.1 only, on a port chosen at each start, without a Unix socket; the one role
 ``mlflow`` (the cluster's superuser) logs in with a generated password, and MLflow's tables live in
-the database ``mlflow``. The password is never on a command line, in an environment variable, a
+the database ``mlflow``; ``optuna`` holds the Optuna studies of ``hpo`` (``optuna_url``), which its
+shards on any machine share. The password is never on a command line, in an environment variable, a
 URI or a log: MLflow and ``psycopg`` read it from the passfile (``PGPASSFILE``, libpq's own
 mechanism), so the store URI ``postgresql://mlflow@127.0.0.1:PORT/mlflow`` carries none. Clients
 need none either: they talk to the MLflow server over HTTP, artifacts included (proxied
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 PG_ROOT = Path("/usr/lib/postgresql")
 ROLE = DATABASE = "mlflow"
+OPTUNA_DATABASE = "optuna"
 DEFAULT_BUCKET = "niser-mlflow"
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 OWNER = "postgres"
@@ -178,11 +180,18 @@ def _create_database(info: dict[str, object]) -> None:
     conn = connect(info, "postgres")
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
-            if cur.fetchone() is None:
-                cur.execute(f'CREATE DATABASE "{DATABASE}"')
+            for name in (DATABASE, OPTUNA_DATABASE):
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                if cur.fetchone() is None:
+                    cur.execute(f'CREATE DATABASE "{name}"')
     finally:
         conn.close()
+
+
+def optuna_url(info: dict[str, object]) -> str:
+    """The Optuna storage URL of the cluster (no password: clients need ``PGPASSFILE``)."""
+    base = str(info["url"]).rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}/{OPTUNA_DATABASE}"
 
 
 def mlflow_env(info: dict[str, object]) -> dict[str, str]:

@@ -20,7 +20,9 @@ under ``.state/postgres`` and the artifacts in S3 (the moto server's bucket, or 
 ``--workers N`` creates the Prefect process work pool ``--pool`` (default ``niser-hpo``) when
 absent and starts N ``prefect worker start --pool`` processes, one flow run at a time each
 (``hpo`` shards studies over them: ``--param work_pool=niser-hpo``); ``.state/env.sh`` then
-exports ``NISER_HPO_POOL``.
+exports ``NISER_HPO_POOL``. With ``--backend postgres`` it also exports ``NISER_OPTUNA_STORAGE``
+(the cluster's ``optuna`` database, the study the shards share) and ``PGPASSFILE`` (the path of
+the cluster's passfile).
 """
 
 from __future__ import annotations
@@ -151,6 +153,8 @@ def _start_postgres(env: dict[str, str], services: dict[str, dict[str, object]],
     services["postgres"] = info
     _save(services)
     pg.check_schema(info, BIN / "mlflow", upgrade_db)
+    # hpo's shards share their study there; workers and the runner find the passfile by path
+    env.update(NISER_OPTUNA_STORAGE=pg.optuna_url(info), **pg.mlflow_env(info))
     return str(info["url"]), destination, {**mlflow_env, **pg.mlflow_env(info)}
 
 
@@ -304,7 +308,8 @@ def _save(services: dict[str, dict[str, object]]) -> None:
 def _write_env(env: dict[str, str]) -> None:
     keys = ["MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_HOME",
             "PREFECT_SERVER_ANALYTICS_ENABLED", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION",
-            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "NISER_HPO_POOL",
+            "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "NISER_HPO_POOL", "NISER_OPTUNA_STORAGE",
+            "PGPASSFILE",  # the path of the cluster's passfile, never the password
             # only the moto server's placeholder keys: real AWS credentials are never written
             "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
     lines = [f"export {k}={shlex.quote(str(env[k]))}\n" for k in keys

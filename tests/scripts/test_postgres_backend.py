@@ -81,9 +81,10 @@ def base_env(state) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def services(base_env, state) -> Iterator[dict[str, str]]:
-    """MLflow (PostgreSQL + moto S3), Prefect and moto, started by services.py; stopped after."""
+    """MLflow (PostgreSQL + moto S3), Prefect, moto and one worker on the process work pool
+    ``niser-hpo``, started by services.py; stopped after."""
     began = time.monotonic()
-    started = _services(base_env, "start", "--backend", "postgres", "--no-runner")
+    started = _services(base_env, "start", "--backend", "postgres", "--no-runner", "--workers", "1")
     print(f"services start --backend postgres: {time.monotonic() - began:.1f} s")
     try:
         assert started.returncode == 0, started.stdout + started.stderr
@@ -165,6 +166,25 @@ def test_mlflow_models_serve_champion_serves_from_there(services, tiny_run):
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)
+
+
+def test_a_sharded_hpo_study_lives_in_the_clusters_optuna_database(pg, cluster, services):
+    assert services["NISER_OPTUNA_STORAGE"] == pg.optuna_url(cluster)
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "hpo", "--n-trials", "2", "--epochs", "1",
+         "--dataset", "synthetic:n_items=60,n_sessions=200", "--study-name", "on-postgres",
+         "--work-pool", "niser-hpo", "--shards", "1"],
+        env=services, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    conn = pg.connect(cluster, pg.OPTUNA_DATABASE)
+    try:
+        with conn.cursor() as cur:  # the shard's worker wrote the trials through PGPASSFILE
+            cur.execute("SELECT t.number, t.state FROM trials t JOIN studies s USING (study_id) "
+                        "WHERE s.study_name = 'on-postgres' ORDER BY t.number")
+            assert [(n, str(state)) for n, state in cur.fetchall()] == [
+                (0, "COMPLETE"), (1, "COMPLETE")]
+    finally:
+        conn.close()
 
 
 def test_the_password_is_private_and_in_no_log_command_line_or_env_file(pg, cluster, services,
