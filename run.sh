@@ -10,7 +10,7 @@ bash scripts/setup.sh
 # a shell that sourced an earlier run's .state/env.sh points at the servers about to be replaced:
 # forget those addresses (a server of your own, set by hand, is kept)
 if [ -f .state/env.sh ]; then
-  for var in MLFLOW_TRACKING_URI PREFECT_API_URL; do
+  for var in MLFLOW_TRACKING_URI PREFECT_API_URL NISER_OPTUNA_STORAGE; do
     old=$(bash -c ". .state/env.sh >/dev/null 2>&1; printf %s \"\${$var:-}\"")
     if [ -n "$old" ] && [ "${!var:-}" = "$old" ]; then unset "$var"; fi
   done
