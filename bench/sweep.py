@@ -13,6 +13,7 @@ Promises:
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -78,6 +79,7 @@ def _run_sweep(
     mode: Mode, levels: list[float], s: LoadSettings, budget_s: float | None,
     run: Callable[[float, LoadSettings], LevelResult], clock: Clock,
     observe: Observe | None = None, machine: MachineTimes = machine_times,
+    stop: threading.Event | None = None,
 ) -> SweepResult:
     if not levels:
         raise ValueError("levels is empty: give at least one concurrency level or rate")
@@ -86,6 +88,10 @@ def _run_sweep(
     out = SweepResult(mode=mode, planned=[float(x) for x in levels])
     run = _observed(run, observe, clock, machine)
     for level in levels:
+        if stop is not None and stop.is_set():
+            out.stopped_reason = f"stopped before level {level}: the run is being cancelled"
+            log.warning("sweep %s", out.stopped_reason)
+            break
         left = budget - (clock.now_ns() - t_start) / 1e9
         if left < s.warmup_s + s.timeout_s + GRACE_S + 0.05:
             out.stopped_reason = f"time budget of {budget:.1f} s spent before level {level}"
@@ -119,15 +125,16 @@ def sweep(
     invoker: Invoker, payloads: PayloadSource, levels: list[int] | None = None,
     settings: LoadSettings | None = None, budget_s: float | None = None,
     clock: Clock = MONOTONIC, observe: Observe | None = None,
-    machine: MachineTimes = machine_times,
+    machine: MachineTimes = machine_times, stop: threading.Event | None = None,
 ) -> SweepResult:
     """Closed loop at each user count in ``levels`` (default ``DEFAULT_LEVELS``), within
-    ``budget_s`` seconds (default ``settings.sweep_budget_s(levels)``)."""
+    ``budget_s`` seconds (default ``settings.sweep_budget_s(levels)``); once ``stop`` is set,
+    no further level starts."""
     s = settings or LoadSettings()
     lv = list(levels) if levels is not None else list(DEFAULT_LEVELS)
     return _run_sweep("closed", [float(x) for x in lv], s, budget_s,
                       lambda level, ss: closed_loop(invoker, payloads, int(level), ss, clock),
-                      clock, observe, machine)
+                      clock, observe, machine, stop)
 
 
 def sweep_with(

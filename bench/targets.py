@@ -144,13 +144,18 @@ def limit_levels(levels: list[int], capacity: Capacity | None) -> tuple[list[int
 def benchmark_target(
     spec: TargetSpec, model_uri: str, payloads: PayloadSource, levels: list[int],
     load: LoadSettings, budget_s: float | None = None, cold_start_timeout_s: float = 120.0,
+    stop: threading.Event | None = None,
 ) -> TargetOutcome:
     """Deploy ``model_uri`` to ``spec``, measure, always tear down.
 
     The load generator (this process) must be outside every shaped cgroup; a shaped stand-in's
     CPU is read around every level (``Deployer.usage``), and levels beyond what this machine
     can hold at the target's shape (``Deployer.capacity``) are left out, with a note saying so.
+    Once ``stop`` is set (the run is being cancelled, ``bench.fanout``) nothing is deployed and
+    the sweep starts no further level; what was deployed is torn down as always.
     """
+    if stop is not None and stop.is_set():
+        return TargetOutcome(spec, None, "not started: the run is being cancelled")
     deployer = get_deployer(spec.deployer)
     started = time.perf_counter_ns()
     notes: dict[str, str] = {}
@@ -168,7 +173,7 @@ def benchmark_target(
                 log.warning("target %s: %s", spec.name, skipped)
                 notes["capacity_limit"] = skipped
             result: SweepResult = sweep(invoke, payloads, kept, load, budget_s,
-                                        observe=lambda: deployer.usage(endpoint.name))
+                                        observe=lambda: deployer.usage(endpoint.name), stop=stop)
     except Exception as exc:  # one target's failure must not lose the others' figures
         log.exception("target %s failed", spec.name)
         return TargetOutcome(spec, None, f"{type(exc).__name__}: {exc}")

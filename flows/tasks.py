@@ -126,15 +126,17 @@ def register_model(model_uri: str) -> Registration:
 
 @task(cache_policy=NO_CACHE, task_run_name="benchmark-{spec.name}")
 def benchmark(spec: TargetSpec, model_uri: str, data: SessionData, levels: list[int],
-              load: LoadSettings, budget_s: float) -> TargetOutcome:
+              load: LoadSettings, budget_s: float,
+              stop: threading.Event | None = None) -> TargetOutcome:
     """Deploy one target, time its cold start, sweep the concurrency levels, tear it down; one
-    line when it starts, one per level (``bench.sweep``), one when it is done."""
+    line when it starts, one per level (``bench.sweep``), one when it is done. ``stop``: see
+    ``bench.fanout``."""
     logger = get_run_logger()
     logger.info("%s: deploying (%s), then %s concurrent users, %g s each", spec.name,
                 spec.deployer, ", ".join(map(str, levels)), load.duration_s)
     payloads = Payloads.from_samples(data.test, data.vocab, batch_size=1, seed=0)
     with _forwarded("bench", logger):  # the sweep's line per level
-        outcome = benchmark_target(spec, model_uri, payloads, levels, load, budget_s)
+        outcome = benchmark_target(spec, model_uri, payloads, levels, load, budget_s, stop=stop)
     if outcome.run is None:
         logger.error("%s failed: %s", spec.name, outcome.error)
     else:
@@ -146,7 +148,7 @@ def benchmark(spec: TargetSpec, model_uri: str, data: SessionData, levels: list[
 
 @task(retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def log_benchmarks(outcomes: list[TargetOutcome], slo_ms: float, workload: Workload, run_id: str,
-                   experiment: str, flow_run_id: str) -> BenchmarkRun | None:
+                   experiment: str, flow_run_id: str, schedule: str = "") -> BenchmarkRun | None:
     """One benchmark run nested under the training run, a child per measured target, with cost,
     break-even, the cheapest deployment for ``workload`` and predicted curves (with the errors
     of the latest ``predict-check`` on this tracking server)."""
@@ -162,7 +164,9 @@ def log_benchmarks(outcomes: list[TargetOutcome], slo_ms: float, workload: Workl
                          hooks=[recommend_hook(workload, validation=validation),
                                 forecast_hook(validation), paper_hook(validation),
                                 *default_hooks(workload.mean_rps, validation)],
-                         tags={"prefect.flow_run_id": flow_run_id}, client=client)
+                         tags={"prefect.flow_run_id": flow_run_id,
+                               **({"benchmark.schedule": schedule} if schedule else {})},
+                         client=client)
 
 
 def mlflow_url(experiment_id: str, run_id: str) -> str | None:

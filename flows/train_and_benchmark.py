@@ -11,6 +11,7 @@ from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_UI_URL
 
+from bench.fanout import run_parallel, schedule
 from bench.load_settings import DEFAULT_LEVELS, LoadSettings
 from bench.recommend import Workload
 from bench.rounding import fmt
@@ -68,6 +69,7 @@ def train_and_benchmark(
     warmup_seconds: float = 1.0,
     experiment: str = "niser",
     run_name: str | None = None,
+    max_parallel_targets: Count = 4,
 ) -> dict[str, Any]:
     """Train NISER on ``dataset``, register it, benchmark it on every target, log it all.
 
@@ -76,7 +78,9 @@ def train_and_benchmark(
     (``{"name", "deployer", "settings"}``; ``[]`` trains and registers only); ``levels`` the
     closed-loop user counts; ``slo_ms`` the p95 latency target;
     ``request_rate_rps`` (plus ``burst_rps`` for ``burst_fraction`` of the time) the load for
-    which the cheapest deployment is recommended.
+    which the cheapest deployment is recommended; ``max_parallel_targets`` how many targets
+    are benchmarked at once when all are real AWS endpoints (local ones always run one after
+    the other: ``bench.fanout``).
     """
     logger = get_run_logger()
     config = train_config(hyperparameters, epochs=epochs)
@@ -86,6 +90,7 @@ def train_and_benchmark(
                         burst_fraction=burst_fraction, p95_slo_ms=slo_ms)
     lv = levels or DEFAULT_LEVELS
     budget = load.sweep_budget_s(lv)
+    plan = schedule([(s.name, s.deployer) for s in specs], max_parallel_targets)
     with _start_run(experiment, run_name) as run:
         run_id, experiment_id = run.info.run_id, run.info.experiment_id
         flow_run_id = run.data.tags["prefect.flow_run_id"]
@@ -95,11 +100,18 @@ def train_and_benchmark(
         registration = tasks.register_model(model_uri)
         logger.info("registered niser version %s as %s (%s)", registration.version,
                     registration.alias, registration.reason)
-        outcomes = [tasks.benchmark(spec, registration.model_uri, data, lv, load, budget)
-                    for spec in specs]
+        if specs:
+            logger.info(plan.line())
+            mlflow.set_tag("benchmark.schedule", plan.line())
+        if plan.parallel:
+            outcomes = run_parallel(specs, lambda spec, stop: tasks.benchmark.submit(
+                spec, registration.model_uri, data, lv, load, budget, stop), plan.at_once)
+        else:
+            outcomes = [tasks.benchmark(spec, registration.model_uri, data, lv, load, budget)
+                        for spec in specs]
         bench_run = (tasks.log_benchmarks(outcomes, slo_ms, workload, run_id,
                                           _experiment_name(experiment, experiment_id),
-                                          flow_run_id)
+                                          flow_run_id, plan.line())
                      if specs else None)
         if bench_run is not None:
             tasks.link_model(registration, bench_run)
@@ -126,7 +138,8 @@ def train_and_benchmark(
                "recommendation": recommendation, "recommended": recommended, "links": links,
                "predicted": bench_run.parent_tags.get("recommendation.predicted")
                if bench_run else None,
-               "paper_claims": bench_run.parent_tags.get("paper.claims") if bench_run else None}
+               "paper_claims": bench_run.parent_tags.get("paper.claims") if bench_run else None,
+               "schedule": plan.line() if specs else None}
     print(format_summary(summary))
     failed = [r["target"] for r in rows if r["status"] != "ok"]
     if failed:
@@ -190,6 +203,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines += [f"  {r['target']}: {r['errors']} requests failed or timed out"
                   for r in rows if r.get("errors")]
         lines += [f"  {r['target']}: {r['note']}" for r in rows if r.get("note")]
+    if summary.get("schedule"):
+        lines.append(str(summary["schedule"]))
     if summary.get("predicted"):
         lines.append(f"Predicted, not measured: {summary['predicted']}")
     if summary.get("paper_claims"):

@@ -85,6 +85,12 @@ def test_prefect_shows_a_task_per_target_and_a_summary_with_cost_and_recommendat
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
     assert {"benchmark-inproc-a", "benchmark-inproc-b"} <= {t.name for t in tasks}
+    # in-process targets share this machine's cores: one after the other, and the flow says so
+    assert summary["schedule"] == ("targets benchmarked one after the other: inproc-a, inproc-b "
+                                   "measure on this machine, whose cores the load generator and "
+                                   "every local target share")
+    a, b = (next(t for t in tasks if t.name == f"benchmark-inproc-{x}") for x in "ab")
+    assert a.end_time is not None and b.start_time is not None and a.end_time <= b.start_time
     by_key = {a.key: a for a in artifacts}
     table = by_key["benchmark-summary"]
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
@@ -93,6 +99,33 @@ def test_prefect_shows_a_task_per_target_and_a_summary_with_cost_and_recommendat
     assert summary["recommendation"] and summary["recommendation"] in (table.description or "")
     # a SQLite tracking store has no UI: no link artifact pointing nowhere
     assert "mlflow-run" not in by_key and summary["links"]["mlflow"] is None
+
+
+def test_targets_all_on_real_aws_are_benchmarked_at_the_same_time(tracking_uri, monkeypatch):
+    import functools
+
+    import flows.train_and_benchmark as tab
+    from bench import fanout
+
+    # as if both were AWS endpoints: only the schedule is told so (their figures stay local)
+    monkeypatch.setattr(tab, "schedule", functools.partial(
+        fanout.schedule, source=lambda deployer: "measured-real"))
+    summary = train_and_benchmark(
+        dataset=TINY, epochs=1, hyperparameters={"dim": 16}, levels=[1, 2],
+        targets=[{"name": "aws-a", "deployer": "inprocess"},
+                 {"name": "aws-b", "deployer": "inprocess"}],
+        level_seconds=0.3, warmup_seconds=0.05, experiment="flow-test")
+    assert summary["schedule"].startswith("targets benchmarked in parallel, 2 at a time")
+    assert [r["target"] for r in summary["targets"]] == ["aws-a", "aws-b"]
+    assert all(r["status"] == "ok" for r in summary["targets"])
+    bench = MlflowClient().get_run(summary["benchmark_run_id"])
+    assert bench.data.tags["benchmark.schedule"] == summary["schedule"]
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[_flow_run_id(summary)])))
+    a, b = (next(t for t in tasks if t.name == f"benchmark-aws-{x}") for x in "ab")
+    assert a.start_time and a.end_time and b.start_time and b.end_time
+    assert a.start_time < b.end_time and b.start_time < a.end_time  # they overlapped
 
 
 def test_train_only_when_targets_empty(tracking_uri):
