@@ -7,6 +7,8 @@ Promises:
 - The level stops by itself at most ``timeout_s`` + ``load_settings.GRACE_S`` after its window, whatever the
   target does: requests still in flight then are recorded as ``AbandonedInFlight`` timeouts and
   their threads are left behind.
+- Once ``stop`` is set (the run is being cancelled) no user sends again: the level ends when the
+  requests in flight return, its window cut short there.
 """
 
 from __future__ import annotations
@@ -40,8 +42,13 @@ class ClosedLoopState:
         self.running = users
         self.all_done = threading.Event()
 
-    def claim(self, now: int) -> tuple[bool, bool]:
-        """Under ``lock``: may a user send now, and is it warm-up?"""
+    def claim(self, now: int, stopping: bool = False) -> tuple[bool, bool]:
+        """Under ``lock``: may a user send now, and is it warm-up? Never once ``stopping``."""
+        if stopping and self.phase != "done":
+            if self.phase == "warm":
+                self.t0 = now
+            self.t1 = min(now, self.window_deadline) if self.window_deadline else now
+            self.phase = "done"
         if self.phase == "warm":
             if now < self.warm_deadline and self.n_warm < self.s.warmup_requests:
                 self.n_warm += 1
@@ -79,7 +86,7 @@ class ClosedLoopState:
 
 def closed_loop(
     invoker: Invoker, payloads: PayloadSource, users: int, settings: LoadSettings | None = None,
-    clock: Clock = MONOTONIC,
+    clock: Clock = MONOTONIC, stop: threading.Event | None = None,
 ) -> LevelResult:
     """``users`` threads sending back to back; see the module docstring for the promises."""
     s = settings or LoadSettings()
@@ -99,7 +106,7 @@ def closed_loop(
                 if prev is not None:
                     st.records.append(prev)
                 now = clock.now_ns()
-                go, warm = st.claim(now)
+                go, warm = st.claim(now, stop is not None and stop.is_set())
                 st.inflight[i] = (now, warm) if go else None
                 if not go:
                     st.user_done()

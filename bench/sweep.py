@@ -133,7 +133,7 @@ def sweep(
     s = settings or LoadSettings()
     lv = list(levels) if levels is not None else list(DEFAULT_LEVELS)
     return _run_sweep("closed", [float(x) for x in lv], s, budget_s,
-                      lambda level, ss: closed_loop(invoker, payloads, int(level), ss, clock),
+                      lambda level, ss: closed_loop(invoker, payloads, int(level), ss, clock, stop),
                       clock, observe, machine, stop)
 
 

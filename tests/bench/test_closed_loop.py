@@ -98,3 +98,20 @@ def test_users_below_one_are_refused():
     with pytest.raises(ValueError, match="users must be >= 1"):
         closed_loop(sleeper(0.0), payloads(), 0)
 
+
+
+def test_a_stop_set_mid_window_ends_the_level_once_the_requests_in_flight_return():
+    import threading
+
+    clock, stop = FakeClock(), threading.Event()
+    answer = answers_after(clock, 0.005)
+
+    def stops_at_100ms(sessions, k=20):
+        if clock.now_ns() >= 100_000_000:
+            stop.set()  # as the flow's cancel does, from another thread
+        return answer(sessions, k)
+
+    res = closed_loop(stops_at_100ms, payloads(), 2, quick(duration_s=30), clock, stop)
+    # 50 ms warm-up, then the window ends at the stop (100 ms): 10 rounds of 2 users in it
+    assert res.t1_ns == 100_000_000 and res.stats().count == 20 and res.abandoned == 0
+    assert clock.now_ns() < 1_000_000_000  # not the 30 s window

@@ -110,24 +110,30 @@ def prefect_api() -> Iterator[str]:
         yield str(PREFECT_API_URL.value())
 
 
-def _start_flow(tmp_path: Path, moto_server: str, prefect_api: str, home: Path
+def _start_flow(tmp_path: Path, moto_server: str, prefect_api: str, home: Path,
+                targets: list[dict[str, object]] = TARGET, cli: str = "flows.cli"
                 ) -> subprocess.Popen[bytes]:
     env = {**os.environ, "AWS_ENDPOINT_URL": moto_server, "PREFECT_API_URL": prefect_api,
            "NISER_LOCAL_STATE_DIR": str(home), "NISER_LAMBDA_STATE_DIR": str(tmp_path / "lam"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    argv = [sys.executable, "-m", "flows.cli", "benchmark", "--dataset", TINY, "--epochs", "1",
-            "--targets", json.dumps(TARGET), "--levels", "1,2", "--level-seconds", "120"]
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}  # tests.* from tmp_path
+    argv = [sys.executable, "-m", cli, "benchmark", "--dataset", TINY, "--epochs", "1",
+            "--targets", json.dumps(targets), "--levels", "1,2", "--level-seconds", "120"]
     return subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=open(tmp_path / "flow.log", "wb"),
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _served(home: Path) -> int:
-    """Invocations the stand-in's scoring servers of ``home`` have answered so far (their
-    access log lines)."""
+def _served_each(home: Path) -> list[int]:
+    """Invocations each stand-in scoring server of ``home`` has answered so far (its access
+    log lines)."""
     servers = [p for p in ownership.marked_processes(home) if p.role == "sagemaker-server"]
     logs = [p.workdir / "serve-1.log" for p in servers if p.workdir is not None]
-    return sum(log.read_text(errors="replace").count("/invocations") for log in logs
-               if log.exists())
+    return [log.read_text(errors="replace").count("/invocations") if log.exists() else 0
+            for log in logs]
+
+
+def _served(home: Path) -> int:
+    return sum(_served_each(home))
 
 
 @contextlib.contextmanager
@@ -193,6 +199,38 @@ def test_a_flow_stopped_with_sigterm_mid_benchmark_tears_down_what_it_created(
     log = (tmp_path / "flow.log").read_text(errors="replace")
     assert left == [], log[-3000:]
     assert flow.returncode != 0  # stopped, not finished
+
+
+def test_a_sigterm_while_targets_run_in_parallel_tears_every_one_down(
+        account: str, moto_server: str, prefect_api: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    monkeypatch.setenv("NISER_LOCAL_STATE_DIR", str(home))
+    two = [{**TARGET[0], "name": "sm-a"}, {**TARGET[0], "name": "sm-b"}]
+    flow = _start_flow(tmp_path, moto_server, prefect_api, home, two,
+                       cli="tests.deployers.as_if_real_aws")
+    log = tmp_path / "flow.log"
+    try:
+        deadline = time.monotonic() + 300
+        while not (len(served := _served_each(home)) == 2 and min(served) >= 20):
+            assert flow.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"never ran both:\n{log.read_text()}"
+            time.sleep(0.2)
+        began = time.monotonic()
+        os.kill(flow.pid, signal.SIGTERM)  # both sweeps are inside a 120 s level
+        flow.wait(100)
+        stopped_s = time.monotonic() - began
+        left = leftovers.find()
+    finally:
+        if flow.poll() is None:
+            os.killpg(flow.pid, signal.SIGKILL)
+            flow.wait()
+        leftovers.delete(leftovers.find())
+    text = log.read_text(errors="replace")
+    assert "targets benchmarked in parallel, 2 at a time" in text
+    assert left == [], text[-3000:]
+    assert ownership.marked_processes(home) == []
+    assert flow.returncode != 0 and stopped_s < 100  # cut short, not the levels' 2 x 120 s
 
 
 def test_an_orphaned_local_process_is_reported_at_start_and_swept(
