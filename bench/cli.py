@@ -38,6 +38,7 @@ import click
 from bench.cli_options import model_and_dataset
 from bench.leftovers_cli import sweep
 from bench.load_settings import DEFAULT_LEVELS
+from bench.locust_import import locust_import
 from bench.paper_cli import paper
 from bench.predict_cli import predict_check
 from bench.replay_cli import replay
@@ -144,12 +145,9 @@ def http(url: str, data: str, batch_size: int, users: list[int], warmup_s: float
          experiment: str | None, provenance: str) -> None:
     """Closed-loop sweep against a scoring endpoint."""
     _processes_only_with_locust(generator, processes, 1)
-    import pandas as pd
-
     from bench.load_settings import LoadSettings
     from bench.locust_run import labels, locust_sweep
     from bench.payloads import Payloads
-    from bench.stats import saturation_throughput, stats_frame
     from bench.sweep import sweep
     from deployers.http import HttpInvoker
     from niser.data import load_preprocessed
@@ -161,29 +159,9 @@ def http(url: str, data: str, batch_size: int, users: list[int], warmup_s: float
         res = locust_sweep(url, payloads.batches, users, settings, processes)
     else:
         res = sweep(HttpInvoker(url, timeout_s=timeout_s), payloads, users, settings)
-    stats = res.stats()
-    click.echo(f"load generator: {generator}"
-               + (f" ({processes} processes)" if generator == "locust" else ""))
-    with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
-        click.echo(stats_frame(stats).to_string(index=False))
-    click.echo(f"saturation throughput (p95 <= {slo_ms:g} ms): "
-               f"{saturation_throughput(stats, slo_ms)}")
-    if res.stopped_reason:
-        click.echo(f"stopped early: {res.stopped_reason}")
-    if experiment:
-        from bench.report import TargetRun, log_benchmark
+    from bench.http_report import report
 
-        use_default_tracking()
-        label = labels(generator, processes)
-        endpoint = HttpInvoker(url)  # host, port and path only: no user info, no query
-        target = TargetRun("http", res, provenance=provenance,  # type: ignore[arg-type]
-                           settings=settings,
-                           params={"url": f"http://{endpoint.host}:{endpoint.port}{endpoint.path}",
-                                   **label},
-                           notes={"load_generator": label["load_generator"]})
-        run = log_benchmark([target], slo_ms, experiment_name=experiment, run_name="http",
-                            hooks=[], tags={"benchmark.load_generator": generator})
-        click.echo(f"MLflow run {run.parent_run_id} (experiment {experiment!r})", err=True)
+    report(res, url, settings, slo_ms, labels(generator, processes), experiment, provenance)
 
 
 @click.command()
@@ -357,8 +335,8 @@ def serve_stub(delay_ms: float) -> None:
     serve(delay_ms)
 
 
-COMMANDS: list[click.Command] = [calibrate, http, paper, prices, power_tune, predict_check,
-                                 replay, serve_stub, sweep]
+COMMANDS: list[click.Command] = [calibrate, http, locust_import, paper, prices, power_tune,
+                                 predict_check, replay, serve_stub, sweep]
 """What ``niser-mlops`` adds to its group (it has its own ``compare``)."""
 
 

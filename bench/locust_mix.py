@@ -12,16 +12,24 @@ worker ``w`` of ``n`` starts at ``w * len(bodies) // n``. It also carries ``benc
 codes, so the locustfile needs neither pandas nor numpy.
 
 The **records** (``RecordWriter`` / ``read_records``) are one tab-separated file per Locust
-process, ``records-<pid>.tsv`` in the records folder: a line per request ``start_ns end_ns status
-error batch`` (``time.monotonic_ns()``, the same clock in every process of a machine; status as
-``bench.stats``), and a last line ``#cpu <cpu_s> <wall_s>``: the process CPU and wall time between
-Locust's test start and test stop.
+process, ``records-<host>-<pid>.tsv`` in the records folder: a first line ``#meta <host> <clock>``,
+a line per request ``start_ns end_ns status error batch`` (status as ``bench.stats``), and a last
+line ``#cpu <cpu_s> <wall_s>``: the process CPU and wall time between Locust's test start and test
+stop. The clock (``$NISER_LOCUST_CLOCK``) is ``monotonic`` by default (``time.monotonic_ns()``,
+the same in every process of one machine, and no other's) or ``wall`` (``time.time_ns()``, which
+machines whose clocks are kept in step by NTP share to within its skew): records of several
+machines can be merged only on ``wall``. A request's latency is always one machine's own
+difference; the clock only places the requests of different machines in one window. ``<host>``
+is ``$NISER_LOCUST_HOST`` or the host name.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import socket
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +41,11 @@ MIX_ENV = "NISER_LOCUST_MIX"
 """Environment variable naming the mix file (read by the locustfile)."""
 OUT_ENV = "NISER_LOCUST_OUT"
 """Environment variable naming the folder the locustfile writes its records to."""
+CLOCK_ENV = "NISER_LOCUST_CLOCK"
+"""Environment variable choosing the records' clock: ``monotonic`` (default) or ``wall``."""
+HOST_ENV = "NISER_LOCUST_HOST"
+"""Environment variable naming the machine in its records (default: the host name)."""
+CLOCKS = {"monotonic": time.monotonic_ns, "wall": time.time_ns}
 ABANDONED = "AbandonedInFlight"
 """Error class of a request still unanswered when Locust stopped its user."""
 
@@ -78,17 +91,35 @@ def read_mix(path: str | Path) -> Mix:
                list(data["bodies"]), [int(n) for n in data["sessions"]], dict(data["codes"]))
 
 
-class RecordWriter:
-    """Appends one process's records to ``<folder>/records-<pid>.tsv`` (opened on first use)."""
+def clock_name() -> str:
+    """The records' clock named by ``$NISER_LOCUST_CLOCK``; ``ValueError`` naming it otherwise."""
+    name = os.environ.get(CLOCK_ENV, "monotonic") or "monotonic"
+    if name not in CLOCKS:
+        raise ValueError(f"{CLOCK_ENV}={name!r}: expected one of {', '.join(CLOCKS)}")
+    return name
 
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
+
+def host_name() -> str:
+    """This machine's name in its records (file-name safe)."""
+    return re.sub(r"[^A-Za-z0-9.-]", "_", os.environ.get(HOST_ENV) or socket.gethostname())
+
+
+class RecordWriter:
+    """Appends one process's records to ``<folder>/records-<host>-<pid>.tsv`` (opened on first
+    use, with its ``#meta`` line)."""
+
+    def __init__(self, folder: str | Path, clock: str = "monotonic") -> None:
+        self.folder, self.clock = Path(folder), clock
         self._file: IO[str] | None = None
 
     def _out(self) -> IO[str]:
         if self._file is None:
-            self._file = open(self.folder / f"records-{os.getpid()}.tsv", "a",  # noqa: SIM115
-                              buffering=1 << 16)
+            host = host_name()
+            path = self.folder / f"records-{host}-{os.getpid()}.tsv"
+            fresh = not path.exists()
+            self._file = open(path, "a", buffering=1 << 16)  # noqa: SIM115
+            if fresh:
+                self._file.write(f"#meta\t{host}\t{self.clock}\n")
         return self._file
 
     def request(self, start_ns: int, end_ns: int, status: int, error: str, batch: int) -> None:
@@ -115,14 +146,21 @@ class Records:
     cpu_s: float = 0.0  # summed over the processes
     wall_s: float = 0.0  # the longest process's
     files: int = 0
+    hosts: set[str] = field(default_factory=set)
+    clocks: set[str] = field(default_factory=set)
 
 
-def read_records(folder: str | Path) -> Records:
-    """The records of every ``records-*.tsv`` in ``folder``, in file then line order."""
+def read_records(*folders: str | Path) -> Records:
+    """The records of every ``records-*.tsv`` in ``folders``, in folder, file then line order.
+    A file without a ``#meta`` line is this machine's, on the monotonic clock."""
     out = Records()
-    for path in sorted(Path(folder).glob("records-*.tsv")):
+    for path in (p for folder in folders for p in sorted(Path(folder).glob("records-*.tsv"))):
         out.files += 1
-        for line in path.read_text().splitlines():
+        lines = path.read_text().splitlines()
+        meta = lines[0].split("\t") if lines and lines[0].startswith("#meta") else None
+        out.hosts.add(meta[1] if meta else host_name())
+        out.clocks.add(meta[2] if meta else "monotonic")
+        for line in lines[1:] if meta else lines:
             cols = line.split("\t")
             if cols[0] == "#cpu":
                 out.cpu_s += float(cols[1])

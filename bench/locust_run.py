@@ -94,6 +94,14 @@ def to_level(records: Records, users: int, settings: LoadSettings,
     """The ``LevelResult`` of one Locust run's records (see the module docstring)."""
     if not records.start_ns:
         raise ValueError("no request was recorded: nothing to make a level of")
+    if len(records.clocks) > 1:
+        raise ValueError(f"records on different clocks ({', '.join(sorted(records.clocks))}) "
+                         "cannot share a window: run every Locust process with the same "
+                         "NISER_LOCUST_CLOCK")
+    if len(records.hosts) > 1 and records.clocks != {"wall"}:
+        raise ValueError(f"records of machines {', '.join(sorted(records.hosts))} are stamped "
+                         "with each machine's own monotonic clock: run the Locust workers with "
+                         "NISER_LOCUST_CLOCK=wall (NTP-synchronised clocks) to merge them")
     base = min(records.start_ns)
     t0 = base + int(settings.warmup_s * 1e9)
     t1 = max(t0, min(t0 + int(settings.duration_s * 1e9), max(records.end_ns)))
@@ -102,7 +110,9 @@ def to_level(records: Records, users: int, settings: LoadSettings,
         for start, end, status, error in zip(records.start_ns, records.end_ns, records.status,
                                              records.error, strict=True)]
     rows.sort(key=lambda r: r[0])
-    share = records.cpu_s / (records.wall_s * cores()) if records.wall_s > 0 else math.nan
+    # several machines: their cores are not known here, so the generator's share is not measured
+    share = (records.cpu_s / (records.wall_s * cores())
+             if records.wall_s > 0 and len(records.hosts) <= 1 else math.nan)
     return finish("closed", users, rows, base, (t0, t1), LevelClock.start(clock), settings,
                   threads=users, abandoned=records.error.count(ABANDONED), generator_cpu=share)
 

@@ -9,8 +9,8 @@ imported by the benchmark: ``import locust`` monkey-patches the whole process wi
 - Users: ``FastHttpUser`` (geventhttpclient: keep-alive, the least CPU per request Locust offers),
   zero think time, one task that POSTs the next body and checks the answer has a ``predictions``
   row per session (a failure otherwise, as ``deployers.http.HttpInvoker`` would raise).
-- Output: a Locust ``request`` event hook writes each request to ``$NISER_LOCUST_OUT/records-<pid>
-  .tsv``: its end (``time.monotonic_ns()`` at the hook), its start (end minus Locust's own
+- Output: a Locust ``request`` event hook writes each request to ``$NISER_LOCUST_OUT/records-<host>-
+  <pid>.tsv``: its end (on ``$NISER_LOCUST_CLOCK``'s clock at the hook), its start (end minus Locust's own
   ``response_time``), status, error class and pool index. A request still unanswered when Locust
   stops its user is written as an ``AbandonedInFlight`` timeout, and at test stop each process adds
   its CPU and wall time (``#cpu`` line).
@@ -30,13 +30,15 @@ from typing import Any
 from locust import FastHttpUser, constant, events, task
 from locust.env import Environment
 
-from bench.locust_mix import ABANDONED, MIX_ENV, OUT_ENV, RecordWriter, read_mix
+from bench.locust_mix import ABANDONED, CLOCKS, MIX_ENV, OUT_ENV, RecordWriter, clock_name, read_mix
 
 MIX = read_mix(os.environ[MIX_ENV])
 OK, ERROR, TIMEOUT = MIX.codes["ok"], MIX.codes["error"], MIX.codes["timeout"]
 TIMEOUT_NS = int(MIX.timeout_s * 1e9)
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
-OUT = RecordWriter(os.environ[OUT_ENV])
+CLOCK = clock_name()
+now_ns = CLOCKS[CLOCK]
+OUT = RecordWriter(os.environ[OUT_ENV], CLOCK)
 
 _counter = itertools.count()
 _offset: int | None = None
@@ -67,7 +69,7 @@ def _error_class(exception: BaseException, response: Any) -> tuple[int, str]:
 @events.request.add_listener
 def _record(response_time: float, context: dict[str, Any], exception: BaseException | None,
             response: Any = None, **_: Any) -> None:
-    end = time.monotonic_ns()
+    end = now_ns()
     start = end - round(response_time * 1e6)
     if exception is None:
         status, error = (OK, "") if end - start <= TIMEOUT_NS else (TIMEOUT, "SlowerThanTimeout")
@@ -84,7 +86,7 @@ def _test_start(**_: Any) -> None:
 
 @events.test_stop.add_listener
 def _test_stop(**_: Any) -> None:
-    now = time.monotonic_ns()
+    now = now_ns()
     for start, index in list(_inflight.values()):
         OUT.request(start, now, TIMEOUT, ABANDONED, index)
     _inflight.clear()
@@ -109,7 +111,7 @@ class Scorer(FastHttpUser):
     def score(self) -> None:
         index = _next_index(self.environment)
         key = id(self)
-        _inflight[key] = (time.monotonic_ns(), index)
+        _inflight[key] = (now_ns(), index)
         with self.client.post(MIX.path, data=MIX.bodies[index], headers=HEADERS,
                               catch_response=True, context={"batch": index}) as resp:
             if resp.status_code is not None and 200 <= resp.status_code < 300:

@@ -151,3 +151,85 @@ def test_no_project_module_imports_locust_or_the_locustfile():
                        for n in names):
                     offenders.append(str(path.relative_to(repo)))
     assert offenders == []
+
+
+def _distributed_run(tmp_path, url: str, clock: str) -> list:
+    """A real distributed Locust run on 127.0.0.1: a master and two workers, each worker
+    named as its own machine (``NISER_LOCUST_HOST``) with its own records folder."""
+    import os
+    import subprocess
+
+    from bench.locust_run import LOCUSTFILE
+    from deployers.http import free_port
+
+    mix = write_mix(tmp_path / "mix.json", pool(batch_size=1).batches, "/invocations", 20, 5.0,
+                    processes=2)
+    port, root = free_port(), str(LOCUSTFILE.parents[1])
+    base = {**os.environ, "NISER_LOCUST_MIX": str(mix), "NISER_LOCUST_CLOCK": clock,
+            "PYTHONPATH": root}
+    locust = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--loglevel", "WARNING"]
+    folders, procs = [], []
+    for name in ("master", "box-a", "box-b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        env = {**base, "NISER_LOCUST_OUT": str(folder), "NISER_LOCUST_HOST": name}
+        argv = locust + (
+            ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+             "--expect-workers", "2", "--headless", "--users", "4", "--spawn-rate", "1000",
+             "--run-time", "3s", "--stop-timeout", "5", "--host", url, "--only-summary",
+             "--exit-code-on-error", "0"] if name == "master" else
+            ["--worker", "--master-host", "127.0.0.1", "--master-port", str(port)])
+        procs.append(subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, start_new_session=True))
+        if name != "master":
+            folders.append(folder)
+    try:
+        assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return folders
+
+
+def test_a_distributed_locust_run_of_two_machines_imports_as_one_level_into_mlflow(
+        tracking_uri, tmp_path):
+    with StubServer(5.0) as server:
+        a, b = _distributed_run(tmp_path, server.url, "wall")
+        result = CliRunner().invoke(bench, [
+            "locust-import", "--level", f"4={a},{b}", "--url", server.url, "--workers", "2",
+            "--warmup-s", "0.5", "--duration-s", "2", "--experiment", "locust-import"])
+    assert result.exit_code == 0, result.output
+    assert "records of 2 machine(s): box-a, box-b" in result.stdout
+    records = read_records(a, b)
+    assert records.hosts == {"box-a", "box-b"} and records.clocks == {"wall"}
+    assert min(len(list(f.glob("records-*.tsv"))) for f in (a, b)) == 1  # each wrote its own
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("locust-import")
+    child = client.search_runs([exp.experiment_id], "tags.`benchmark.target` = 'http'")[0]
+    assert child.data.params["load_generator"] == "locust"
+    assert child.data.params["load_generator_processes"] == "2"
+    history = client.get_metric_history(child.info.run_id, "latency_p50_ms")
+    assert [m.step for m in history] == [4] and 5.0 <= history[0].value < 50.0
+    level = to_level(records, 4, LoadSettings(warmup_s=0.5, duration_s=2.0, timeout_s=5.0))
+    assert level.stats().ok > 100 and level.stats().errors == 0
+    assert level.cpu_fraction != level.cpu_fraction  # NaN: the machines' cores are unknown
+    assert "gevent" not in sys.modules and "locust" not in sys.modules
+
+
+def test_monotonic_records_of_two_machines_are_refused_naming_the_clock(tmp_path):
+    for host in ("box-a", "box-b"):
+        (tmp_path / host).mkdir()
+        (tmp_path / host / f"records-{host}-1.tsv").write_text(
+            f"#meta\t{host}\tmonotonic\n10\t20\t0\t\t0\n")
+    result = CliRunner().invoke(bench, [
+        "locust-import", "--level", f"1={tmp_path / 'box-a'},{tmp_path / 'box-b'}",
+        "--url", "http://127.0.0.1:1/invocations"])
+    assert result.exit_code == 2 and "NISER_LOCUST_CLOCK=wall" in result.output
+
+
+@pytest.mark.parametrize("spec", ["4", "x=dir", "0=dir", "4=/nonexistent-records"])
+def test_a_bad_level_exits_2_naming_the_option(spec):
+    result = CliRunner().invoke(bench, ["locust-import", "--level", spec, "--url",
+                                        "http://127.0.0.1:1/invocations"])
+    assert result.exit_code == 2 and "--level" in result.output
