@@ -38,7 +38,7 @@ import click
 from bench.cli_options import model_and_dataset
 from bench.leftovers_cli import sweep
 from bench.load_settings import DEFAULT_LEVELS
-from bench.locust_import import locust_import
+from bench.locust_import import locust_import, locust_mix
 from bench.paper_cli import paper
 from bench.predict_cli import predict_check
 from bench.replay_cli import replay
@@ -335,7 +335,7 @@ def serve_stub(delay_ms: float) -> None:
     serve(delay_ms)
 
 
-COMMANDS: list[click.Command] = [calibrate, http, locust_import, paper, prices, power_tune,
+COMMANDS: list[click.Command] = [calibrate, http, locust_import, locust_mix, paper, prices, power_tune,
                                  predict_check, replay, serve_stub, sweep]
 """What ``niser-mlops`` adds to its group (it has its own ``compare``)."""
 

@@ -1,4 +1,5 @@
-"""Locust runs of several machines, imported as one sweep: ``niser-mlops locust-import``.
+"""Locust runs of several machines: ``niser-mlops locust-mix`` writes the mix file the workers
+send, ``niser-mlops locust-import`` imports their records as one sweep.
 
 Locust's distributed mode (a master and workers on other machines, README "Load from Locust")
 leaves each worker's per-request records in that worker's own folder. Copied to one machine, the
@@ -87,3 +88,30 @@ def locust_import(level_specs: tuple[str, ...], url: str, workers: int, warmup_s
     click.echo(f"records of {len(hosts)} machine(s): {', '.join(hosts)}")
     report(res, url, settings, slo_ms, labels("locust", workers), experiment, provenance,
            run_name="locust-import")
+
+
+@click.command(name="locust-mix")
+@click.option("--data", required=True,
+              help="Preprocessed dataset folder whose test prefixes become the payloads.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="The mix file to write (NISER_LOCUST_MIX of every worker).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Locust workers that will send it (each starts at its share of the pool).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--path", "url_path", default="/invocations", show_default=True,
+              help="The endpoint's request path.")
+@click.option("--k", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--timeout-s", type=POSITIVE, default=10.0, show_default=True)
+def locust_mix(data: str, out_path: Path, workers: int, batch_size: int, url_path: str, k: int,
+               timeout_s: float) -> None:
+    """Write the payload mix distributed Locust workers send (as ``http --generator locust``)."""
+    from bench.locust_mix import write_mix
+    from bench.payloads import Payloads
+    from niser.data import load_preprocessed
+
+    if not url_path.startswith("/"):
+        raise click.BadParameter(f"must start with '/', got {url_path!r}", param_hint="--path")
+    dataset = load_preprocessed(data)
+    payloads = Payloads.from_samples(dataset.test, dataset.vocab, batch_size=batch_size)
+    write_mix(out_path, payloads.batches, url_path, k, timeout_s, workers)
+    click.echo(f"{out_path}: {len(payloads.batches)} request bodies for {workers} worker(s)")

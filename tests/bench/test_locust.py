@@ -233,3 +233,27 @@ def test_a_bad_level_exits_2_naming_the_option(spec):
     result = CliRunner().invoke(bench, ["locust-import", "--level", spec, "--url",
                                         "http://127.0.0.1:1/invocations"])
     assert result.exit_code == 2 and "--level" in result.output
+
+
+def test_locust_mix_writes_the_pool_our_generator_sends_for_n_workers(tmp_path):
+    data = tmp_path / "split"
+    data.mkdir()
+    (data / "train_sessions.txt").write_text("1 2 3 4\n5 6 7\n")
+    (data / "test.tsv").write_text("1 2\t3\n5\t6\n2 3\t4\n")
+    result = CliRunner().invoke(bench, ["locust-mix", "--data", str(data), "--out",
+                                        str(tmp_path / "mix.json"), "--workers", "3"])
+    assert result.exit_code == 0, result.output
+    mix = read_mix(tmp_path / "mix.json")
+    ours = Payloads.from_samples(*_split(data), batch_size=1)
+    assert mix.processes == 3 and mix.path == "/invocations" and mix.k == 20
+    assert mix.bodies == [wire.encode_request(b, 20).decode() for b in ours.batches]
+    bad = CliRunner().invoke(bench, ["locust-mix", "--data", str(data), "--out",
+                                     str(tmp_path / "m.json"), "--path", "invocations"])
+    assert bad.exit_code == 2 and "--path" in bad.output
+
+
+def _split(data):
+    from niser.data import load_preprocessed
+
+    dataset = load_preprocessed(str(data))
+    return dataset.test, dataset.vocab
