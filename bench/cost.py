@@ -74,6 +74,15 @@ def hourly_cost(drivers: CostDrivers, table: PriceTable, region: str | None = No
                      "use lambda_bill or serverless_bill")
 
 
+def training_cost(billable_seconds: float, instance_type: str, table: PriceTable,
+                  region: str | None = None) -> float:
+    """USD of a SageMaker training job: billable seconds (instance count and spot savings
+    already in them, as SageMaker reports ``BillableTimeInSeconds``) x the training price per
+    instance-hour / 3,600."""
+    _positive("billable_seconds", billable_seconds)
+    return billable_seconds * table.training_hourly(instance_type, region).usd / SECONDS_PER_HOUR
+
+
 def cost_per_inference_at_load(cost_per_hour: float, served_rps: float) -> float:
     """USD per inference at the offered load: price per hour / requests served per hour."""
     _positive("cost_per_hour", cost_per_hour)

@@ -116,6 +116,11 @@ def _one_price(client: Any, service: str, filters: dict[str, str],
     return found.pop() if found else None
 
 
+def _is_training(product: dict[str, Any]) -> bool:
+    attrs = product.get("product", {}).get("attributes", {})
+    return "Train" in str(attrs.get("usagetype", "Train"))
+
+
 def _is_hourly_hosting(product: dict[str, Any]) -> bool:
     attrs = product.get("product", {}).get("attributes", {})
     return "Host" in str(attrs.get("usagetype", "Host"))
@@ -137,22 +142,32 @@ def refresh(
     def fresh(usd: float, unit: str) -> Price:
         return Price(usd=usd, unit=unit, as_of=day, source=SOURCE)
 
-    hosting: dict[str, Price] = {}
-    for instance, previous in sorted(old.sagemaker_hosting_per_hour.items()):
-        try:
-            got = _one_price(client, "AmazonSageMaker", {
-                "productFamily": "ML Instance", "component": "Hosting",
-                "instanceName": instance, "regionCode": region}, accept=_is_hourly_hosting)
-        except PriceError as exc:
-            hosting[instance] = previous
-            report.append(f"kept {instance}: {exc}")
-            continue
-        if got is None:
-            hosting[instance] = previous
-            report.append(f"kept {instance}: not found in the Price List for {region}")
-        else:
-            hosting[instance] = fresh(got[0], "USD per instance-hour (real-time hosting)")
-            report.append(f"{instance}: {got[0]} USD per hour")
+    def instances(kind: str, previous_rows: dict[str, Price], accept: Any) -> dict[str, Price]:
+        """``kind`` ("Hosting" or "Training") prices per instance type, refreshed one by one."""
+        unit = ("USD per instance-hour (real-time hosting)" if kind == "Hosting"
+                else "USD per instance-hour (training job, billed per second)")
+        label = "" if kind == "Hosting" else "training "
+        rows: dict[str, Price] = {}
+        for instance, previous in sorted(previous_rows.items()):
+            try:
+                got = _one_price(client, "AmazonSageMaker", {
+                    "productFamily": "ML Instance", "component": kind,
+                    "instanceName": instance, "regionCode": region}, accept=accept)
+            except PriceError as exc:
+                rows[instance] = previous
+                report.append(f"kept {label}{instance}: {exc}")
+                continue
+            if got is None:
+                rows[instance] = previous
+                report.append(f"kept {label}{instance}: not found in the Price List for "
+                              f"{region}")
+            else:
+                rows[instance] = fresh(got[0], unit)
+                report.append(f"{label}{instance}: {got[0]} USD per hour")
+        return rows
+
+    hosting = instances("Hosting", old.sagemaker_hosting_per_hour, _is_hourly_hosting)
+    training = instances("Training", old.sagemaker_training_per_hour, _is_training)
 
     lam = old.lambda_
     requests = _one_price(client, "AWSLambda", {"group": LAMBDA_REQUEST_GROUP,
@@ -180,7 +195,10 @@ def refresh(
         report.append("kept sagemaker_serverless: not refreshed from the Price List API")
     new_region = RegionPrices.model_validate({
         "lambda": new_lambda, "sagemaker_hosting_per_hour": hosting,
-        "sagemaker_serverless": old.sagemaker_serverless})
+        "sagemaker_training_per_hour": training,
+        "sagemaker_serverless": old.sagemaker_serverless,
+        "s3_storage_gb_month": old.s3_storage_gb_month,
+        "logs_storage_gb_month": old.logs_storage_gb_month})
     regions = dict(base.regions)
     regions[region] = new_region
     return base.model_copy(update={"regions": regions}), report

@@ -73,6 +73,9 @@ class RegionPrices(_Strict):
     lambda_: LambdaPrices = Field(alias="lambda", description="AWS Lambda prices.")
     sagemaker_hosting_per_hour: dict[str, Price] = Field(
         description="SageMaker real-time hosting, USD per instance-hour, keyed by instance type.")
+    sagemaker_training_per_hour: dict[str, Price] = Field(
+        default_factory=dict,
+        description="SageMaker training jobs, USD per instance-hour, keyed by instance type.")
     sagemaker_serverless: ServerlessPrices | None = Field(
         default=None, description="SageMaker Serverless Inference prices; null if unknown.")
     s3_storage_gb_month: Price | None = Field(
@@ -120,6 +123,19 @@ class PriceTable(_Strict):
             known = ", ".join(sorted(prices))
             raise PriceError(
                 f"no hosting price for instance type {instance_type!r} in region "
+                f"{region or self.default_region!r}; known types: {known}. Add it to the price "
+                "table or refresh it from the Price List API."
+            ) from None
+
+    def training_hourly(self, instance_type: str, region: str | None = None) -> Price:
+        """SageMaker training price per instance-hour of ``instance_type`` in ``region``."""
+        prices = self.region(region).sagemaker_training_per_hour
+        try:
+            return prices[instance_type]
+        except KeyError:
+            known = ", ".join(sorted(prices)) or "(none)"
+            raise PriceError(
+                f"no training price for instance type {instance_type!r} in region "
                 f"{region or self.default_region!r}; known types: {known}. Add it to the price "
                 "table or refresh it from the Price List API."
             ) from None

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
+from deployers.sagemaker.training import TrainingSettings
 from niser.train import TrainConfig
 
 Count = Annotated[int, Field(ge=1)]
@@ -30,3 +31,14 @@ def train_config(hyperparameters: TrainConfig | None, **defaults: Any) -> TrainC
     """``defaults`` (e.g. the flow's ``epochs``) under the fields ``hyperparameters`` sets."""
     given = hyperparameters.model_dump(exclude_unset=True) if hyperparameters else {}
     return TrainConfig(**{**defaults, **given})
+
+
+def training_settings(train_on: str, training: TrainingSettings | None) -> TrainingSettings | None:
+    """The training job's settings when ``train_on`` is ``sagemaker`` (defaults when none are
+    given); ``None`` for local training, where ``training`` settings are refused."""
+    if train_on == "sagemaker":
+        return training or TrainingSettings()
+    if training is not None:
+        raise ValueError(f"training: settings of a SageMaker training job apply to "
+                         f"train_on='sagemaker', not train_on={train_on!r}")
+    return None

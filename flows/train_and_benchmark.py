@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 import mlflow
 from prefect import flow, get_run_logger
@@ -16,8 +16,9 @@ from bench.load_settings import DEFAULT_LEVELS, LoadSettings
 from bench.recommend import Workload
 from bench.rounding import fmt
 from bench.targets import TargetSpec, validate_targets
+from deployers.sagemaker.training import TrainingSettings
 from flows import tasks
-from flows.parameters import Count, Levels, Positive, train_config
+from flows.parameters import Count, Levels, Positive, train_config, training_settings
 from niser.train import TrainConfig
 
 # The seed paper's platforms, all runnable on one machine: the on-premise server with one and two
@@ -70,6 +71,8 @@ def train_and_benchmark(
     experiment: str = "niser",
     run_name: str | None = None,
     max_parallel_targets: Count = 4,
+    train_on: Literal["local", "sagemaker"] = "local",
+    training: TrainingSettings | None = None,
 ) -> dict[str, Any]:
     """Train NISER on ``dataset``, register it, benchmark it on every target, log it all.
 
@@ -80,10 +83,13 @@ def train_and_benchmark(
     ``request_rate_rps`` (plus ``burst_rps`` for ``burst_fraction`` of the time) the load for
     which the cheapest deployment is recommended; ``max_parallel_targets`` how many targets
     are benchmarked at once when all are real AWS endpoints (local ones always run one after
-    the other: ``bench.fanout``).
+    the other: ``bench.fanout``). ``train_on="sagemaker"`` trains in a SageMaker training job
+    (``training``: ``TrainingSettings`` fields such as ``{"instance_type": "ml.c5.xlarge",
+    "spot": true}``) that logs and registers into the same run; the rest is unchanged.
     """
     logger = get_run_logger()
     config = train_config(hyperparameters, epochs=epochs)
+    job_settings = training_settings(train_on, training)
     specs = validate_targets(DEFAULT_TARGETS if targets is None else targets)
     load = LoadSettings(warmup_s=warmup_seconds, duration_s=level_seconds)
     workload = Workload(base_rps=request_rate_rps, burst_rps=burst_rps,
@@ -95,9 +101,13 @@ def train_and_benchmark(
         run_id, experiment_id = run.info.run_id, run.info.experiment_id
         flow_run_id = run.data.tags["prefect.flow_run_id"]
         data = tasks.load_data(dataset)
-        result = tasks.train_model(data, config, run_id)
-        model_uri = tasks.log_model(result, data, run_id)
-        registration = tasks.register_model(model_uri)
+        if job_settings is not None:
+            job = tasks.train_on_sagemaker(data, config, job_settings, run_id)
+            metrics, registration = job.metrics, job.registration
+        else:
+            result = tasks.train_model(data, config, run_id)
+            registration = tasks.register_model(tasks.log_model(result, data, run_id))
+            metrics = result.final
         logger.info("registered niser version %s as %s (%s)", registration.version,
                     registration.alias, registration.reason)
         if specs:
@@ -132,7 +142,7 @@ def train_and_benchmark(
             recommendation, recommended, slo_ms, links))
     summary = {"mlflow_run_id": run_id, "model_version": registration.version,
                "alias": registration.alias, "alias_reason": registration.reason,
-               "metrics": result.final, "targets": rows, "slo_ms": slo_ms,
+               "metrics": metrics, "targets": rows, "slo_ms": slo_ms,
                "workload_rps": workload.mean_rps,
                "benchmark_run_id": bench_run.parent_run_id if bench_run else None,
                "recommendation": recommendation, "recommended": recommended, "links": links,

@@ -11,6 +11,10 @@ test period is never touched. Every loader here lists training samples in augmen
 training sessions by date, the synthetic generator emits them in time order), so "the last
 sessions" are the most recent ones. Raw click logs can instead be carved by date with
 ``niser.preprocess`` (``valid_span``), the test split's rule applied to the training period.
+
+``save_prepared`` / ``load_prepared`` keep a ``SessionData`` as one ``.npz`` file (no pickle):
+what a training job elsewhere (a SageMaker training job's ``train`` channel) reads back
+unchanged, fingerprint included.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -231,3 +236,48 @@ def load_preprocessed(folder: str | Path, name: str | None = None) -> SessionDat
     test = Samples.from_pairs(prefixes, targets)
     n = int(max(train.items.max(), train.targets.max(), test.items.max(), test.targets.max()))
     return SessionData(name or folder.name, train, test, Vocabulary.identity(n))
+
+
+PREPARED_SUFFIX = ".npz"
+_SPLITS = ("train", "test", "valid")
+
+
+def save_prepared(data: SessionData, path: str | Path) -> Path:
+    """Write ``data`` to ``path`` (an ``.npz`` file: every split's arrays, the vocabulary's raw
+    ids and the name); ``load_prepared`` reads it back equal, fingerprint included."""
+    path = Path(path)
+    if path.suffix != PREPARED_SUFFIX:
+        raise ValueError(f"a prepared dataset file ends in {PREPARED_SUFFIX}, got {path.name!r}")
+    arrays: dict[str, Any] = {"name": np.array(data.name), "raw_ids": data.vocab.raw_ids}
+    for split in _SPLITS:
+        samples = getattr(data, split)
+        if samples is not None:
+            arrays.update({f"{split}_items": samples.items, f"{split}_offsets": samples.offsets,
+                           f"{split}_targets": samples.targets})
+    with path.open("wb") as f:
+        np.savez_compressed(f, **arrays)
+    return path
+
+
+def load_prepared(path: str | Path) -> SessionData:
+    """The ``SessionData`` written by ``save_prepared``; ``DataError`` naming what is wrong."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            got = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a prepared dataset file ({exc})") from None
+    missing = [k for k in ("name", "raw_ids", "train_items", "test_items") if k not in got]
+    if missing:
+        raise DataError(f"{path}: not a prepared dataset file (missing {missing})")
+
+    def split(name: str) -> Samples | None:
+        if f"{name}_items" not in got:
+            return None
+        return Samples(got[f"{name}_items"].astype(np.int64),
+                       got[f"{name}_offsets"].astype(np.int64),
+                       got[f"{name}_targets"].astype(np.int64))
+
+    train, test = split("train"), split("test")
+    assert train is not None and test is not None
+    return SessionData(str(got["name"]), train, test, Vocabulary(got["raw_ids"]), split("valid"))

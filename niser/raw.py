@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from niser.data import DataError, SessionData, load_preprocessed
+from niser.data import PREPARED_SUFFIX, DataError, SessionData, load_prepared, load_preprocessed
 from niser.preprocess import Preprocessed, preprocess_clicks
 
 log = logging.getLogger(__name__)
@@ -240,6 +240,7 @@ SPEC_FORMS = (
     "a path to a raw Diginetica click log ending in .csv (train-item-views.csv)",
     "a path to a raw Yoochoose click log ending in .dat (yoochoose-clicks.dat), optionally "
     "followed by '@1/64', '@1/4' or '@1' for the most recent training fraction (default 1/64)",
+    "a prepared dataset file ending in .npz (written by niser.data.save_prepared)",
 )
 
 
@@ -283,6 +284,7 @@ def load_dataset(
     loaders: dict[str, Callable[[], SessionData]] = {
         ".csv": lambda: load_diginetica(path),
         ".dat": lambda: load_yoochoose(path, fraction=fraction),
+        PREPARED_SUFFIX: lambda: load_prepared(path),
     }
     if path.is_dir():
         if not (path / "train_sessions.txt").is_file() or not (path / "test.tsv").is_file():

@@ -8,6 +8,9 @@ against AWS.
   Runtime API behind, each execution environment a real ``awslambdaric`` process
   (``lambda_environment``) in a cgroup shaped like Lambda's (``lambda_shape``: memory_mb / 1,769
   vCPU, Lambda's visible cores, memory_mb of memory).
+- ``LocalTraining`` (``sagemaker_training``): a ``CreateTrainingJob`` request run on this machine
+  as SageMaker's PyTorch training container runs it (channels from S3, the entry program with the
+  ``SM_*`` environment, logs to CloudWatch Logs, model and output archives back to S3).
 - ``LocalSageMaker`` (``sagemaker_serving``): the endpoint's model archive read back from S3 and
   served by ``mlflow models serve`` behind an nginx data plane (``sagemaker_dataplane``), one
   server per instance, each in a cgroup shaped like its instance type.
@@ -30,8 +33,10 @@ from pathlib import Path
 
 from deployers.standins.lambda_service import FunctionConfig, LocalLambda
 from deployers.standins.sagemaker_serving import LocalSageMaker
+from deployers.standins.sagemaker_training import LocalTraining
 
-__all__ = ["FunctionConfig", "LocalLambda", "LocalSageMaker", "StandIns", "code_dir", "current"]
+__all__ = ["FunctionConfig", "LocalLambda", "LocalSageMaker", "LocalTraining", "StandIns",
+           "code_dir", "current"]
 
 
 def code_dir() -> Path:
@@ -48,6 +53,7 @@ class StandIns:
         self._lock = threading.Lock()
         self._lambda: LocalLambda | None = None
         self._sagemaker: LocalSageMaker | None = None
+        self._training: LocalTraining | None = None
 
     def aws_lambda(self) -> LocalLambda:
         """The local Lambda service (started now if it is not running)."""
@@ -63,6 +69,13 @@ class StandIns:
                 self._sagemaker = LocalSageMaker()
             return self._sagemaker
 
+    def training(self) -> LocalTraining:
+        """The local SageMaker training jobs."""
+        with self._lock:
+            if self._training is None:
+                self._training = LocalTraining()
+            return self._training
+
     def running_lambda(self) -> LocalLambda | None:
         """The local Lambda service if it runs, without starting it."""
         return self._lambda
@@ -74,8 +87,10 @@ class StandIns:
     def close(self) -> None:
         """Stop every stand-in of this process; idempotent."""
         with self._lock:
-            lam, sm = self._lambda, self._sagemaker
-            self._lambda = self._sagemaker = None
+            lam, sm, training = self._lambda, self._sagemaker, self._training
+            self._lambda = self._sagemaker = self._training = None
+        if training is not None:
+            training.close()
         if lam is not None:
             lam.close()
         if sm is not None:

@@ -140,12 +140,13 @@ def _page(items: list[str], token: str | None = None) -> dict[str, Any]:
 
 @pytest.fixture
 def small_base() -> prices.PriceTable:
-    """The packaged table with two instance types, so the stubbed conversation stays short."""
+    """The packaged table with two hosting instance types and no training ones, so the stubbed
+    conversation stays short."""
     table = prices.load()
     region = table.region()
     hosting = {k: region.sagemaker_hosting_per_hour[k] for k in ("ml.c5.xlarge", "ml.m5.large")}
     return table.model_copy(update={"regions": {"us-east-1": region.model_copy(
-        update={"sagemaker_hosting_per_hour": hosting})}})
+        update={"sagemaker_hosting_per_hour": hosting, "sagemaker_training_per_hour": {}})}})
 
 
 def _stub_refresh(stubber: Stubber) -> None:
@@ -225,6 +226,36 @@ def test_ambiguous_hosting_prices_are_kept_and_reported(small_base):
         table, report = price_list.refresh(one, region="us-east-1", client=client, today=TODAY)
     assert table.instance_hourly("ml.c5.xlarge") == one.instance_hourly("ml.c5.xlarge")
     assert any("several prices" in line for line in report)
+
+
+def test_refresh_asks_for_training_prices_and_keeps_storage_prices(small_base):
+    region = small_base.region()
+    base = small_base.model_copy(update={"regions": {"us-east-1": region.model_copy(update={
+        "sagemaker_hosting_per_hour": {},
+        "sagemaker_training_per_hour": {"ml.m5.xlarge": prices.load().training_hourly(
+            "ml.m5.xlarge")}})}})
+    client = _pricing_client()
+    training = _product("AmazonSageMaker", {
+        "productFamily": "ML Instance", "component": "Training", "instanceName": "ml.m5.xlarge",
+        "regionCode": "us-east-1", "usagetype": "USE1-Train:ml.m5.xlarge"},
+        [("0", "Inf", "0.2300000000")], "Hrs")
+    with Stubber(client) as stubber:
+        stubber.add_response("get_products", _page([training]), _expect("AmazonSageMaker", {
+            "productFamily": "ML Instance", "component": "Training",
+            "instanceName": "ml.m5.xlarge", "regionCode": "us-east-1"}))
+        for _ in range(7):  # the Lambda groups: none found, kept
+            stubber.add_response("get_products", _page([]))
+        table, report = price_list.refresh(base, region="us-east-1", client=client, today=TODAY)
+    got = table.training_hourly("ml.m5.xlarge")
+    assert (got.usd, got.as_of) == (0.23, TODAY)
+    assert "training ml.m5.xlarge: 0.23 USD per hour" in report
+    assert table.region().s3_storage_gb_month == region.s3_storage_gb_month is not None
+    assert table.region().logs_storage_gb_month == region.logs_storage_gb_month is not None
+
+
+def test_training_price_of_an_unknown_type_names_the_known_ones():
+    with pytest.raises(prices.PriceError, match=r"ml\.p3\.2xlarge.*known types: .*ml\.m5\.xlarge"):
+        prices.load().training_hourly("ml.p3.2xlarge")
 
 
 @pytest.fixture
