@@ -93,7 +93,8 @@ def job_environment(run_id: str, local: bool) -> dict[str, str]:
         raise ValueError(f"train_on='sagemaker': the training job logs to MLflow over the "
                          f"network; the tracking URI {uri!r} is not a server it can reach (set "
                          "MLFLOW_TRACKING_URI to an http(s):// MLflow server)")
-    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_RUN_ID": run_id}
+    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_RUN_ID": run_id,
+           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # one log line per event, no bars
     return env | {k: os.environ[k] for k in JOB_MLFLOW_VARS if os.environ.get(k)}
 
 
