@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import mlflow
@@ -36,10 +36,11 @@ from prefect.runtime import flow_run
 from prefect.states import Crashed
 from pydantic import Field
 
+from deployers.sagemaker.training import TrainingSettings
 from flows import hpo_shard as shards_
 from flows import study as studies
 from flows import tasks
-from flows.parameters import Count, train_config
+from flows.parameters import Count, train_config, training_settings
 from niser.train import TrainConfig
 
 DEFAULT_STORAGE = Path(".state") / "optuna" / "journal.log"
@@ -123,6 +124,8 @@ def hpo(
     heartbeat_s: Seconds = 10,
     grace_s: Seconds = 60,
     timeout_s: Seconds = 24 * 3600,
+    train_on: Literal["local", "sagemaker"] = "local",
+    training: TrainingSettings | None = None,
 ) -> dict[str, Any]:
     """Run ``n_trials`` more trials of the study and register the best model of this run.
 
@@ -131,9 +134,12 @@ def hpo(
     ``work_pool``: run the trials in ``shards`` flow runs on that Prefect process work pool,
     sharing ``storage`` (a database URL without password); ``heartbeat_s``/``grace_s``: how
     often a trial's process proves it is alive and how long one may stay silent before its
-    trial is failed; ``timeout_s``: how long to wait for the shards.
+    trial is failed; ``timeout_s``: how long to wait for the shards; ``train_on="sagemaker"``:
+    each trial trains in a SageMaker training job (``training``: ``TrainingSettings``), and the
+    parent run gets the trials' total ``training_cost_usd``.
     """
     logger = get_run_logger()
+    job_settings = training_settings(train_on, training)
     if work_pool is not None:
         url: str | None = sharded_storage(storage, storage_path)
         check_pool(work_pool)
@@ -150,18 +156,19 @@ def hpo(
                            "search_space": SEARCH_SPACE, "dataset": dataset,
                            "epochs": base.epochs, "work_pool": work_pool or "",
                            "shards": shards if work_pool else 1,
-                           "storage": url or f"journal:{storage_path}"})
+                           "storage": url or f"journal:{storage_path}", "train_on": train_on})
         data = tasks.load_data(dataset)
         studies.enqueue(study, n_trials, pid)
         if work_pool is None:
-            shards_.run_shard(study, store, data, base, pid, eid, 0, metric)
+            shards_.run_shard(study, store, data, base, pid, eid, 0, metric, job_settings)
             trials = studies.run_trials_of(study, pid)
         else:
             assert url is not None
             ids = start_shards(work_pool, shards, {
                 "study_name": study_name, "storage": url, "parent_run_id": pid,
                 "experiment_id": eid, "dataset": dataset, "base": base.model_dump(mode="json"),
-                "metric": metric, "seed": seed, "heartbeat_s": heartbeat_s, "grace_s": grace_s})
+                "metric": metric, "seed": seed, "heartbeat_s": heartbeat_s, "grace_s": grace_s,
+                "training": job_settings.model_dump(mode="json") if job_settings else None})
             logger.info("started %d shards on work pool %s: %s", shards, work_pool,
                         ", ".join(map(str, ids)))
             trials = studies.wait_finished(
@@ -177,6 +184,9 @@ def hpo(
         complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
         failed = [t.number for t in trials if t.state == optuna.trial.TrialState.FAIL]
         mlflow.log_metrics({"trials_complete": len(complete), "trials_failed": len(failed)})
+        if job_settings is not None:
+            mlflow.log_metric("training_cost_usd", sum(
+                float(t.user_attrs.get(shards_.COST_ATTR, 0.0)) for t in trials))
         if not complete:
             raise RuntimeError(f"no trial of this run completed (failed: {failed})")
         best = max(complete, key=lambda t: float(t.value or 0.0))

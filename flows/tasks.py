@@ -8,22 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import mlflow
-import torch
 from mlflow import MlflowClient
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from bench import prices as price_tables
-from bench.cost import training_cost
 from bench.links import run_url, ui_base
 from bench.load_settings import LoadSettings
 from bench.paper import paper_hook
@@ -35,22 +29,13 @@ from bench.report_predict import forecast_hook, latest_validation
 from bench.report_recommend import recommend_hook
 from bench.rounding import fmt, round_metric
 from bench.targets import TargetOutcome, TargetSpec, benchmark_target
-from deployers import aws
-from deployers.ownership import Owner
-from deployers.sagemaker import training
 from deployers.sagemaker.training import TrainingSettings
-from niser.data import SessionData, save_prepared
+from flows.train_job import JobTraining, run_training_job
+from niser.data import SessionData
 from niser.inference import Recommender
 from niser.raw import load_dataset
 from niser.registry import Registration, link_benchmark, log_recommender, log_training, register
-from niser.sagemaker_entry import LAUNCHER, source_archive
 from niser.train import EpochResult, TrainConfig, TrainResult, train
-
-# The job's MLflow client settings passed on from this process (credentials included: they go
-# into the job's environment only, never into a log line, param, tag or artifact).
-JOB_MLFLOW_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-                   "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_INSECURE_TLS",
-                   "MLFLOW_TRACKING_SERVER_CERT_PATH", "MLFLOW_S3_ENDPOINT_URL")
 
 
 @task(cache_policy=NO_CACHE)
@@ -75,70 +60,18 @@ def train_model(data: SessionData, config: TrainConfig, run_id: str) -> TrainRes
     return result
 
 
-@dataclass(frozen=True)
-class JobTraining:
-    """What a SageMaker training job gave the flow: the test metrics, the logged model and its
-    registration."""
-
-    job_name: str
-    metrics: dict[str, float]
-    model_uri: str
-    registration: Registration
-
-
-def job_environment(run_id: str, local: bool) -> dict[str, str]:
-    """The job's MLflow settings: this tracking server, the run to log into, credentials."""
-    uri = mlflow.get_tracking_uri()
-    if not local and not uri.startswith(("http://", "https://", "databricks")):
-        raise ValueError(f"train_on='sagemaker': the training job logs to MLflow over the "
-                         f"network; the tracking URI {uri!r} is not a server it can reach (set "
-                         "MLFLOW_TRACKING_URI to an http(s):// MLflow server)")
-    env = {"MLFLOW_TRACKING_URI": uri, "MLFLOW_RUN_ID": run_id,
-           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # one log line per event, no bars
-    return env | {k: os.environ[k] for k in JOB_MLFLOW_VARS if os.environ.get(k)}
-
-
 @task(cache_policy=NO_CACHE)
 def train_on_sagemaker(data: SessionData, config: TrainConfig, settings: TrainingSettings,
                        run_id: str) -> JobTraining:
-    """Train in a SageMaker training job (``deployers.sagemaker.training``; the entry point is
-    ``niser.sagemaker_entry``) that logs into ``run_id`` and registers the model; its log lines
-    go to the Prefect logs; the job, its billable seconds and ``training_cost_usd`` (what AWS
-    bills, or would bill for the stand-in's run) are logged on the run."""
+    """Train in a SageMaker training job that logs into ``run_id`` and registers the model
+    (``flows.train_job``); its log lines go to the Prefect logs."""
     logger = get_run_logger()
-    local = aws.endpoint_is_local("sagemaker")
-    env = job_environment(run_id, local)
-    with tempfile.TemporaryDirectory() as tmp:
-        dataset = save_prepared(data, Path(tmp) / f"{data.fingerprint()}.npz")
-        source = source_archive(Path(tmp) / "sourcedir.tar.gz")
-        outcome = training.run_job(dataset, source, LAUNCHER, config.model_dump(mode="json"),
-                                   env, settings, Owner(f"training-{run_id[:12]}", run_id),
-                                   torch.__version__, lambda line: logger.info("%s", line))
-    client = MlflowClient()
-    usd = training_cost(outcome.billable_seconds, settings.instance_type, price_tables.load())
-    basis = ("would-be: the local stand-in ran the job on this machine, nothing billed; "
-             "billable seconds are this machine's" if outcome.local else
-             "billed by AWS: BillableTimeInSeconds x the on-demand training price")
-    for key, value in {"training.job_name": outcome.name, "training.status": outcome.status,
-                       "training.instance_type": settings.instance_type,
-                       "training.instance_count": str(settings.instance_count),
-                       "training.image": outcome.image, "training.dataset_uri":
-                       outcome.inputs.get("train", ""), "training_cost.basis": basis,
-                       "training.provenance": "measured-local" if outcome.local
-                       else "measured-real"}.items():
-        client.set_tag(run_id, key, value)
-    client.log_metric(run_id, "training_billable_seconds", float(outcome.billable_seconds))
-    client.log_metric(run_id, "training_cost_usd", usd)
-    if outcome.status != "Completed" or outcome.result is None:
-        raise RuntimeError(f"SageMaker training job {outcome.name} {outcome.status}: "
-                           f"{outcome.failure_reason or 'it wrote no result.json'}")
-    reg = outcome.result.get("registration")
-    if not reg:
-        raise RuntimeError(f"SageMaker training job {outcome.name} registered no model")
-    logger.info("training job %s: %d billable s, $%s (%s)", outcome.name,
-                outcome.billable_seconds, fmt(usd), basis.split(":")[0])
-    return JobTraining(outcome.name, dict(outcome.result["metrics"]),
-                       str(outcome.result["model_uri"]), Registration(**reg))
+    job = run_training_job(data, config, settings, run_id, lambda line: logger.info("%s", line))
+    result = job.outcome.result or {}
+    if not result.get("registration"):
+        raise RuntimeError(f"SageMaker training job {job.outcome.name} registered no model")
+    return JobTraining(job.outcome.name, job.metrics, str(result["model_uri"]),
+                       Registration(**result["registration"]))
 
 
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)

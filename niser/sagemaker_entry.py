@@ -25,7 +25,10 @@ environment the training toolkit sets:
 MLflow is reached as any MLflow client is: ``MLFLOW_TRACKING_URI`` and, when the server needs
 them, ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` / ``MLFLOW_TRACKING_TOKEN`` from
 the job's environment (nothing here logs them). ``MLFLOW_RUN_ID`` names the run to log into (the
-flow's training run); ``NISER_REGISTER=0`` logs the model without registering it.
+flow's training run, or an HPO trial's run). The model is logged as the serving pyfunc and
+registered; ``NISER_REGISTER=0`` skips the registration, and ``NISER_RECOMMENDER_ARTIFACT=<path>``
+logs the saved ``Recommender`` folder as that artifact instead of a pyfunc (an HPO trial: the
+parent registers the best trial's).
 """
 
 from __future__ import annotations
@@ -119,15 +122,20 @@ def run(env: Mapping[str, str]) -> dict[str, Any]:
     rec = Recommender.from_training(result.model, config, data)
     model_dir.mkdir(parents=True, exist_ok=True)
     rec.save(model_dir)
+    artifact = env.get("NISER_RECOMMENDER_ARTIFACT") or None
     with mlflow.start_run(run_id=env.get("MLFLOW_RUN_ID") or None) as active:
         run_id = active.info.run_id
         log_training(result, data, config, run_id=run_id)
-        info = log_recommender(rec, data.summary(), result.final)
-    out: dict[str, Any] = {"run_id": run_id, "model_uri": info.model_uri,
+        if artifact:
+            mlflow.log_artifacts(str(model_dir), artifact)
+            model_uri = f"runs:/{run_id}/{artifact}"
+        else:
+            model_uri = log_recommender(rec, data.summary(), result.final).model_uri
+    out: dict[str, Any] = {"run_id": run_id, "model_uri": model_uri,
                            "metrics": result.final, "best_epoch": result.best_epoch,
                            "epochs_run": len(result.history), "registration": None}
-    if env.get("NISER_REGISTER", "1") != "0":
-        reg = register(info.model_uri)
+    if env.get("NISER_REGISTER", "1") != "0" and not artifact:
+        reg = register(model_uri)
         out["registration"] = {"name": reg.name, "version": reg.version, "alias": reg.alias,
                                "reason": reg.reason, "previous_champion": reg.previous_champion}
         print(f"registered {reg.name} version {reg.version} as {reg.alias} ({reg.reason})",

@@ -108,7 +108,8 @@ def test_a_job_runs_with_the_training_contract_and_leaves_its_archives_on_s3(mot
     assert out.inputs["train"].split(bucket + "/")[1] in keys
     assert {prefix + "model.tar.gz", prefix + "output.tar.gz"} <= set(keys)
     model = aws.client("s3").get_object(Bucket=bucket, Key=prefix + "model.tar.gz")["Body"].read()
-    assert tarfile.open(fileobj=io.BytesIO(model)).getnames() == ["model.txt"]
+    with tarfile.open(fileobj=io.BytesIO(model)) as tar:
+        assert tar.getnames() == ["model.txt"]
     assert "hello from the job" in lines
     assert any(line.endswith("Completed (Completed)") for line in lines)
     assert aws.client("iam").list_roles()["Roles"] == []  # the job's role went with the job

@@ -15,6 +15,7 @@ from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.testing.utilities import prefect_test_harness
 
 from deployers import aws
+from flows.hpo import hpo
 from flows.train_and_benchmark import train_and_benchmark
 from niser.inference import Recommender
 from niser.raw import load_dataset
@@ -85,6 +86,25 @@ def test_training_on_sagemaker_registers_the_model_a_local_training_would_give(
     sessions = data.vocab.decode(data.test.items[:40]).reshape(20, 2).tolist()
     rows = served.predict({"session": sessions}, params={"k": 20})
     assert [list(r["items"]) for r in rows] == [r.items for r in local.recommend(sessions, 20)]
+
+
+def test_hpo_trains_each_trial_in_a_job_and_registers_the_best(moto_server, tracking_uri,  # noqa: F811
+                                                                tmp_path):
+    summary = hpo(dataset=TINY, n_trials=2, epochs=1, study_name="sm", seed=1,
+                  storage_path=str(tmp_path / "journal.log"), experiment="hpo-sagemaker",
+                  hyperparameters={"device": "cpu"}, train_on="sagemaker")
+    client = MlflowClient()
+    parent = client.get_run(summary["mlflow_run_id"])
+    trials = client.search_runs([parent.info.experiment_id],
+                                f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    jobs = {t.data.tags["training.job_name"] for t in trials}
+    assert len(trials) == 2 and len(jobs) == 2 and all(
+        "val_recall_20" in t.data.metrics for t in trials)
+    assert parent.data.metrics["training_cost_usd"] == pytest.approx(
+        sum(t.data.metrics["training_cost_usd"] for t in trials))
+    assert parent.data.params["train_on"] == "sagemaker"
+    version = client.get_model_version("niser", summary["model_version"])
+    assert version.run_id == parent.info.run_id
 
 
 def test_a_failing_training_job_ends_the_flow_with_its_reason_and_registers_nothing(

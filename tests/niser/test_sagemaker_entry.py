@@ -32,7 +32,7 @@ def test_prepared_dataset_file_reads_back_equal_with_and_without_validation(tmp_
 
 
 def test_prepared_dataset_refuses_other_files_naming_them(tmp_path):
-    with pytest.raises(ValueError, match="ends in .npz"):
+    with pytest.raises(ValueError, match=r"ends in \.npz"):
         save_prepared(tiny_session_data(), tmp_path / "data.pkl")
     np.savez(tmp_path / "other.npz", x=np.arange(3))
     with pytest.raises(DataError, match=r"other\.npz.*missing"):
