@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,36 @@ def _positive(ctx: click.Context, param: click.Parameter, value: int) -> int:
     return value
 
 
+def _training_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``--train-on`` and ``--training`` (the ``TrainingSettings`` of a SageMaker job)."""
+    command = click.option(
+        "--training", default=None,
+        help="SageMaker training job settings as JSON or a JSON file, e.g. "
+             "'{\"instance_type\": \"ml.c5.xlarge\", \"spot\": true}'.")(command)
+    return click.option("--train-on", type=click.Choice(["local", "sagemaker"]),
+                        default="local", show_default=True,
+                        help="Train here or in SageMaker training jobs.")(command)
+
+
+def _training(train_on: str, training: str | None) -> dict[str, Any]:
+    """The flows' ``train_on`` and ``training``; a bad setting is a click error naming it."""
+    from pydantic import ValidationError
+
+    from deployers.sagemaker.training import TrainingSettings
+
+    raw = _json_option(training, "--training")
+    if raw is not None:
+        if train_on != "sagemaker":
+            raise click.BadParameter("applies to --train-on sagemaker", param_hint="--training")
+        try:
+            TrainingSettings.model_validate(raw)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}"
+                                 for e in exc.errors())
+            raise click.BadParameter(problems, param_hint="--training") from None
+    return {"train_on": train_on, "training": raw}
+
+
 @click.group()
 def main() -> None:
     """Train, register, deploy and benchmark NISER."""
@@ -69,10 +100,13 @@ def main() -> None:
 @click.option("--epochs", type=int, default=3, show_default=True, callback=_positive)
 @click.option("--hyperparameters", help="TrainConfig fields as JSON or a JSON file.")
 @click.option("--experiment", default="niser", show_default=True)
-def train(dataset: str, epochs: int, hyperparameters: str | None, experiment: str) -> None:
+@_training_options
+def train(dataset: str, epochs: int, hyperparameters: str | None, experiment: str,
+          train_on: str, training: str | None) -> None:
     """Train, evaluate, log and register (no deployment)."""
     _run(dataset=dataset, epochs=epochs, experiment=experiment, targets=[],
-         hyperparameters=_json_option(hyperparameters, "--hyperparameters"))
+         hyperparameters=_json_option(hyperparameters, "--hyperparameters"),
+         **_training(train_on, training))
 
 
 @main.command()
@@ -84,8 +118,10 @@ def train(dataset: str, epochs: int, hyperparameters: str | None, experiment: st
 @click.option("--slo-ms", type=float, default=50.0, show_default=True)
 @click.option("--level-seconds", type=float, default=3.0, show_default=True)
 @click.option("--experiment", default="niser", show_default=True)
+@_training_options
 def benchmark(dataset: str, epochs: int, targets: str | None, levels: str, slo_ms: float,
-              level_seconds: float, experiment: str) -> None:
+              level_seconds: float, experiment: str, train_on: str, training: str | None
+              ) -> None:
     """Train, register, deploy to every target and benchmark."""
     try:
         lv = [int(x) for x in levels.split(",") if x.strip()]
@@ -97,7 +133,8 @@ def benchmark(dataset: str, epochs: int, targets: str | None, levels: str, slo_m
     if slo_ms <= 0:
         raise click.BadParameter(f"must be > 0, got {slo_ms}", param_hint="--slo-ms")
     _run(dataset=dataset, epochs=epochs, targets=_json_option(targets, "--targets"), levels=lv,
-         slo_ms=slo_ms, level_seconds=level_seconds, experiment=experiment)
+         slo_ms=slo_ms, level_seconds=level_seconds, experiment=experiment,
+         **_training(train_on, training))
 
 
 def _run(**kwargs: Any) -> None:
@@ -123,15 +160,17 @@ def _run(**kwargs: Any) -> None:
 @click.option("--heartbeat-s", type=int, default=10, show_default=True, callback=_positive)
 @click.option("--grace-s", type=int, default=60, show_default=True, callback=_positive,
               help="A trial silent this long (no heartbeat) is failed.")
+@_training_options
 def hpo(dataset: str, n_trials: int, epochs: int, study_name: str, work_pool: str | None,
-        shards: int, storage: str | None, heartbeat_s: int, grace_s: int) -> None:
+        shards: int, storage: str | None, heartbeat_s: int, grace_s: int, train_on: str,
+        training: str | None) -> None:
     """Run an Optuna study (journal storage under .state/optuna)."""
     _defaults()
     from flows.hpo import hpo as hpo_flow
 
     hpo_flow(dataset=dataset, n_trials=n_trials, epochs=epochs, study_name=study_name,
              work_pool=work_pool, shards=shards, storage=storage, heartbeat_s=heartbeat_s,
-             grace_s=grace_s)
+             grace_s=grace_s, **_training(train_on, training))
 
 
 @main.command("run")

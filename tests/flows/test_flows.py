@@ -162,6 +162,10 @@ def test_hpo_runs_nested_trials_and_logs_best_params(tracking_uri, tmp_path: Pat
     (["benchmark", "--levels", "1,x"], "--levels"),
     (["benchmark", "--slo-ms", "-1"], "--slo-ms"),
     (["train", "--hyperparameters", "{not json"], "--hyperparameters"),
+    (["train", "--train-on", "ec2"], "--train-on"),
+    (["train", "--train-on", "sagemaker", "--training", '{"instance_count": 0}'], "--training"),
+    (["hpo", "--train-on", "sagemaker", "--training", '{"instance_type": "x"}'], "--training"),
+    (["benchmark", "--training", '{"spot": true}'], "--training"),
 ])
 def test_cli_bad_arguments_name_the_option(args, option):
     result = CliRunner().invoke(cli, args)
