@@ -137,8 +137,13 @@ def image_uri(s: TrainingSettings, region: str, torch_version: str, local: bool)
     if s.image_uri:
         return s.image_uri
     try:
-        from sagemaker.core import image_uris  # type: ignore[import-not-found]
+        from sagemaker.core import image_uris  # type: ignore[import-not-found]  # SDK v3
     except ImportError:
+        try:
+            from sagemaker import image_uris  # type: ignore[import-not-found,no-redef]  # v2
+        except ImportError:
+            image_uris = None
+    if image_uris is None:
         if local:
             return LOCAL_IMAGE
         raise DeployerError("training.image_uri is needed: install the sagemaker SDK (pip "

@@ -173,7 +173,8 @@ def test_spot_training_waits_longer_and_keeps_checkpoints_on_s3(moto_server, job
 
 def test_without_the_sdk_a_real_account_needs_an_image_and_the_stand_in_records_its_own(
         monkeypatch):
-    monkeypatch.setitem(sys.modules, "sagemaker.core", None)  # the aws extra not installed
+    for module in ("sagemaker", "sagemaker.core"):  # the aws extra not installed
+        monkeypatch.setitem(sys.modules, module, None)
     s = TrainingSettings()
     assert training.image_uri(s, "us-east-1", "2.13.0", local=True) == training.LOCAL_IMAGE
     with pytest.raises(DeployerError, match=r"training\.image_uri is needed"):
@@ -184,7 +185,7 @@ def test_without_the_sdk_a_real_account_needs_an_image_and_the_stand_in_records_
 
 
 def test_with_the_sdk_the_image_is_the_newest_pytorch_training_container_up_to_torch():
-    pytest.importorskip("sagemaker.core", reason="the sagemaker SDK (aws extra) is not installed")
+    pytest.importorskip("sagemaker", reason="the sagemaker SDK (aws extra) is not installed")
     uri = training.image_uri(TrainingSettings(instance_type="ml.g4dn.xlarge"), "us-east-1",
                              "2.13.0", local=False)
     assert "pytorch-training:" in uri and "gpu" in uri
