@@ -131,7 +131,7 @@ def _start_moto(env: dict[str, str], services: dict[str, dict[str, object]]) -> 
                          "(scripts/setup.sh does), or set NISER_AWS=real")
     aport = free_port()
     moto = _spawn("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(aport)], env)
-    services["moto"] = {"pid": moto.pid, "url": f"http://127.0.0.1:{aport}"}
+    services["moto"] = {"pid": moto.pid, "started": _started(moto.pid), "url": f"http://127.0.0.1:{aport}"}
     _save(services)
     _wait("moto", f"http://127.0.0.1:{aport}/moto-api/", moto, 60)
     env.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{aport}", AWS_DEFAULT_REGION="us-east-1",
@@ -166,7 +166,8 @@ def start(with_runner: bool = True, backend: str = "sqlite", upgrade_db: bool = 
         raise SystemExit("--backend postgres starts a tracking server of its own: unset "
                          f"MLFLOW_TRACKING_URI={os.environ['MLFLOW_TRACKING_URI']} to use it")
     STATE.mkdir(parents=True, exist_ok=True)
-    running = {k: v for k, v in _load().items() if psutil.pid_exists(int(v["pid"]))}  # type: ignore[call-overload]
+    running = {k: v for k, v in _load().items() if _ours(v) or (
+        k == "postgres" and psutil.pid_exists(int(v["pid"])))}  # type: ignore[call-overload]
     if running:
         raise SystemExit(f"services already running: {sorted(running)}; "
                          f"run `python scripts/services.py stop` first")
@@ -195,7 +196,7 @@ def start(with_runner: bool = True, backend: str = "sqlite", upgrade_db: bool = 
                 "--workers", "1", "--backend-store-uri", store,
                 "--artifacts-destination", artifacts,
             ], mlflow_env)
-            services["mlflow"] = {"pid": mlflow.pid, "url": mlflow_uri}
+            services["mlflow"] = {"pid": mlflow.pid, "started": _started(mlflow.pid), "url": mlflow_uri}
             _save(services)
             starting.append(("mlflow", f"{mlflow_uri}/health", mlflow, 120))
         prefect_url = os.environ.get("PREFECT_API_URL", "")
@@ -208,7 +209,7 @@ def start(with_runner: bool = True, backend: str = "sqlite", upgrade_db: bool = 
                 str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
                 str(pport)], {**env, "PREFECT_UI_API_URL": prefect_url,
                               "PREFECT_SERVER_API_PORT": str(pport)})
-            services["prefect"] = {"pid": prefect.pid, "url": prefect_url}
+            services["prefect"] = {"pid": prefect.pid, "started": _started(prefect.pid), "url": prefect_url}
             _save(services)
             starting.append(("prefect", f"{prefect_url}/health", prefect, 180))
         for name, url, proc, timeout in starting:
@@ -225,7 +226,7 @@ def start(with_runner: bool = True, backend: str = "sqlite", upgrade_db: bool = 
             start_workers(env, workers, pool, services)
         if with_runner:
             runner = _spawn("runner", [sys.executable, "-m", "flows.serve"], env)
-            services["runner"] = {"pid": runner.pid}
+            services["runner"] = {"pid": runner.pid, "started": _started(runner.pid)}
             _save(services)
             _wait_runner(runner, env)
     except BaseException:
@@ -275,7 +276,7 @@ def start_workers(env: dict[str, str], n: int, pool: str,
         names.append(f"{pool}-{name}")
         proc = _spawn(name, [prefect, "worker", "start", "--pool", pool, "--type", "process",
                              "--name", names[-1], "--limit", "1"], worker_env)
-        services[name] = {"pid": proc.pid, "pool": pool}
+        services[name] = {"pid": proc.pid, "started": _started(proc.pid), "pool": pool}
         _save(services)
     url = f"{env['PREFECT_API_URL'].rstrip('/')}/work_pools/{pool}/workers/filter"
     deadline = time.monotonic() + 180
@@ -301,6 +302,23 @@ def online_workers(filter_url: str) -> set[str]:
         return set()
 
 
+def _started(pid: int) -> float | None:
+    """The process's start time (psutil ``create_time``); None when it is already gone."""
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def _ours(info: dict[str, object]) -> bool:
+    """Whether the recorded process still runs and is the one this script started: same PID
+    and same start time (a PID reused by another program is never signalled; a record without
+    a start time, written by an older version, is not trusted)."""
+    started = info.get("started")
+    now = _started(int(str(info["pid"])))
+    return isinstance(started, float | int) and now is not None and abs(now - started) < 0.05
+
+
 def _save(services: dict[str, dict[str, object]]) -> None:
     PIDS.write_text(json.dumps(services, indent=2))
 
@@ -323,7 +341,11 @@ def stop() -> None:
         if name == "postgres":  # last, once its clients are gone
             continue
         pid = int(info["pid"])  # type: ignore[call-overload]
-        if not psutil.pid_exists(pid):
+        if not _ours(info):
+            if psutil.pid_exists(pid):
+                print(f"not stopped {name}: pid {pid} is no longer the process this script "
+                      "started (another program has that PID now, or no start time was "
+                      "recorded)")
             continue
         try:
             os.killpg(pid, signal.SIGTERM)
@@ -347,7 +369,8 @@ def stop() -> None:
 
 def status() -> None:
     for name, info in _load().items():
-        state = "running" if psutil.pid_exists(int(info["pid"])) else "stopped"  # type: ignore[call-overload]
+        state = "running" if _ours(info) or (name == "postgres" and psutil.pid_exists(
+            int(info["pid"]))) else "stopped"  # type: ignore[call-overload]
         print(f"{name:8} {state:8} pid {info['pid']}  {info.get('url', '')}")
 
 

@@ -90,3 +90,33 @@ def test_env_file_values_are_shell_quoted(services, tmp_path, monkeypatch):
     out = subprocess.run(["bash", "-c", f". {tmp_path / 'env.sh'} && printf %s \"$PREFECT_HOME\""],
                          capture_output=True, text=True, check=True, cwd=tmp_path).stdout
     assert out == home and not (tmp_path / "pwned").exists()
+
+
+def test_stop_signals_only_a_process_with_the_recorded_start_time(services, tmp_path,
+                                                                   monkeypatch, capsys):
+    import subprocess
+
+    import psutil
+
+    mine = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    other = subprocess.Popen(["sleep", "60"], start_new_session=True)  # "PID reused"
+    try:
+        monkeypatch.setattr(services, "PIDS", tmp_path / "services.json")
+        started = psutil.Process(mine.pid).create_time()
+        services._save({
+            "runner": {"pid": mine.pid, "started": started},
+            "mlflow": {"pid": other.pid, "started": started - 3600.0},  # another process now
+            "prefect": {"pid": other.pid},  # an old record: no start time
+        })
+        services.stop()
+        assert mine.wait(20) is not None
+        assert other.poll() is None  # never signalled
+        out = capsys.readouterr().out
+        assert f"stopped runner (pid {mine.pid})" in out
+        assert f"not stopped mlflow: pid {other.pid} is no longer the process" in out
+        assert f"not stopped prefect: pid {other.pid}" in out
+        assert not (tmp_path / "services.json").exists()
+    finally:
+        for proc in (mine, other):
+            proc.kill()
+            proc.wait()
