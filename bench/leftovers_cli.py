@@ -6,6 +6,9 @@ delete it.
     niser-mlops sweep --delete --yes      # no question (scripts, CI)
     niser-mlops sweep --no-aws            # this machine only
 
+With ``MLFLOW_TRACKING_URI`` set, MLflow runs left RUNNING by a process of this machine that is
+gone are listed too (``mlflow-run``); ``--delete`` marks them FAILED (``bench.stale_runs``).
+
 Exit status: 0 when nothing is left (after ``--delete``: when everything went), 1 otherwise, so
 a script can tell.
 """
@@ -13,12 +16,13 @@ a script can tell.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sys
 
 import click
 from botocore.exceptions import EndpointConnectionError, NoCredentialsError, NoRegionError
 
-from bench import prices
+from bench import prices, stale_runs
 from bench.leftover_cost import Monthly, monthly
 from deployers import leftovers
 from deployers.leftovers import Leftover
@@ -50,15 +54,31 @@ def table(rows: list[Leftover], costs: list[Monthly], now: dt.datetime) -> str:
     return "\n".join(lines)
 
 
+def _runs(local: bool) -> list[Leftover]:
+    """RUNNING MLflow runs of dead processes of this host (``bench.stale_runs``), on the
+    tracking server of ``MLFLOW_TRACKING_URI`` (none set: none looked for)."""
+    if not local or not os.environ.get("MLFLOW_TRACKING_URI"):
+        return []
+    try:
+        from mlflow import MlflowClient
+
+        return stale_runs.find(MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"]))
+    except Exception as exc:  # the tracking server is down: say so, list the rest
+        click.echo(f"MLflow not reachable ({type(exc).__name__}: {exc}); runs left RUNNING are"
+                   " not listed", err=True)
+        return []
+
+
 def _find(aws: bool, local: bool) -> list[Leftover]:
     try:
-        return leftovers.find(aws_resources=aws, local=local)
+        rows = leftovers.find(aws_resources=aws, local=local)
     except (NoCredentialsError, EndpointConnectionError, NoRegionError) as exc:
         if not aws:
             raise
         click.echo(f"AWS not reachable ({type(exc).__name__}: {exc}); listing this machine only"
                    " (--no-aws to skip AWS)", err=True)
-        return leftovers.find(aws_resources=False, local=local)
+        rows = leftovers.find(aws_resources=False, local=local)
+    return rows + _runs(local)
 
 
 def leftover_line(aws: bool) -> str | None:

@@ -36,6 +36,7 @@ from prefect.runtime import flow_run
 from prefect.states import Crashed
 from pydantic import Field
 
+from bench.stale_runs import process_tags
 from deployers.sagemaker.training import TrainingSettings
 from flows import hpo_shard as shards_
 from flows import study as studies
@@ -150,7 +151,8 @@ def hpo(
     base = train_config(hyperparameters, epochs=epochs, seed=seed)
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=f"hpo-{study_name}",
-                          tags={"prefect.flow_run_id": str(flow_run.id or "")}) as parent:
+                          tags={"prefect.flow_run_id": str(flow_run.id or ""),
+                                **process_tags()}) as parent:
         pid, eid = parent.info.run_id, parent.info.experiment_id
         mlflow.log_params({"study_name": study_name, "n_trials": n_trials, "metric": metric,
                            "search_space": SEARCH_SPACE, "dataset": dataset,

@@ -24,6 +24,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from bench.stale_runs import process_tags
 from deployers.sagemaker.training import TrainingSettings
 from flows import study as studies
 from flows import tasks
@@ -87,7 +88,7 @@ def run_trial(trial: optuna.Trial, base: TrainConfig, data: SessionData, parent_
     child = client.create_run(experiment_id, run_name=f"trial-{trial.number}", tags={
         "mlflow.parentRunId": parent_run_id, "optuna.trial_number": str(trial.number),
         "hpo.shard": str(shard), "hpo.host": socket.gethostname(), "hpo.pid": str(os.getpid()),
-        "prefect.flow_run_id": str(flow_run.id or "")})
+        "prefect.flow_run_id": str(flow_run.id or ""), **process_tags()})
     run_id = child.info.run_id
     trial.set_user_attr(studies.MLFLOW_RUN_ATTR, run_id)  # the stale-trial callback needs it
     trial.set_user_attr(FLOW_RUN_ATTR, str(flow_run.id or ""))

@@ -15,6 +15,7 @@ from bench.fanout import run_parallel, schedule
 from bench.load_settings import DEFAULT_LEVELS, LoadSettings
 from bench.recommend import Workload
 from bench.rounding import fmt
+from bench.stale_runs import process_tags
 from bench.targets import TargetSpec, validate_targets
 from deployers.sagemaker.training import TrainingSettings
 from flows import tasks
@@ -41,7 +42,8 @@ DEFAULT_TARGETS: list[TargetSpec] = [
 
 
 def _start_run(experiment: str, run_name: str | None) -> mlflow.ActiveRun:
-    tags = {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow": "train-and-benchmark"}
+    tags = {"prefect.flow_run_id": str(flow_run.id or ""), "prefect.flow": "train-and-benchmark",
+            **process_tags()}  # so that `niser-mlops sweep` can end it if this process dies
     if os.environ.get("MLFLOW_RUN_ID"):  # inside `mlflow run`: log into the run it created
         return mlflow.start_run(tags=tags, log_system_metrics=True)
     mlflow.set_experiment(experiment)

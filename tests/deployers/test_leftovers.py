@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
+from mlflow import MlflowClient
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -179,11 +180,21 @@ def test_a_flow_killed_mid_benchmark_leaves_what_sweep_lists_priced_and_deletes(
     assert monthly(endpoint, table).usd == pytest.approx(
         table.instance_hourly("ml.c5.large").usd * 730)
     assert endpoint.run_id  # the flow's MLflow run
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    runs = MlflowClient(tracking_uri=tracking)
+    running = runs.search_runs([e.experiment_id for e in runs.search_experiments()],
+                               "attributes.status = 'RUNNING'")
+    assert {r.info.run_id for r in running} == {endpoint.run_id}  # the killed flow's run
     out = CliRunner().invoke(sweep, ["--delete", "--yes"])
     assert out.exit_code == 0, out.output
+    assert "mlflow-run" in out.output
     assert leftovers.find() == []
     assert ownership.marked_processes(home) == []
     assert not any(d.exists() for d in workdirs)  # the stand-in's copy of the model went too
+    run = runs.get_run(endpoint.run_id)
+    assert run.info.status == "FAILED"
+    assert "is gone; marked FAILED by niser-mlops sweep" in run.data.tags["niser.failure"]
 
 
 def test_a_flow_stopped_with_sigterm_mid_benchmark_tears_down_what_it_created(
