@@ -37,6 +37,7 @@ from prefect.states import Crashed
 from pydantic import Field
 
 from bench.stale_runs import process_tags
+from bench.tracking import check_tracking_server
 from deployers.sagemaker.training import TrainingSettings
 from flows import hpo_shard as shards_
 from flows import study as studies
@@ -141,6 +142,7 @@ def hpo(
     """
     logger = get_run_logger()
     job_settings = training_settings(train_on, training)
+    check_tracking_server()
     if work_pool is not None:
         url: str | None = sharded_storage(storage, storage_path)
         check_pool(work_pool)

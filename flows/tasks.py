@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -76,11 +79,29 @@ def train_on_sagemaker(data: SessionData, config: TrainConfig, settings: Trainin
 
 @task(retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def log_model(result: TrainResult, data: SessionData, run_id: str) -> str:
-    """Log the serving pyfunc into the run; returns its model URI."""
+    """Log the serving pyfunc into the run; returns its model URI. The model is saved to
+    ``kept_model_dir(run_id)`` first and removed from there once logged, so a tracking server
+    that stays down loses nothing: the error names the folder (``Recommender.load`` reads it)."""
     rec = Recommender.from_training(result.model, result.config, data)
-    with _in_run(run_id):
-        info = log_recommender(rec, data.summary(), result.final)
+    kept = kept_model_dir(run_id)
+    rec.save(kept)
+    try:
+        with _in_run(run_id):
+            info = log_recommender(rec, data.summary(), result.final)
+    except Exception as exc:
+        raise RuntimeError(f"logging the model into run {run_id} failed ({type(exc).__name__}: "
+                           f"{exc}); the trained model is kept in {kept} (Recommender.load "
+                           "reads it)") from exc
+    shutil.rmtree(kept, ignore_errors=True)
     return info.model_uri
+
+
+def kept_model_dir(run_id: str) -> Path:
+    """Where a trained model waits until it is logged: ``$NISER_STATE_DIR`` (default
+    ``.state``) ``/models/<run id>``."""
+    if not run_id.isalnum():
+        raise ValueError(f"run id {run_id!r} is not a run id")
+    return Path(os.environ.get("NISER_STATE_DIR") or ".state").resolve() / "models" / run_id
 
 
 @task(cache_policy=NO_CACHE)

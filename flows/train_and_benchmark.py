@@ -17,6 +17,7 @@ from bench.recommend import Workload
 from bench.rounding import fmt
 from bench.stale_runs import process_tags
 from bench.targets import TargetSpec, validate_targets
+from bench.tracking import check_tracking_server
 from deployers.sagemaker.training import TrainingSettings
 from flows import tasks
 from flows.parameters import Count, Levels, Positive, train_config, training_settings
@@ -92,6 +93,7 @@ def train_and_benchmark(
     logger = get_run_logger()
     config = train_config(hyperparameters, epochs=epochs)
     job_settings = training_settings(train_on, training)
+    check_tracking_server()  # seconds, not minutes of retries, when it is down
     specs = validate_targets(DEFAULT_TARGETS if targets is None else targets)
     load = LoadSettings(warmup_s=warmup_seconds, duration_s=level_seconds)
     workload = Workload(base_rps=request_rate_rps, burst_rps=burst_rps,
