@@ -9,6 +9,13 @@ Promises:
   their threads are left behind.
 - Once ``stop`` is set (the run is being cancelled) no user sends again: the level ends when the
   requests in flight return, its window cut short there.
+- A user whose request found no connection (refused, reset, DNS, a timeout to connect:
+  ``InvocationError.connection``) pauses before sending again, through the clock:
+  ``bench.backoff``, 10 ms doubling to 1 s, started again by the next request that gets an
+  answer. So a dead server costs each user ~7 attempts in its first second and one a second
+  after, not tens of thousands. Every failure is still a record; an answer with an error status
+  (4xx/5xx) never pauses. A pause ends early at the end of the warm-up or the window, or when
+  ``stop`` is set.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import threading
 from functools import partial
 
+from bench.backoff import Backoff
 from bench.clock import MONOTONIC, Clock
 from bench.level import LevelClock, LevelResult, Record, call, finish
 from bench.load_settings import LoadSettings, PayloadSource
@@ -62,6 +70,13 @@ class ClosedLoopState:
             self.phase, self.t1 = "done", min(now, self.window_deadline)
         return False, False
 
+    def pause_s(self, now: int, wanted_s: float) -> float:
+        """Under ``lock``: ``wanted_s`` cut to what is left of the current phase (0 once done)."""
+        deadline = {"warm": self.warm_deadline, "steady": self.window_deadline}.get(self.phase)
+        if deadline is None or self.closed:
+            return 0.0
+        return max(0.0, min(wanted_s, (deadline - now) / 1e9))
+
     def user_done(self) -> None:
         """Under ``lock``: one user thread has stopped."""
         self.running -= 1
@@ -97,9 +112,22 @@ def closed_loop(
     base = started.wall0_ns
     st = ClosedLoopState(users, s, base)
 
+    never = threading.Event()
+
     def user(i: int) -> None:
         prev: Record | None = None
+        backoff = Backoff()
+        pause_s = 0.0
         while True:
+            if pause_s > 0:  # the last request found no connection: record it, then pause
+                with st.lock:
+                    if st.closed:
+                        return
+                    assert prev is not None
+                    st.records.append(prev)
+                    st.inflight[i], prev = None, None
+                    pause_s = st.pause_s(clock.now_ns(), pause_s)
+                clock.wait(stop or never, pause_s)
             with st.lock:
                 if st.closed:
                     return
@@ -112,8 +140,9 @@ def closed_loop(
                     st.user_done()
                     return
             batch = payloads.next_batch()
-            start, end, status, err = call(invoker, batch, s.k, timeout_ns, clock)
+            start, end, status, err, unreachable = call(invoker, batch, s.k, timeout_ns, clock)
             prev = (start, start, end, status, err, warm)
+            pause_s = backoff.after(unreachable)
 
     for i in range(users):
         clock.spawn(partial(user, i), name=f"user-{i}")

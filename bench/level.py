@@ -23,7 +23,7 @@ from bench.clock import Clock
 from bench.level_usage import LevelUsage
 from bench.load_settings import LoadSettings
 from bench.stats import ERROR, OK, TIMEOUT, LevelStats, summarize
-from deployers.base import Invoker
+from deployers.base import InvocationError, Invoker
 
 log = logging.getLogger(__name__)
 
@@ -94,21 +94,27 @@ def classify(exc: BaseException) -> tuple[int, str]:
     return ERROR, name
 
 
+def connection_failed(exc: BaseException) -> bool:
+    """Whether a failed request got no answer because the connection failed
+    (``InvocationError.connection``: refused, reset, DNS, a timeout to connect)."""
+    return isinstance(exc, InvocationError) and exc.connection
+
+
 def call(
     invoker: Invoker, batch: list[list[int]], k: int, timeout_ns: int, clock: Clock
-) -> tuple[int, int, int, str]:
-    """Send one request: (start, end, status, error class)."""
+) -> tuple[int, int, int, str, bool]:
+    """Send one request: (start, end, status, error class, whether the connection failed)."""
     start = clock.now_ns()
     try:
         invoker(batch, k)
     except Exception as exc:  # every failure is a record, never dropped
         end = clock.now_ns()
         status, err = classify(exc)
-        return start, end, status, err
+        return start, end, status, err, connection_failed(exc)
     end = clock.now_ns()
     if end - start > timeout_ns:
-        return start, end, TIMEOUT, "SlowerThanTimeout"
-    return start, end, OK, ""
+        return start, end, TIMEOUT, "SlowerThanTimeout", False
+    return start, end, OK, "", False
 
 
 def cores() -> int:

@@ -10,6 +10,9 @@ Promises:
   counts in ``late_starts``.
 - The level ends at most ``timeout_s`` + ``load_settings.GRACE_S`` after its last intended send:
   requests still in flight then, or never started, are recorded as timeouts.
+- A request that finds no connection is recorded like any failure and the schedule goes on: the
+  open loop cannot spin against a dead server (it sends what its schedule says, no more), so it
+  does not back off (``bench.backoff`` is the closed loop's).
 """
 
 from __future__ import annotations
@@ -173,7 +176,8 @@ def open_loop(
                 continue
             if i is None:
                 break
-            start, end, status, err = call(invoker, payloads.next_batch(), s.k, timeout_ns, clock)
+            start, end, status, err, _ = call(invoker, payloads.next_batch(), s.k, timeout_ns,
+                                              clock)
             if status == OK and end - intended[i] > timeout_ns:
                 status, err = TIMEOUT, "SlowerThanTimeoutFromIntended"
             with st.lock:

@@ -5,7 +5,9 @@ Every AWS call in the project goes through ``client(service)``. boto3 itself hon
 server by environment alone); nothing here hard-codes an endpoint. ``endpoint_is_local`` is the
 one answer to "is this service reached on this machine?" (a moto server: the local stand-ins
 then serve the data plane, and figures are ``measured-local``). ``absent`` is the one reading of
-"that resource does not exist" across services.
+"that resource does not exist" across services, and ``connection_failed`` of "no connection to
+the service" (refused, reset, DNS, a timeout to connect: botocore's ``ConnectionError`` family
+and ``ConnectionClosedError``; a read timeout is not one).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from urllib.parse import urlparse
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ConnectionClosedError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 DEFAULT_REGION = "us-east-1"
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -75,3 +78,10 @@ def absent(exc: BaseException) -> bool:
     return code in _ABSENT or (
         code in {"ValidationException", "ValidationError"}
         and ("could not find" in msg or "not exist" in msg or "not found" in msg))
+
+
+def connection_failed(exc: BaseException) -> bool:
+    """Whether a botocore error means there was no connection to the service: refused, reset,
+    DNS, a timeout to connect (``EndpointConnectionError``, ``ConnectTimeoutError``,
+    ``ConnectionClosedError``, ...). A read timeout is not: the service is there, only slow."""
+    return isinstance(exc, BotoConnectionError | ConnectionClosedError)

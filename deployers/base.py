@@ -21,7 +21,8 @@ Exceptions (one root)::
      +-- SettingsError (+ ValueError)          bad settings or name, refused before anything exists
      +-- UnknownDeployerError (+ KeyError)     no deployer registered under that name
      +-- DeploymentFailed (+ RuntimeError)     deploy could not finish; what it created is gone
-     +-- InvocationError (+ RuntimeError)      one request failed (status code and body attached)
+     +-- InvocationError (+ RuntimeError)      one request failed (status code and body attached;
+                                               ``connection``: no answer, the connection failed)
 """
 
 from __future__ import annotations
@@ -60,12 +61,15 @@ class DeploymentFailed(DeployerError, RuntimeError):
 
 
 class InvocationError(DeployerError, RuntimeError):
-    """One request to a deployed endpoint failed."""
+    """One request to a deployed endpoint failed. ``connection`` is True when no answer came
+    because the connection failed: refused, reset, DNS, a timeout to connect."""
 
-    def __init__(self, message: str, status: int | None = None, body: str = "") -> None:
+    def __init__(self, message: str, status: int | None = None, body: str = "",
+                 connection: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.body = body
+        self.connection = connection
 
 
 # A deployment name valid for every target: it becomes a SageMaker endpoint name (63 characters,
@@ -208,8 +212,8 @@ class Prediction:
 class Invoker(Protocol):
     """Sends one request (a batch of sessions of raw item ids) and returns the parsed answer.
 
-    Raises ``InvocationError`` on a non-success answer or a transport failure. Must be safe to
-    call from many threads at once.
+    Raises ``InvocationError`` on a non-success answer or a transport failure (``connection``
+    set when the connection itself failed). Must be safe to call from many threads at once.
     """
 
     def __call__(self, sessions: list[list[int]], k: int = 20) -> Prediction: ...

@@ -10,6 +10,10 @@
   out connection, or an answer that is not the contract's JSON, raises ``InvocationError`` with
   ``status=None`` (or the status received). A connection the server closed while idle is reopened
   once, transparently.
+- ``InvocationError.connection`` is True exactly when ``connection_failed`` says so of the cause:
+  the connection was refused, reset or aborted, the name did not resolve, the host was
+  unreachable, or connecting timed out (``ConnectTimeout``). A timeout waiting for an answer on a
+  connection that was made is not a connection failure: the server is there, only slow.
 
 Why ``http.client`` and not urllib3: against nginx answering a fixed 4-session body, the client
 spent ~0.10 ms of CPU per request with ``http.client`` and ~0.16 ms with a urllib3 connection pool
@@ -21,6 +25,7 @@ tail of the server's log when the process dies first or the timeout passes.
 
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import socket
@@ -39,12 +44,27 @@ from deployers.base import DeployerError, InvocationError, Prediction
 _HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 # Errors that mean "the idle keep-alive connection was closed by the server": retry once.
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+_UNREACHABLE = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL})
+
+
+class ConnectTimeout(TimeoutError):
+    """Opening the connection timed out (no answer can have come)."""
+
+
+def connection_failed(exc: BaseException) -> bool:
+    """Whether a transport error means there was no connection to the server: refused, reset,
+    aborted, a broken pipe, a name that did not resolve, an unreachable host, a timeout to
+    connect. A timeout waiting for an answer, or an answer that is not HTTP, is not."""
+    if isinstance(exc, ConnectionError | socket.gaierror | ConnectTimeout):
+        return True
+    return isinstance(exc, OSError) and exc.errno in _UNREACHABLE
 
 
 class KeepAlive:
     """Thread-safe keep-alive HTTP/1.1 connections to one server: one ``http.client`` connection
     per calling thread, ``TCP_NODELAY`` on; a reused connection the server closed while idle is
-    reopened once, transparently. Transport errors raise (``OSError``, ``HTTPException``)."""
+    reopened once, transparently. Transport errors raise (``OSError``, ``HTTPException``; a
+    timeout to connect raises ``ConnectTimeout``)."""
 
     def __init__(self, host: str, port: int, timeout_s: float) -> None:
         self.host, self.port, self.timeout_s = host, port, timeout_s
@@ -57,7 +77,11 @@ class KeepAlive:
         if conn is not None and conn.sock is not None:
             return conn, True
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
-        conn.connect()
+        try:
+            conn.connect()
+        except TimeoutError as exc:
+            raise ConnectTimeout(f"connecting to {self.host}:{self.port} timed out after "
+                                 f"{self.timeout_s} s") from exc
         assert conn.sock is not None
         conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._local.conn = conn
@@ -134,7 +158,7 @@ class HttpInvoker:
         except (OSError, http.client.HTTPException) as exc:
             raise InvocationError(
                 f"POST {self.url}{self.path} failed: {type(exc).__name__}: {exc}"
-                " (is the server running? see its log)"
+                " (is the server running? see its log)", connection=connection_failed(exc),
             ) from exc
         text = data.decode("utf-8", "replace")
         if not 200 <= status < 300:

@@ -5,7 +5,8 @@ plane keeps ``deployers.aws.client``. The payload is the scoring wire format
 (``deployers.wire``). No retries: a benchmark must see every throttle (429) and every latency
 as it happened. Each call asks for the log tail (``LogType='Tail'``) and puts
 the parsed REPORT line in ``Prediction.raw["lambda_report"]`` (duration_ms, billed_ms,
-max_memory_mb, init_ms on a cold start), so cold starts can be told apart.
+max_memory_mb, init_ms on a cold start), so cold starts can be told apart. A failure to connect
+(``aws.connection_failed``) sets ``InvocationError.connection``.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ class LambdaInvoker:
             raise InvocationError(f"invoke {self.function}: {exc}", status=status,
                                   body=str(exc.response.get("Error", {}))) from exc
         except BotoCoreError as exc:
-            raise InvocationError(f"invoke {self.function}: {exc}") from exc
+            raise InvocationError(f"invoke {self.function}: {exc}",
+                                  connection=aws.connection_failed(exc)) from exc
         text = out["Payload"].read().decode()
         report = parse_report(base64.b64decode(out.get("LogResult", "")).decode(errors="replace"))
         if out.get("FunctionError"):

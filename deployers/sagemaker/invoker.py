@@ -3,7 +3,8 @@
 The body is the scoring wire format (``deployers.wire``). It is the same code against AWS and
 locally: only for a local stand-in is ``endpoint_url`` passed, and only to this client, pointing
 at the stand-in's data plane (``deployers.standins``). No retries: a benchmark must see every
-failure and every latency as it happened.
+failure and every latency as it happened. A failure to connect (``aws.connection_failed``) sets
+``InvocationError.connection``.
 """
 
 from __future__ import annotations
@@ -40,4 +41,5 @@ class SageMakerInvoker:
                 status=meta.get("HTTPStatusCode"),
                 body=str(exc.response.get("Error", {}).get("Message", ""))) from exc
         except (BotoCoreError, ValueError, KeyError, TypeError) as exc:
-            raise InvocationError(f"invoke_endpoint {self.name!r} failed: {exc!r}") from exc
+            raise InvocationError(f"invoke_endpoint {self.name!r} failed: {exc!r}",
+                                  connection=aws.connection_failed(exc)) from exc

@@ -5,7 +5,9 @@
 chosen at run time): ``GET /2018-06-01/runtime/invocation/next`` hands over at most one
 ``Invocation`` at a time, ``POST .../invocation/{id}/response`` and ``.../error`` complete it,
 ``POST /2018-06-01/runtime/init/error`` reports a failed Init. The first ``next`` call marks the
-end of Init (``init_ms`` = process start to that call).
+end of Init (``init_ms`` = process start to that call). A POST body is read strictly
+(``http_body``, limit ``MAX_PAYLOAD_BYTES``): a refusal answers ``{"errorType": reason}`` with
+its status (400, 411, 413) and closes the connection.
 
 Isolation: with ``FunctionConfig.isolated`` the interpreter runs with ``-S``; ``sys.path`` holds
 the package directory (also the working directory, Lambda's /var/task), then a runtime directory
@@ -44,11 +46,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from deployers import ownership
+from deployers.standins.http_body import Refused, linger_close, read_body
 from deployers.standins.lambda_shape import group_name, lambda_shape
 from deployers.standins.shaping import Backend, CpuStat, Group, ShapingError, machine_cores
 
 INIT_TIMEOUT_S = 10.0  # Lambda's limit on the Init phase
 ACCOUNT = "123456789012"
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024  # Lambda's synchronous request and response payload limit
 RUNTIME_MODULES = ("awslambdaric", "simplejson", "snapshot_restore_py", "runtime_client")
 OUT_OF_MEMORY = "Runtime.OutOfMemory"
 EXIT_ERROR = "Runtime.ExitError"
@@ -321,7 +325,12 @@ def runtime_api(env: Environment) -> type[BaseHTTPRequestHandler]:
             })
 
         def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            try:
+                body = read_body(self, MAX_PAYLOAD_BYTES)
+            except Refused as refused:  # http_body: refused before or instead of reading it
+                self._reply(refused.status, json.dumps({"errorMessage": refused.message,
+                            "errorType": refused.reason}).encode(), {"Connection": "close"})
+                return linger_close(self, refused.unread)
             if self.path == f"{prefix}/init/error":
                 env.init_error = body or b'{"errorType":"Runtime.Unknown"}'
                 self._reply(202)

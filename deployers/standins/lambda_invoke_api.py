@@ -5,8 +5,13 @@
 ``RequestResponse`` answers the invocation's ``Result`` (``X-Amz-Executed-Version``,
 ``X-Amz-Function-Error``, the base64 log tail in ``X-Amz-Log-Result`` with ``LogType=Tail``),
 ``Event`` answers 202 and runs it in the background, ``DryRun`` answers 204. Errors are Lambda's:
-404 ``ResourceNotFoundException``, 413 ``RequestTooLargeException`` past 6 MB, 429
-``TooManyRequestsException`` when ``invoke`` raises ``Throttled``. ``Report`` is what the
+404 ``ResourceNotFoundException``, 413 ``RequestEntityTooLargeException`` past 6 MB (6,291,456
+bytes; the name AWS sends, where its reference says RequestTooLargeException), 429
+``TooManyRequestsException`` when ``invoke`` raises ``Throttled``. The body is read strictly
+(``http_body``): before anything is read, a declared size past 6 MB is refused (413); a bad or
+repeated Content-Length, or a body shorter than declared, is 400
+``InvalidRequestContentException``; no Content-Length is 411 ``LengthRequiredException`` (this
+stand-in's name); each refusal closes the connection. ``Report`` is what the
 REPORT line of one invocation says.
 """
 
@@ -23,9 +28,12 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from deployers.standins.lambda_environment import ACCOUNT
+from deployers.standins.http_body import Refused, linger_close, read_body
+from deployers.standins.lambda_environment import ACCOUNT, MAX_PAYLOAD_BYTES
 
-MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+__all__ = ["MAX_PAYLOAD_BYTES", "Report", "Result", "Service", "Throttled", "invoke_api"]
+_REFUSED_TYPE = {400: "InvalidRequestContentException", 411: "LengthRequiredException",
+                 413: "RequestEntityTooLargeException"}
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,18 @@ def invoke_api(service: Service) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             url = urlsplit(self.path)
             parts = url.path.split("/")
-            payload = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            try:
+                payload = read_body(self, MAX_PAYLOAD_BYTES)
+            except Refused as refused:
+                message = refused.message
+                if refused.status == 413:
+                    message = (f"Request must be smaller than {MAX_PAYLOAD_BYTES} bytes for the "
+                               "InvokeFunction operation")
+                body = json.dumps({"Type": "User", "message": message}).encode()
+                self._reply(refused.status, body, {
+                    "x-amzn-ErrorType": _REFUSED_TYPE[refused.status],
+                    "x-amzn-RequestId": str(uuid.uuid4()), "Connection": "close"})
+                return linger_close(self, refused.unread)
             if len(parts) != 5 or parts[1:3] != ["2015-03-31", "functions"] \
                     or parts[4] != "invocations":
                 return self._fail(404, "UnknownOperationException", f"no route {url.path}")
@@ -128,9 +147,6 @@ def invoke_api(service: Service) -> type[BaseHTTPRequestHandler]:
             if name not in service.functions():
                 arn = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:{name}"
                 return self._fail(404, "ResourceNotFoundException", f"Function not found: {arn}")
-            if len(payload) > MAX_PAYLOAD_BYTES:
-                return self._fail(413, "RequestTooLargeException",
-                                  f"Request must be smaller than {MAX_PAYLOAD_BYTES} bytes")
             kind = self.headers.get("X-Amz-Invocation-Type", "RequestResponse")
             if kind == "DryRun":
                 return self._reply(204, b"", {})
