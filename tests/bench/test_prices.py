@@ -326,3 +326,11 @@ def test_cli_show_of_an_unknown_region_exits_2_naming_the_known_ones():
     code, _out, err = run_prices("show", "--region", "xx-nowhere-1")
     assert code == 2
     assert "no prices for region 'xx-nowhere-1'" in err and "us-east-1" in err
+
+
+def test_every_training_instance_type_offered_has_a_training_price():
+    from deployers.sagemaker.training_settings import TRAINING_INSTANCE_TYPES
+
+    table = prices.load()
+    assert {t: table.training_hourly(t).usd > 0 for t in TRAINING_INSTANCE_TYPES} == {
+        t: True for t in TRAINING_INSTANCE_TYPES}

@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
-from mlflow import MlflowClient
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from mlflow import MlflowClient
 
 from bench import prices
 from bench.leftover_cost import monthly
