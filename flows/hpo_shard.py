@@ -84,6 +84,9 @@ def run_trial(trial: optuna.Trial, base: TrainConfig, data: SessionData, parent_
               training: TrainingSettings | None = None) -> float:
     """Train one trial (``base`` with the sampled parameters) in a nested MLflow run, here or,
     with ``training``, in a SageMaker training job; returns its ``metric``."""
+    # the shard's flow run first: a trial killed at any point after this names its shard, which
+    # the parent then marks Crashed
+    trial.set_user_attr(FLOW_RUN_ATTR, str(flow_run.id or ""))
     client = MlflowClient()
     child = client.create_run(experiment_id, run_name=f"trial-{trial.number}", tags={
         "mlflow.parentRunId": parent_run_id, "optuna.trial_number": str(trial.number),
@@ -91,7 +94,6 @@ def run_trial(trial: optuna.Trial, base: TrainConfig, data: SessionData, parent_
         "prefect.flow_run_id": str(flow_run.id or ""), **process_tags()})
     run_id = child.info.run_id
     trial.set_user_attr(studies.MLFLOW_RUN_ATTR, run_id)  # the stale-trial callback needs it
-    trial.set_user_attr(FLOW_RUN_ATTR, str(flow_run.id or ""))
     try:
         params = suggest(trial)
         config = TrainConfig(**{**base.model_dump(), **params})

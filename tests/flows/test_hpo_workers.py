@@ -5,11 +5,13 @@ SIGKILLed mid-trial once both workers have finished a trial."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -46,8 +48,6 @@ def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                              text=True, timeout=400, cwd=REPO)
     try:
         assert started.returncode == 0, started.stdout + started.stderr
-        import json
-
         services = json.loads((state / "services.json").read_text())
         workers = {int(services[f"worker-{i}"]["pid"]) for i in (1, 2)}
         yield {"env": {**env, **_env_file(state / "env.sh")}, "workers": workers,
@@ -123,7 +123,7 @@ def killed_run(pool: dict[str, Any]) -> dict[str, Any]:
     (hpo_run,) = client.search_runs([experiment.experiment_id],
                                     "attributes.run_name = 'hpo-sharded'")
     return {"client": client, "hpo_run": hpo_run, "worker_of": worker_of, "workers": workers,
-            "killed": killed, "output": out,
+            "killed": killed, "output": out, "prefect_api": env["PREFECT_API_URL"],
             "trials": client.search_runs([experiment.experiment_id],
                                          f"tags.mlflow.parentRunId = '{hpo_run.info.run_id}'")}
 
@@ -149,7 +149,12 @@ def test_the_killed_workers_trial_failed_and_the_other_worker_finished_the_study
     parent = killed_run["hpo_run"]
     assert parent.data.metrics["trials_failed"] == 1
     assert parent.data.metrics["trials_complete"] == N_TRIALS - 1
-    assert "lost their process mid-trial; marked Crashed" in killed_run["output"]
+    # the shard's flow run ends Crashed: marked by its worker when it saw the child die before
+    # being killed itself, else by the parent once the trial was failed as stale
+    flow_run_id = killed_trial.data.tags["prefect.flow_run_id"]
+    with urllib.request.urlopen(f"{killed_run['prefect_api']}/flow_runs/{flow_run_id}",
+                                timeout=30) as resp:
+        assert json.load(resp)["state"]["type"] == "CRASHED", killed_run["output"][-4000:]
 
 
 def test_the_best_parameters_and_model_are_on_the_parent_run(killed_run):
