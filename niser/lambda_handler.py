@@ -20,14 +20,16 @@ Promises:
   "scores", "unknown_items", "fallback"}, ...]}``, the fields of ``niser.inference.Recommendation``.
   For an API-Gateway event it is wrapped as ``{"statusCode": 200, "headers", "body"}``.
 - A request that breaks the contract (``niser.contract``) answers ``statusCode`` 400 with
-  ``error_code`` ``BAD_REQUEST`` and a message naming row and field; it never raises.
+  ``error_code`` ``BAD_REQUEST`` and a message naming row and field; it never raises. So does a
+  malformed event: ``isBase64Encoded`` that is not a boolean, a ``body`` that is not a string,
+  bad base64, a body that is not UTF-8 JSON. The status and message are those the scoring server
+  gives the same body (both use ``niser.contract``).
 - onnxruntime gets one intra-op thread per vCPU that Lambda would give the function's memory
   size (1,769 MB = 1 vCPU, at most 6), read from ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from dataclasses import dataclass
@@ -37,7 +39,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from niser.contract import RequestError, parse_request
+from niser.contract import RequestError, event_request, is_gateway_event, parse_request
 from niser.graph import build_batch
 from niser.vocab import Vocabulary
 
@@ -133,14 +135,9 @@ def _answer(status: int, payload: dict[str, Any], gateway: bool) -> dict[str, An
 
 def handler(event: Any, context: Any) -> dict[str, Any]:
     """Score one request; see the module docstring for the shapes in and out."""
-    gateway = isinstance(event, dict) and isinstance(event.get("body"), str)
+    gateway = is_gateway_event(event)
     try:
-        if gateway:
-            body: Any = event["body"]
-            if event.get("isBase64Encoded"):
-                body = base64.b64decode(body)
-        else:
-            body = event
+        body = event_request(event)
         sessions, k = parse_request(body)
         predictions = get_model().recommend(sessions, k)
     except RequestError as exc:

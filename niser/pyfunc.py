@@ -24,14 +24,16 @@ empty session included): ``items`` are then the most popular items.
 
 Every malformed request raises ``MlflowException`` with ``INVALID_PARAMETER_VALUE``, which the
 scoring server answers with HTTP 400 and the message; each message names the row and field and
-the offending value. Nothing here keeps state between requests, so the server keeps serving.
+the offending value. Served by MLflow's scoring server, the request is checked before MLflow
+parses it, by the same rules as the Lambda handler (``niser.serving_guard``: 415 for another
+Content-Type, 400 for a body that breaks ``niser.contract``, short error bodies). Nothing here
+keeps state between requests, so the server keeps serving.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from numbers import Integral
 from typing import Any
 
 import mlflow
@@ -43,8 +45,14 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc.model import PythonModel, PythonModelContext
 from mlflow.types.schema import AnyType, Array, ColSpec, ParamSchema, ParamSpec, Schema
 
-from niser import batching
-from niser.contract import DEFAULT_K, MAX_K, MAX_SESSIONS, RequestError, session_ids
+from niser import batching, contract, serving_guard
+from niser.contract import (
+    DEFAULT_K,
+    MAX_SESSIONS,
+    RequestError,
+    check_sizes,
+    session_ids,
+)
 from niser.inference import Recommendation, Recommender
 
 SESSION_COLUMN = "session"
@@ -85,19 +93,13 @@ def _invalid(message: str) -> MlflowException:
 
 
 def parse_k(params: dict[str, Any] | None) -> int:
-    """``params["k"]`` as an int in 1..MAX_K (``DEFAULT_K`` when absent or None)."""
-    value = (params or {}).get("k")
-    if value is None:
-        return DEFAULT_K
-    if isinstance(value, bool | np.bool_) or not isinstance(value, Integral):
-        raise _invalid(f"param 'k': {value!r} of type {type(value).__name__} is not an integer; "
-                       f"pass an integer k between 1 and {MAX_K}, e.g. "
-                       f"\"params\": {{\"k\": {DEFAULT_K}}}")
-    k = int(value)
-    if not 1 <= k <= MAX_K:
-        raise _invalid(f"param 'k': {k} is outside 1..{MAX_K}; pass an integer k between 1 and "
-                       f"{MAX_K}")
-    return k
+    """``params["k"]`` as an int in 1..MAX_K (``DEFAULT_K`` when absent or None), by the
+    contract's rule (``niser.contract.parse_k``; numpy integers as Python ones)."""
+    plain = {key: (int(v) if isinstance(v, np.integer) else v) for key, v in (params or {}).items()}
+    try:
+        return contract.parse_k(plain)
+    except RequestError as exc:
+        raise _invalid(str(exc)) from None
 
 
 def _session(value: object, row: int) -> list[int]:
@@ -157,6 +159,7 @@ class NiserModel(PythonModel):
     batch_settings: batching.BatchSettings
 
     def load_context(self, context: PythonModelContext) -> None:
+        serving_guard.install()  # in a scoring-server process: the contract at its door
         if ARTIFACT_KEY not in context.artifacts:
             raise MlflowException(f"the model has no '{ARTIFACT_KEY}' artifact (has "
                                   f"{sorted(context.artifacts)}); log it with "
@@ -177,6 +180,10 @@ class NiserModel(PythonModel):
         """One row dict per session (``to_rows``); ``pd.DataFrame(rows)`` is the table."""
         k = parse_k(params)
         sessions = parse_sessions(model_input)
+        try:
+            check_sizes(sessions, k)
+        except RequestError as exc:
+            raise _invalid(str(exc)) from None
         k = min(k, self.recommender.model.n_items)
         return to_rows(self._recommend(sessions, k))
 

@@ -7,14 +7,13 @@ a contract violation answers ``statusCode`` 400 with a message naming row and fi
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from niser.contract import RequestError, parse_request
+from niser.contract import RequestError, event_request, is_gateway_event, parse_request
 from niser.inference import Recommender
 
 RECOMMENDER = Recommender.load(Path(os.environ.get("NISER_MODEL_DIR") or
@@ -23,13 +22,10 @@ RECOMMENDER = Recommender.load(Path(os.environ.get("NISER_MODEL_DIR") or
 
 def handler(event: Any, context: Any) -> dict[str, Any]:
     """Score one request with the torch model."""
-    gateway = isinstance(event, dict) and isinstance(event.get("body"), str)
-    body: Any = event
-    if gateway:
-        body = base64.b64decode(event["body"]) if event.get("isBase64Encoded") else event["body"]
+    gateway = is_gateway_event(event)
     payload: dict[str, Any]
     try:
-        sessions, k = parse_request(body)
+        sessions, k = parse_request(event_request(event))
         k = min(k, RECOMMENDER.model.n_items)
         status, payload = 200, {"predictions": [asdict(r) for r in
                                                 RECOMMENDER.recommend(sessions, k)]}

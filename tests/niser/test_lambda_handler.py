@@ -65,10 +65,10 @@ def test_handler_answers_like_the_recommender(tiny_recommender, onnx_model):
     ({"dataframe_records": [{"session": [-3]}]}, "item id -3 is not a positive integer"),
     ({"dataframe_records": [{"session": [True]}]}, "must be an integer"),
     ({"dataframe_records": [{"session": "1 2"}]}, "row 0, field 'session'"),
-    ({"dataframe_records": [{"items": [1]}]}, "row 0: expected an object with a 'session'"),
-    ({"dataframe_records": [{"session": [1]}], "params": {"k": 0}}, "'params.k': 0 is outside"),
+    ({"dataframe_records": [{"items": [1]}]}, "row 0, field 'session': missing"),
+    ({"dataframe_records": [{"session": [1]}], "params": {"k": 0}}, "param 'k': 0 is outside"),
     ({"dataframe_records": [{"session": [1]}], "params": {"k": 1001}}, "outside 1..1000"),
-    ({"dataframe_records": [{"session": [1]}] * 10_001}, "limit is 10000"),
+    ({"dataframe_records": [{"session": [1]}] * 10_001}, "more than the 10000 allowed"),
     ({"instances": [[1]]}, "needs 'dataframe_records' or 'dataframe_split'"),
 ])
 def test_handler_refuses_bad_requests_naming_row_and_field(onnx_model, monkeypatch, body,

@@ -11,7 +11,7 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.pyfunc.model import PythonModelContext
 
-from niser import pyfunc
+from niser import contract, pyfunc
 from niser.inference import Recommender
 
 
@@ -74,7 +74,7 @@ def test_session_without_known_items_gets_popular_items_as_fallback(model, tiny_
 
 def test_k_above_catalogue_returns_whole_catalogue(model, tiny_recommender):
     out = table(model.predict(None, pd.DataFrame({"session": [known(tiny_recommender, 2)]}),
-                        {"k": pyfunc.MAX_K}))
+                        {"k": contract.MAX_K}))
     assert sorted(out["items"][0]) == sorted(tiny_recommender.vocab.raw_ids.tolist())
 
 

@@ -1,0 +1,117 @@
+"""The serving contract's rules at the door of MLflow's scoring server, for the NISER model only.
+
+MLflow's scoring server (``mlflow models serve``, and the same code in MLflow's SageMaker
+container) parses the body itself before the model sees it. Left alone it answers a missing
+Content-Type and nesting Python's parser cannot follow with 500s, echoes a malformed body back
+inside its 400, appends stack traces to its error bodies, and turns an oversized integer into a
+500. ``install`` wraps the server's ``invocations`` function (the one its ``/invocations`` route
+calls on every request) so that, in a scoring-server process that serves this model:
+
+- the Content-Type must be ``application/json`` (any case, optionally ``; charset=utf-8``); any
+  other, or none, is a 415 whose message names the accepted type;
+- the body is decoded and checked by ``niser.contract.parse_request`` (the Lambda handler's
+  rules too, so both give the same status and message); a breach is a 400 with the contract's
+  message, and nothing of MLflow's parsing runs;
+- a sound body is handed on already decoded (MLflow accepts a decoded object, so it is parsed
+  once); any error MLflow or the model raises after that is answered with its own status and
+  message, without the stack trace or the echoed input MLflow adds, and an unexpected exception
+  is a 500 whose message names its type only (the traceback goes to the server's log);
+- every error body is ``{"error_code": ..., "message": ...}``, at most ``MAX_ERROR_BYTES``.
+
+It installs only in a process started as MLflow's scoring server (``__pyfunc_model_path__`` set,
+``mlflow.pyfunc.scoring_server`` imported), so loading the model elsewhere changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from niser import contract
+
+ACCEPTED_TYPE = "application/json"
+MAX_ERROR_BYTES = 4096
+_MAX_MESSAGE = 600  # x 6 for \u escapes, still under MAX_ERROR_BYTES
+_JSON_TYPE = re.compile(r'^\s*application/json\s*(;\s*charset\s*=\s*"?utf-8"?\s*)?$', re.I)
+_SERVER_MODULE = "mlflow.pyfunc.scoring_server"
+_MODEL_PATH_VAR = "__pyfunc_model_path__"
+_ECHO = re.compile(r"^Failed to predict data '.*'\. \nError: ", re.S)
+_log = logging.getLogger(__name__)
+
+
+def content_type_problem(content_type: str | None) -> str | None:
+    """Why ``content_type`` is refused (None when it is accepted)."""
+    if content_type is not None and _JSON_TYPE.match(content_type):
+        return None
+    got = "no Content-Type" if not content_type else f"Content-Type {content_type[:60]!r}"
+    return (f"the scoring server accepts Content-Type {ACCEPTED_TYPE} (optionally with "
+            f"charset=utf-8) only; got {got}")
+
+
+def error_body(error_code: str, message: str) -> str:
+    """A short JSON error body: the code and the message, cut to fit ``MAX_ERROR_BYTES``."""
+    if len(message) > _MAX_MESSAGE:
+        message = message[:_MAX_MESSAGE] + " ..."
+    return json.dumps({"error_code": error_code, "message": message})
+
+
+def _clean(message: str) -> str:
+    """MLflow's message without the input it echoes in front of the model's own message."""
+    return _ECHO.sub("", message, count=1)
+
+
+def guarded(original: Callable[..., Any], response: Callable[..., Any]) -> Callable[..., Any]:
+    """``original`` (MLflow's ``invocations(data, content_type, model, input_schema)``) behind
+    the rules of the module docstring; ``response(body, status, mimetype)`` builds its answer."""
+
+    def fail(status: int, code: str, message: str) -> Any:
+        return response(error_body(code, message), status, ACCEPTED_TYPE)
+
+    def invocations(data: Any, content_type: str | None, model: Any, input_schema: Any) -> Any:
+        problem = content_type_problem(content_type)
+        if problem is not None:
+            return fail(415, "UNSUPPORTED_MEDIA_TYPE", problem)
+        try:
+            body = contract.decode_body(data) if isinstance(data, bytes | str) else data
+            contract.parse_request(body)
+        except contract.RequestError as exc:
+            return fail(400, "BAD_REQUEST", str(exc))
+        try:
+            answer = original(body, ACCEPTED_TYPE, model, input_schema)
+        except Exception as exc:
+            get_status = getattr(exc, "get_http_status_code", None)
+            if get_status is None:
+                _log.exception("the model failed on a request")
+                return fail(500, "INTERNAL_ERROR", f"the model failed on this request"
+                            f" ({type(exc).__name__}); the server's log has the details")
+            code = str(getattr(exc, "error_code", "BAD_REQUEST"))
+            return fail(int(get_status()), code, _clean(str(getattr(exc, "message", exc))))
+        if int(answer.status) >= 400 and (len(str(answer.response)) > MAX_ERROR_BYTES
+                                          or answer.mimetype != ACCEPTED_TYPE):
+            return fail(int(answer.status), "BAD_REQUEST", str(answer.response))
+        return answer
+
+    invocations.niser_guard = True  # type: ignore[attr-defined]
+    return invocations
+
+
+def install() -> bool:
+    """Wrap the scoring server's ``invocations`` when this process is one; True if installed
+    (now or before)."""
+    server = sys.modules.get(_SERVER_MODULE)
+    if server is None or not os.environ.get(_MODEL_PATH_VAR):
+        return False
+    current = getattr(server, "invocations", None)
+    response = getattr(server, "InvocationsResponse", None)
+    if current is None or response is None:
+        _log.warning("%s has no invocations/InvocationsResponse: requests are not guarded",
+                     _SERVER_MODULE)
+        return False
+    if not getattr(current, "niser_guard", False):
+        server.invocations = guarded(current, response)  # type: ignore[attr-defined]
+    return True
