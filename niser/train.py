@@ -46,8 +46,8 @@ MAX_POSITIONS = 1024
 MAX_GNN_STEPS = 16
 MAX_K = 1000
 MAX_KS = 16
-Epochs = Annotated[int, AtMost(MAX_EPOCHS, "an epoch of the smallest data takes seconds, 1000 "
-                                           "of the real logs take weeks")]
+EPOCHS_WHY = "an epoch of the smallest data takes seconds, 1000 of the real logs take weeks"
+Epochs = Annotated[int, AtMost(MAX_EPOCHS, EPOCHS_WHY)]
 BatchSize = Annotated[int, AtMost(MAX_BATCH_SIZE, "a batch's scores are batch x n_items floats "
                                                   "(65,536 x 40,000 items is 10 GB)")]
 Dim = Annotated[int, AtMost(MAX_DIM, "the item embeddings are n_items x dim floats, four copies "
