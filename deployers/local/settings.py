@@ -24,7 +24,8 @@ class LocalSettings(ServingSettings):
         description="Intra-op threads per worker (OMP_NUM_THREADS/MKL_NUM_THREADS), so an "
         "instance uses at most workers * torch_threads cores. None: the instance's CPUs / "
         "workers (at least 1). torch caps it at the cores the process may use: the effective "
-        "count is min(torch_threads, cores).",
+        "count is min(torch_threads, cores). instances x workers x torch_threads above those "
+        "cores is refused (check_fits).",
     )
     instances: int = Field(
         1, ge=1, le=16,
