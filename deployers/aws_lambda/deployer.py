@@ -100,17 +100,19 @@ class LambdaDeployer(Deployer[LambdaSettings]):
     aws_service: ClassVar[str | None] = "lambda"
 
     def parse_settings(self, raw: Mapping[str, Any] | Settings | None) -> LambdaSettings:
-        """The typed settings; in local mode ``SettingsError`` also when the provisioned
-        environments, each held at ``memory_mb``, do not fit this machine's available memory
-        (``lambda_shape.check_environments_fit``), before anything is created."""
+        """The typed settings; in local mode ``SettingsError`` also when the environments the
+        stand-in may hold at once (``provisioned_concurrency``, or ``reserved_concurrency`` when
+        larger: the function's limit), each held at ``memory_mb``, do not fit this machine's
+        available memory (``lambda_shape.check_environments_fit``), before anything is created."""
         s = super().parse_settings(raw)
-        if s.provisioned_concurrency and s.is_local():
+        held = {"provisioned_concurrency": s.provisioned_concurrency,
+                "reserved_concurrency": s.reserved_concurrency or 0}
+        field, count = max(held.items(), key=lambda kv: kv[1])
+        if count and s.is_local():
             try:
-                check_environments_fit(s.provisioned_concurrency, s.memory_mb,
-                                       mem_available_mb())
+                check_environments_fit(count, s.memory_mb, mem_available_mb())
             except ValueError as exc:
-                raise SettingsError(f"provisioned_concurrency={s.provisioned_concurrency}: "
-                                    f"{exc}; lower it or memory_mb") from None
+                raise SettingsError(f"{field}={count}: {exc}; lower it or memory_mb") from None
         return s
 
     def deployment_name(self, settings: LambdaSettings, name: str | None) -> str:

@@ -87,3 +87,14 @@ def test_the_lambda_deployer_checks_provisioned_environments_in_local_mode(monke
     # against AWS the account's limit applies, not this machine's memory
     assert deployer.parse_settings({**local, "local_runtime": False,
                                     "provisioned_concurrency": 5})
+
+
+def test_the_lambda_deployer_checks_reserved_environments_in_local_mode(monkeypatch):
+    monkeypatch.setattr(lambda_module, "mem_available_mb", lambda: 8192)
+    deployer = LambdaDeployer()
+    local = {"memory_mb": 2048, "local_runtime": True}
+    assert deployer.parse_settings({**local, "reserved_concurrency": 4,
+                                    "provisioned_concurrency": 1})
+    with pytest.raises(SettingsError, match="reserved_concurrency=10: 10 environments"):
+        deployer.parse_settings({**local, "reserved_concurrency": 10,
+                                 "provisioned_concurrency": 2})
