@@ -35,7 +35,7 @@ from typing import NoReturn
 
 import click
 
-from bench.cli_options import model_and_dataset
+from bench.cli_options import LEVELS, NON_NEGATIVE, POSITIVE, FiniteRange, model_and_dataset
 from bench.leftovers_cli import sweep
 from bench.load_settings import DEFAULT_LEVELS
 from bench.locust_import import locust_import, locust_mix
@@ -66,8 +66,6 @@ class _IntList(click.ParamType):
 
 
 INT_LIST = _IntList()
-POSITIVE = click.FloatRange(min=0, min_open=True)
-NON_NEGATIVE = click.FloatRange(min=0)
 
 
 def _csv(values: list[int]) -> str:
@@ -85,7 +83,7 @@ def _processes_only_with_locust(generator: str, processes: object, default: obje
 
 @click.command()
 @click.option("--delay-ms", type=POSITIVE, default=16.0, show_default=True, help="Stub delay.")
-@click.option("--users", type=INT_LIST, default=_csv([1, 2, 4, 8, 16, 24, 32]), show_default=True,
+@click.option("--users", type=LEVELS, default=_csv([1, 2, 4, 8, 16, 24, 32]), show_default=True,
               help="Comma-separated user counts.")
 @click.option("--warmup-s", type=NON_NEGATIVE, default=1.0, show_default=True,
               help="Warm-up per level.")
@@ -126,7 +124,7 @@ def calibrate(delay_ms: float, users: list[int], warmup_s: float, duration_s: fl
                    "prefixes become the payloads.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Sessions per request.")
-@click.option("--users", type=INT_LIST, default=_csv(DEFAULT_LEVELS), show_default=True)
+@click.option("--users", type=LEVELS, default=_csv(DEFAULT_LEVELS), show_default=True)
 @click.option("--warmup-s", type=NON_NEGATIVE, default=2.0, show_default=True)
 @click.option("--duration-s", type=POSITIVE, default=10.0, show_default=True)
 @click.option("--timeout-s", type=POSITIVE, default=10.0, show_default=True)
@@ -264,7 +262,7 @@ def _lambda_memory(ctx: click.Context, param: click.Parameter, sizes: list[int])
               help="Sessions per invocation (enough CPU work to show the CPU share).")
 @click.option("--probe-seconds", type=POSITIVE, default=2.0, show_default=True,
               help="Length of the CPU-share probe (when the deployment reports usage).")
-@click.option("--balanced-weight", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+@click.option("--balanced-weight", type=FiniteRange(0, 1), default=0.5, show_default=True,
               help="Power Tuning's balancedWeight: 0 picks for speed, 1 for cost.")
 @click.option("--k", type=click.IntRange(1, 1000), default=20, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the mix.")

@@ -29,6 +29,9 @@ from typing import Protocol, TypeVar
 from bench import provenance
 from bench.provenance import Provenance
 
+MAX_PARALLEL = 16
+PARALLEL_WHY = ("each target benchmarked at once runs its own load generator, threads on this "
+                "machine's cores")
 T = TypeVar("T")
 R = TypeVar("R", covariant=True)
 
@@ -55,9 +58,12 @@ class Schedule:
 def schedule(targets: Sequence[tuple[str, str]], max_parallel: int,
              source: Callable[[str], Provenance] = provenance.of_target) -> Schedule:
     """The schedule of ``targets`` (``(name, deployer)`` pairs); ``source`` gives a deployer's
-    provenance. ``ValueError`` naming ``max_parallel`` below 1."""
+    provenance. ``ValueError`` naming ``max_parallel`` outside 1..``MAX_PARALLEL``."""
     if max_parallel < 1:
         raise ValueError(f"max_parallel_targets must be >= 1, got {max_parallel}")
+    if max_parallel > MAX_PARALLEL:
+        raise ValueError(f"max_parallel_targets={max_parallel} is above the limit of "
+                         f"{MAX_PARALLEL}: {PARALLEL_WHY}")
     local = [name for name, deployer in targets if source(deployer) != "measured-real"]
     if local:
         return Schedule(False, 1, f"{', '.join(local)} measure{'s' if len(local) == 1 else ''} "

@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING
 
 import click
 
+from bench.cli_options import NON_NEGATIVE, POSITIVE
+
 if TYPE_CHECKING:  # pandas and the sweep load inside the command: the CLI starts fast
     from bench.load_settings import LoadSettings
     from bench.sweep import SweepResult
 
-POSITIVE = click.FloatRange(min=0, min_open=True)
 
 
 def parse_level(text: str) -> tuple[int, list[Path]]:
@@ -60,7 +61,7 @@ def import_sweep(levels: list[tuple[int, list[Path]]], settings: LoadSettings) -
 @click.option("--url", required=True, help="The endpoint the run measured (for the labels).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Locust worker processes the run had (for the labels).")
-@click.option("--warmup-s", type=click.FloatRange(min=0), default=2.0, show_default=True)
+@click.option("--warmup-s", type=NON_NEGATIVE, default=2.0, show_default=True)
 @click.option("--duration-s", type=POSITIVE, default=10.0, show_default=True)
 @click.option("--timeout-s", type=POSITIVE, default=10.0, show_default=True)
 @click.option("--slo-ms", type=POSITIVE, default=100.0, show_default=True)

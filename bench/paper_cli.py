@@ -16,7 +16,7 @@ import time
 
 import click
 
-from bench.cli_options import model_and_dataset
+from bench.cli_options import POSITIVE, model_and_dataset
 from bench.load_settings import LoadSettings
 from bench.targets import TargetSpec
 from bench.tracking import use_default_tracking
@@ -38,9 +38,9 @@ LOAD = LoadSettings(warmup_s=1.0, duration_s=5.0, timeout_s=10.0)
 
 @click.command(name="paper")
 @model_and_dataset
-@click.option("--slo-ms", type=click.FloatRange(min=0, min_open=True), default=50.0,
+@click.option("--slo-ms", type=POSITIVE, default=50.0,
               show_default=True, help="p95 objective (saturation, recommendation, break-even).")
-@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=20.0,
+@click.option("--rate", type=POSITIVE, default=20.0,
               show_default=True, help="The workload's request rate for the recommendation.")
 @click.option("--experiment", default="paper", show_default=True)
 def paper(model_uri: str, dataset: str, slo_ms: float, rate: float, experiment: str) -> None:

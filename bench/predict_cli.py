@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from bench.cli_options import model_and_dataset
+from bench.cli_options import POSITIVE, model_and_dataset
 from bench.tracking import use_default_tracking
 
 
@@ -24,7 +24,7 @@ from bench.tracking import use_default_tracking
 @click.option("--quick", is_flag=True,
               help="Fewer levels (1,2,4,8,16) and 3 s windows: about 6 minutes here.")
 @model_and_dataset
-@click.option("--slo-ms", type=click.FloatRange(min=0, min_open=True), default=50.0,
+@click.option("--slo-ms", type=POSITIVE, default=50.0,
               show_default=True, help="p95 objective of the logged benchmark's tables.")
 @click.option("--experiment", default="predict-check", show_default=True)
 @click.option("--measurements", type=click.Path(exists=True, dir_okay=False, path_type=Path),

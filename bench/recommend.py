@@ -61,7 +61,7 @@ def band_text(band: tuple[float, float] | None) -> str:
 class Workload(BaseModel):
     """The load to serve and the latency it must get."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     base_rps: float = Field(ge=0, description="Steady request rate, requests/s.")
     burst_rps: float = Field(
@@ -89,7 +89,7 @@ class Workload(BaseModel):
 class Profile(BaseModel):
     """What was measured for one candidate deployment."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     target: str = Field(description="Deployer name, e.g. 'sagemaker', 'lambda', 'local'.")
     name: str = Field(default="", description="The measured target's name (e.g. "

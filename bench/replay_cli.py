@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, cast
 
 import click
 
+from bench.cli_options import NON_NEGATIVE, POSITIVE
+
 if TYPE_CHECKING:
     from bench.replay_schedule import Pace
     from deployers.base import Description, Invoker
 
-POSITIVE = click.FloatRange(min=0, min_open=True)
 
 
 def direct_invoker(deployer: str, deployment: str) -> Invoker:
@@ -72,7 +73,7 @@ def _bad(message: str, option: str) -> click.BadParameter:
               help="Divide recorded times and --think-s by this.")
 @click.option("--rate", type=POSITIVE, default=10.0, show_default=True,
               help="New sessions per second, when sessions start as a Poisson process.")
-@click.option("--think-s", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--think-s", type=NON_NEGATIVE, default=1.0, show_default=True,
               help="Seconds between the clicks of a session (poisson pace).")
 @click.option("--k", type=click.IntRange(1, 1000), default=20, show_default=True)
 @click.option("--max-clicks", type=click.IntRange(min=1), default=50, show_default=True,

@@ -90,7 +90,7 @@ def check_name(name: str) -> str:
 class Settings(BaseModel):
     """Base of every deployer's settings: typed, every field described, unknown keys refused."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any] | Settings | None) -> Self:

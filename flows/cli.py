@@ -27,7 +27,8 @@ from typing import Any
 import click
 
 from bench.cli import COMMANDS
-from bench.load_settings import DEFAULT_LEVELS
+from bench.cli_options import LEVELS, POSITIVE, FiniteRange
+from bench.load_settings import DEFAULT_LEVELS, MAX_LEVEL_S
 from sessions.server import session_server
 
 
@@ -53,10 +54,43 @@ def _json_option(value: str | None, option: str) -> Any:
         raise click.BadParameter(f"not JSON nor a JSON file: {exc}", param_hint=option) from None
 
 
-def _positive(ctx: click.Context, param: click.Parameter, value: int) -> int:
+def _count(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    """A click callback refusing a count outside 1..its flow parameter's upper bound
+    (``flows.parameters.COUNT_LIMITS``, looked up when the command runs), saying why."""
+    from flows.parameters import COUNT_LIMITS
+
     if value < 1:
         raise click.BadParameter(f"must be >= 1, got {value}")
+    limit, why = COUNT_LIMITS[str(param.name)]
+    if value > limit:
+        raise click.BadParameter(f"{value} is above the limit of {limit:,}: {why}")
     return value
+
+
+def _checked(dataset: str, hyperparameters: str | None, epochs: int,
+             metric: str | None = None) -> Any:
+    """The ``--hyperparameters`` JSON, once it, ``--dataset``'s synthetic options and the
+    compared ``metric`` have passed the flows' checks (``flows.parameters.check_run``): a click
+    error naming the option otherwise, before a server starts or anything is trained."""
+    from pydantic import ValidationError
+
+    from flows.parameters import check_run, train_config
+    from niser.train import TrainConfig
+
+    raw = _json_option(hyperparameters, "--hyperparameters")
+    try:
+        config = train_config(None if raw is None else TrainConfig.model_validate(raw),
+                              epochs=epochs)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise click.BadParameter(problems, param_hint="--hyperparameters") from None
+    try:
+        check_run(dataset, config, *([metric] if metric else []))
+    except ValueError as exc:
+        hint = "--dataset" if str(exc).startswith("dataset spec") else (
+            "--metric" if metric else "--hyperparameters")
+        raise click.BadParameter(str(exc), param_hint=hint) from None
+    return raw
 
 
 def _training_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -97,7 +131,8 @@ def main() -> None:
 @main.command()
 @click.option("--dataset", default="synthetic", show_default=True,
               help="'synthetic', a preprocessed folder, or a raw click log.")
-@click.option("--epochs", type=int, default=3, show_default=True, callback=_positive)
+@click.option("--epochs", type=int, default=3, show_default=True,
+              callback=_count)
 @click.option("--hyperparameters", help="TrainConfig fields as JSON or a JSON file.")
 @click.option("--experiment", default="niser", show_default=True)
 @_training_options
@@ -105,34 +140,30 @@ def train(dataset: str, epochs: int, hyperparameters: str | None, experiment: st
           train_on: str, training: str | None) -> None:
     """Train, evaluate, log and register (no deployment)."""
     _run(dataset=dataset, epochs=epochs, experiment=experiment, targets=[],
-         hyperparameters=_json_option(hyperparameters, "--hyperparameters"),
+         hyperparameters=_checked(dataset, hyperparameters, epochs),
          **_training(train_on, training))
 
 
 @main.command()
 @click.option("--dataset", default="synthetic", show_default=True)
-@click.option("--epochs", type=int, default=3, show_default=True, callback=_positive)
+@click.option("--epochs", type=int, default=3, show_default=True,
+              callback=_count)
 @click.option("--targets", help="Target list as JSON or a JSON file (default: the four built-in).")
-@click.option("--levels", default=",".join(map(str, DEFAULT_LEVELS)), show_default=True,
-              help="Closed-loop user counts, comma-separated.")
-@click.option("--slo-ms", type=float, default=50.0, show_default=True)
-@click.option("--level-seconds", type=float, default=3.0, show_default=True)
+@click.option("--hyperparameters", help="TrainConfig fields as JSON or a JSON file.")
+@click.option("--levels", type=LEVELS, default=",".join(map(str, DEFAULT_LEVELS)),
+              show_default=True, help="Closed-loop user counts, comma-separated (1..1024 users, "
+                                      "at most 32 levels).")
+@click.option("--slo-ms", type=POSITIVE, default=50.0, show_default=True)
+@click.option("--level-seconds", type=FiniteRange(min=0, min_open=True, max=MAX_LEVEL_S),
+              default=3.0, show_default=True)
 @click.option("--experiment", default="niser", show_default=True)
 @_training_options
-def benchmark(dataset: str, epochs: int, targets: str | None, levels: str, slo_ms: float,
-              level_seconds: float, experiment: str, train_on: str, training: str | None
-              ) -> None:
+def benchmark(dataset: str, epochs: int, targets: str | None, hyperparameters: str | None,
+              levels: list[int], slo_ms: float, level_seconds: float, experiment: str,
+              train_on: str, training: str | None) -> None:
     """Train, register, deploy to every target and benchmark."""
-    try:
-        lv = [int(x) for x in levels.split(",") if x.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{levels!r} is not a comma-separated list of integers",
-                                 param_hint="--levels") from None
-    if not lv or min(lv) < 1:
-        raise click.BadParameter(f"{levels!r}: need one or more counts >= 1", param_hint="--levels")
-    if slo_ms <= 0:
-        raise click.BadParameter(f"must be > 0, got {slo_ms}", param_hint="--slo-ms")
-    _run(dataset=dataset, epochs=epochs, targets=_json_option(targets, "--targets"), levels=lv,
+    _run(dataset=dataset, epochs=epochs, targets=_json_option(targets, "--targets"),
+         hyperparameters=_checked(dataset, hyperparameters, epochs), levels=levels,
          slo_ms=slo_ms, level_seconds=level_seconds, experiment=experiment,
          **_training(train_on, training))
 
@@ -146,38 +177,48 @@ def _run(**kwargs: Any) -> None:
 
 @main.command()
 @click.option("--dataset", default="synthetic", show_default=True)
-@click.option("--n-trials", type=int, default=4, show_default=True, callback=_positive)
-@click.option("--epochs", type=int, default=2, show_default=True, callback=_positive)
+@click.option("--n-trials", type=int, default=4, show_default=True,
+              callback=_count)
+@click.option("--epochs", type=int, default=2, show_default=True,
+              callback=_count)
+@click.option("--metric", default="val_recall_20", show_default=True,
+              help="The validation metric the trials maximise (val_recall_K, val_mrr_K).")
 @click.option("--study-name", default="niser-hpo", show_default=True)
 @click.option("--work-pool", default=None,
               help="Run the trials on this Prefect process work pool's workers (needs "
                    "PREFECT_API_URL); default: here, one after the other.")
-@click.option("--shards", type=int, default=2, show_default=True, callback=_positive,
+@click.option("--shards", type=int, default=2, show_default=True,
+              callback=_count,
               help="Flow runs started on --work-pool.")
 @click.option("--storage", default=None,
               help="Optuna database URL without password (sqlite:///..., postgresql://...); "
                    "default: the journal file, or SQLite beside it with --work-pool.")
-@click.option("--heartbeat-s", type=int, default=10, show_default=True, callback=_positive)
-@click.option("--grace-s", type=int, default=60, show_default=True, callback=_positive,
+@click.option("--heartbeat-s", type=int, default=10, show_default=True,
+              callback=_count)
+@click.option("--grace-s", type=int, default=60, show_default=True,
+              callback=_count,
               help="A trial silent this long (no heartbeat) is failed.")
 @_training_options
-def hpo(dataset: str, n_trials: int, epochs: int, study_name: str, work_pool: str | None,
-        shards: int, storage: str | None, heartbeat_s: int, grace_s: int, train_on: str,
-        training: str | None) -> None:
+def hpo(dataset: str, n_trials: int, epochs: int, metric: str, study_name: str,
+        work_pool: str | None, shards: int, storage: str | None, heartbeat_s: int, grace_s: int,
+        train_on: str, training: str | None) -> None:
     """Run an Optuna study (journal storage under .state/optuna)."""
+    _checked(dataset, None, epochs, metric)
+    training_args = _training(train_on, training)
     _defaults()
     from flows.hpo import hpo as hpo_flow
 
-    hpo_flow(dataset=dataset, n_trials=n_trials, epochs=epochs, study_name=study_name,
+    hpo_flow(dataset=dataset, n_trials=n_trials, epochs=epochs, metric=metric,
+             study_name=study_name,
              work_pool=work_pool, shards=shards, storage=storage, heartbeat_s=heartbeat_s,
-             grace_s=grace_s, **_training(train_on, training))
+             grace_s=grace_s, **training_args)
 
 
 @main.command("run")
 @click.argument("deployment", default="train-and-benchmark/local")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="A flow parameter (JSON values allowed), as `prefect deployment run --param`.")
-@click.option("--timeout", type=float, default=1500, show_default=True,
+@click.option("--timeout", type=POSITIVE, default=1500, show_default=True,
               help="Seconds to follow the run before giving up (the run goes on).")
 def run_deployment(deployment: str, params: tuple[str, ...], timeout: float) -> None:
     """Run a served deployment and follow it: a line per step, then its summary."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from uuid import UUID
 
 import mlflow
@@ -34,7 +34,6 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 from prefect.states import Crashed
-from pydantic import Field
 
 from bench.stale_runs import process_tags
 from bench.tracking import check_tracking_server
@@ -42,12 +41,20 @@ from deployers.sagemaker.training import TrainingSettings
 from flows import hpo_shard as shards_
 from flows import study as studies
 from flows import tasks
-from flows.parameters import Count, train_config, training_settings
+from flows.parameters import (
+    EpochCount,
+    Heartbeat,
+    Shards,
+    Trials,
+    WaitSeconds,
+    check_run,
+    train_config,
+    training_settings,
+)
 from niser.train import TrainConfig
 
 DEFAULT_STORAGE = Path(".state") / "optuna" / "journal.log"
 SEARCH_SPACE, suggest = shards_.SEARCH_SPACE, shards_.suggest
-Seconds = Annotated[int, Field(ge=1)]
 FINAL = (StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED)
 
 
@@ -112,8 +119,8 @@ def settle_shards(ids: list[UUID], trials: list[optuna.trial.FrozenTrial], wait_
 @flow(name="hpo", log_prints=True)
 def hpo(
     dataset: str = "synthetic",
-    n_trials: Count = 4,
-    epochs: Count = 2,
+    n_trials: Trials = 4,
+    epochs: EpochCount = 2,
     metric: str = "val_recall_20",
     study_name: str = "niser-hpo",
     storage_path: str = str(DEFAULT_STORAGE),
@@ -121,11 +128,11 @@ def hpo(
     experiment: str = "niser-hpo",
     hyperparameters: TrainConfig | None = None,
     work_pool: str | None = None,
-    shards: Count = 2,
+    shards: Shards = 2,
     storage: str | None = None,
-    heartbeat_s: Seconds = 10,
-    grace_s: Seconds = 60,
-    timeout_s: Seconds = 24 * 3600,
+    heartbeat_s: Heartbeat = 10,
+    grace_s: WaitSeconds = 60,
+    timeout_s: WaitSeconds = 24 * 3600,
     train_on: Literal["local", "sagemaker"] = "local",
     training: TrainingSettings | None = None,
 ) -> dict[str, Any]:
@@ -138,8 +145,13 @@ def hpo(
     often a trial's process proves it is alive and how long one may stay silent before its
     trial is failed; ``timeout_s``: how long to wait for the shards; ``train_on="sagemaker"``:
     each trial trains in a SageMaker training job (``training``: ``TrainingSettings``), and the
-    parent run gets the trials' total ``training_cost_usd``.
+    parent run gets the trials' total ``training_cost_usd``. ``metric`` must be a validation
+    metric the evaluation computes (``val_recall_20``, ``val_mrr_10``, ... for
+    ``hyperparameters.ks``), and every number is bounded (README, "Bounds"): both are checked
+    before anything is created or trained.
     """
+    base = train_config(hyperparameters, epochs=epochs, seed=seed)
+    check_run(dataset, base, metric)
     logger = get_run_logger()
     job_settings = training_settings(train_on, training)
     check_tracking_server()
@@ -150,7 +162,6 @@ def hpo(
         url = studies.check_storage_url(storage) if storage is not None else None
     store = studies.open_storage(url, storage_path, heartbeat_s, grace_s)
     study = studies.open_study(study_name, store, seed)
-    base = train_config(hyperparameters, epochs=epochs, seed=seed)
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=f"hpo-{study_name}",
                           tags={"prefect.flow_run_id": str(flow_run.id or ""),

@@ -20,7 +20,19 @@ from bench.targets import TargetSpec, validate_targets
 from bench.tracking import check_tracking_server
 from deployers.sagemaker.training import TrainingSettings
 from flows import tasks
-from flows.parameters import Count, Levels, Positive, train_config, training_settings
+from flows.parameters import (
+    EpochCount,
+    Fraction,
+    Levels,
+    ParallelTargets,
+    Positive,
+    Rate,
+    WarmupSeconds,
+    WindowSeconds,
+    check_run,
+    train_config,
+    training_settings,
+)
 from niser.train import TrainConfig
 
 # The seed paper's platforms, all runnable on one machine: the on-premise server with one and two
@@ -61,19 +73,19 @@ def _experiment_name(experiment: str, experiment_id: str) -> str:
 @flow(name="train-and-benchmark", log_prints=True)
 def train_and_benchmark(
     dataset: str = "synthetic",
-    epochs: Count = 3,
+    epochs: EpochCount = 3,
     hyperparameters: TrainConfig | None = None,
     targets: list[TargetSpec] | None = None,
     levels: Levels | None = None,
     slo_ms: Positive = 50.0,
-    request_rate_rps: float = 20.0,
-    burst_rps: float = 0.0,
-    burst_fraction: float = 0.0,
-    level_seconds: float = 3.0,
-    warmup_seconds: float = 1.0,
+    request_rate_rps: Rate = 20.0,
+    burst_rps: Rate = 0.0,
+    burst_fraction: Fraction = 0.0,
+    level_seconds: WindowSeconds = 3.0,
+    warmup_seconds: WarmupSeconds = 1.0,
     experiment: str = "niser",
     run_name: str | None = None,
-    max_parallel_targets: Count = 4,
+    max_parallel_targets: ParallelTargets = 4,
     train_on: Literal["local", "sagemaker"] = "local",
     training: TrainingSettings | None = None,
 ) -> dict[str, Any]:
@@ -86,12 +98,15 @@ def train_and_benchmark(
     ``request_rate_rps`` (plus ``burst_rps`` for ``burst_fraction`` of the time) the load for
     which the cheapest deployment is recommended; ``max_parallel_targets`` how many targets
     are benchmarked at once when all are real AWS endpoints (local ones always run one after
-    the other: ``bench.fanout``). ``train_on="sagemaker"`` trains in a SageMaker training job
+    the other: ``bench.fanout``). Every number is finite and bounded (README, "Bounds"); the
+    targets' settings, the dataset's synthetic options and the compared metric are checked
+    before anything is created or trained. ``train_on="sagemaker"`` trains in a SageMaker training job
     (``training``: ``TrainingSettings`` fields such as ``{"instance_type": "ml.c5.xlarge",
     "spot": true}``) that logs and registers into the same run; the rest is unchanged.
     """
-    logger = get_run_logger()
     config = train_config(hyperparameters, epochs=epochs)
+    check_run(dataset, config)
+    logger = get_run_logger()
     job_settings = training_settings(train_on, training)
     check_tracking_server()  # seconds, not minutes of retries, when it is down
     specs = validate_targets(DEFAULT_TARGETS if targets is None else targets)

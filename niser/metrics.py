@@ -16,6 +16,11 @@ from niser.data import Samples
 TopKFn = Callable[[Samples, int], np.ndarray]  # (batch, k) -> (B, k) item indices, best first
 
 
+def metric_names(ks: Sequence[int]) -> list[str]:
+    """The names ``MetricAccumulator.result`` (and so ``evaluate``) returns for cut-offs ``ks``."""
+    return [name for k in sorted(ks) for name in (f"recall_{k}", f"mrr_{k}")]
+
+
 class MetricAccumulator:
     """Sums hits and reciprocal ranks; ``result`` gives percentages as in the literature."""
 

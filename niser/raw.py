@@ -13,13 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 
 from niser.data import PREPARED_SUFFIX, DataError, SessionData, load_prepared, load_preprocessed
 from niser.preprocess import Preprocessed, preprocess_clicks
+
+if TYPE_CHECKING:
+    from niser.synthetic import SyntheticConfig
 
 log = logging.getLogger(__name__)
 
@@ -249,8 +252,22 @@ def _unknown(spec: str, why: str) -> ValueError:
     return ValueError(f"dataset spec {spec!r}: {why}. Accepted forms:\n{forms}")
 
 
+def check_synthetic_spec(spec: str) -> None:
+    """For a ``synthetic:...`` spec, its options checked (``ValueError`` naming the option, the
+    value and the limit) without generating anything; other specs are left to ``load_dataset``."""
+    text = str(spec)
+    if text == "synthetic" or text.startswith("synthetic:"):
+        _synthetic_config(text)
+
+
 def _synthetic(spec: str) -> SessionData:
-    from niser.synthetic import SyntheticConfig, generate
+    from niser.synthetic import generate
+
+    return generate(_synthetic_config(spec))
+
+
+def _synthetic_config(spec: str) -> SyntheticConfig:
+    from niser.synthetic import SyntheticConfig
 
     _, _, options = spec.partition(":")
     pairs = [p.split("=", 1) for p in options.split(",") if p.strip()]
@@ -260,7 +277,7 @@ def _synthetic(spec: str) -> SessionData:
         config = SyntheticConfig.model_validate({k.strip(): v.strip() for k, v in pairs})
     except ValueError as e:
         raise _unknown(spec, f"invalid synthetic options: {e}") from e
-    return generate(config)
+    return config
 
 
 def load_dataset(

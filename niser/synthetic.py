@@ -15,31 +15,44 @@ The result goes through the same indexing, test filtering and prefix expansion a
 from __future__ import annotations
 
 import hashlib
+from typing import Annotated
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from niser.bounds import AtMost
 from niser.data import SessionData
 from niser.preprocess import index_sessions
 
 RAW_ID_BASE, RAW_ID_STEP = 100_000, 7
+MAX_ITEMS = 1_000_000  # 25x Diginetica's 43k items; the model's embeddings grow with it
+MAX_SESSIONS = 10_000_000  # Yoochoose 1/4 has 6M training sessions
+MAX_LENGTH = 1000
+MAX_CLICK_CELLS = 100_000_000
+"""The generator holds an int64 matrix of n_sessions x longest session (plus temporaries of its
+column size): at most this many cells, 800 MB."""
 
 
 class SyntheticConfig(BaseModel):
     """Parameters of the generator; the defaults train one NISER epoch in seconds on a CPU."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    n_items: int = Field(default=500, ge=2, description="Number of items in the catalogue.")
-    n_sessions: int = Field(
+    n_items: Annotated[int, AtMost(MAX_ITEMS, "25x Diginetica's 43k items; the model's item "
+                                   "embeddings grow with the catalogue")] = Field(
+        default=500, ge=2, description="Number of items in the catalogue.")
+    n_sessions: Annotated[int, AtMost(MAX_SESSIONS, "more sessions than Yoochoose 1/4's "
+                                      "6M; generated in memory")] = Field(
         default=4000, ge=10, description="Number of sessions, train and test together."
     )
     mean_length: float = Field(
-        default=5.0, gt=2.0, description="Mean session length in clicks, before the cap."
+        default=5.0, gt=2.0, le=MAX_LENGTH,
+        description="Mean session length in clicks, before the cap."
     )
-    max_length: int = Field(default=30, ge=2, description="Longest session, in clicks.")
+    max_length: Annotated[int, AtMost(MAX_LENGTH, "real sessions are tens of clicks")] = Field(
+        default=30, ge=2, description="Longest session, in clicks.")
     successors_per_item: int = Field(
-        default=4, ge=1,
+        default=4, ge=1, le=64,
         description="Number of likely successors of each item, weighted 1/2, 1/4, ...",
     )
     jump_probability: float = Field(
@@ -64,6 +77,13 @@ class SyntheticConfig(BaseModel):
                 f"successors_per_item ({self.successors_per_item}) must be below n_items "
                 f"({self.n_items})"
             )
+        cells = self.n_sessions * self.max_length
+        if cells > MAX_CLICK_CELLS:
+            raise ValueError(
+                f"n_sessions x max_length = {self.n_sessions:,} x {self.max_length} = {cells:,} "
+                f"is above the limit of {MAX_CLICK_CELLS:,}: the generator holds an int64 "
+                f"matrix of that many clicks ({MAX_CLICK_CELLS * 8 // 10**6:,} MB at the limit); "
+                "lower n_sessions or max_length")
         return self
 
     def digest(self) -> str:

@@ -19,57 +19,97 @@ import copy
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
+from niser.bounds import AtMost
 from niser.data import VALID_FRACTION, Samples, SessionData, carve_validation
 from niser.graph import build_batch
-from niser.metrics import evaluate
+from niser.metrics import evaluate, metric_names
 from niser.model import NISER
 from niser.precision import Precision, PrecisionChoice, choose_precision
 from niser.scoring import softmax_loss
 
 log = logging.getLogger(__name__)
 SELECTION_METRIC = "recall_20"  # validation metric that chooses the epoch
+MAX_EPOCHS = 1000
+MAX_BATCH_SIZE = 65_536
+MAX_DIM = 4096
+MAX_POSITIONS = 1024
+MAX_GNN_STEPS = 16
+MAX_K = 1000
+MAX_KS = 16
+EPOCHS_WHY = "an epoch of the smallest data takes seconds, 1000 of the real logs take weeks"
+Epochs = Annotated[int, AtMost(MAX_EPOCHS, EPOCHS_WHY)]
+BatchSize = Annotated[int, AtMost(MAX_BATCH_SIZE, "a batch's scores are batch x n_items floats "
+                                                  "(65,536 x 40,000 items is 10 GB)")]
+Dim = Annotated[int, AtMost(MAX_DIM, "the item embeddings are n_items x dim floats, four copies "
+                                     "of them with the gradients and Adam's moments")]
 
 
 class TrainConfig(BaseModel):
     """Every training hyperparameter; unknown keys are refused."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    epochs: int = Field(5, ge=1, description="Passes over the augmented training samples.")
-    batch_size: int = Field(100, ge=1, description="Training samples per optimizer step.")
-    dim: int = Field(100, ge=2, description="Embedding size d.")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
-    weight_decay: float = Field(1e-5, ge=0, description="Adam L2 weight decay.")
-    lr_step: int = Field(3, ge=1, description="Epochs between learning-rate decays.")
+    epochs: Epochs = Field(5, ge=1, description="Passes over the augmented training samples.")
+    batch_size: BatchSize = Field(100, ge=1, description="Training samples per optimizer step.")
+    dim: Dim = Field(100, ge=2, description="Embedding size d.")
+    lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate.")
+    weight_decay: float = Field(1e-5, ge=0, le=1, description="Adam L2 weight decay.")
+    lr_step: Epochs = Field(3, ge=1, description="Epochs between learning-rate decays.")
     lr_gamma: float = Field(0.1, gt=0, le=1, description="Learning-rate decay factor.")
-    max_positions: int = Field(12, ge=1, description="Rows of the positional embedding.")
+    max_positions: Annotated[int, AtMost(MAX_POSITIONS, "sessions are tens of clicks")] = Field(
+        12, ge=1, description="Rows of the positional embedding.")
     long_sessions: Literal["truncate", "clamp"] = Field(
         "truncate", description="Sessions longer than max_positions: keep the most recent "
         "clicks (truncate) or keep all and share the oldest position (clamp).")
     sigma: float = Field(16.0, gt=0, description="Scale applied to cosine scores.")
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on item embeddings.")
-    gnn_steps: int = Field(1, ge=1, description="Gated GNN propagation steps.")
+    gnn_steps: Annotated[int, AtMost(MAX_GNN_STEPS, "each step is one more GRU pass over every "
+                                                    "session graph")] = Field(
+        1, ge=1, description="Gated GNN propagation steps.")
     seed: int = Field(0, description="Seed for weights, shuffling and dropout.")
     device: str = Field("auto", description="'auto' (CUDA when available), 'cpu' or 'cuda[:n]'.")
-    eval_batch_size: int = Field(500, ge=1, description="Samples per evaluation batch.")
-    ks: tuple[int, ...] = Field((10, 20), description="Cut-offs for Recall@K and MRR@K.")
-    patience: int = Field(3, ge=1, description="Stop after this many epochs in a row without a "
-                          "better validation Recall@20 (3 >= lr_step by default, so a "
-                          "learning-rate decay always gets an epoch to show its effect).")
+    eval_batch_size: BatchSize = Field(500, ge=1, description="Samples per evaluation batch.")
+    ks: Annotated[tuple[Annotated[int, Field(ge=1), AtMost(MAX_K, "a recommender lists tens of "
+                                                          "items")], ...],
+                  AtMost(MAX_KS, "a metric pair per cut-off", items=True)] = Field(
+        (10, 20), min_length=1, description="Cut-offs for Recall@K and MRR@K.")
+    patience: Epochs = Field(3, ge=1, description="Stop after this many epochs in a row without "
+                             "a better validation Recall@20 (3 >= lr_step by default, so a "
+                             "learning-rate decay always gets an epoch to show its effect).")
     precision: Precision = Field("auto", description="Scoring arithmetic: 'auto' (bf16 where "
                                  "the hardware has bf16 units, else fp32), 'fp32' or 'bf16'.")
     max_batches: int | None = Field(None, ge=1, description="Stop every epoch after this many "
                                     "batches (a timing slice); None trains on every sample.")
+
+
+def final_metric_names(ks: Sequence[int]) -> list[str]:
+    """The metrics ``TrainResult.final`` carries for cut-offs ``ks``: validation ``val_*`` (what
+    selection and the registry compare on) and test (reported, never compared)."""
+    names = metric_names(ks)
+    return [f"val_{n}" for n in names] + names
+
+
+def check_compared_metric(metric: str, ks: Sequence[int]) -> str:
+    """``metric`` when it is a validation metric of ``final_metric_names(ks)``, else
+    ``ValueError`` naming ``metric`` and the valid names (a test metric is refused: model
+    selection never looks at the test set). Call it before anything is trained."""
+    valid = [n for n in final_metric_names(ks) if n.startswith("val_")]
+    if metric not in valid:
+        why = ("is a test metric, and selection never looks at the test set"
+               if metric in final_metric_names(ks) else "is not a metric the evaluation computes")
+        raise ValueError(f"metric={metric!r} {why}; valid with ks={tuple(ks)}: "
+                         f"{', '.join(valid)}")
+    return metric
 
 
 def resolve_device(name: str) -> torch.device:

@@ -44,6 +44,7 @@ import contextlib
 import hashlib
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -58,11 +59,13 @@ from deployers.base import (
     Deployer,
     Description,
     Endpoint,
+    Settings,
     SettingsError,
     Undo,
     Usage,
 )
 from deployers.standins import FunctionConfig, LocalLambda
+from deployers.standins.lambda_shape import check_environments_fit, mem_available_mb
 
 
 def _code_of(model_uri: str, into: Path) -> Path:
@@ -95,6 +98,22 @@ class LambdaDeployer(Deployer[LambdaSettings]):
     settings_cls = LambdaSettings
     gone = staticmethod(aws.absent)
     aws_service: ClassVar[str | None] = "lambda"
+
+    def parse_settings(self, raw: Mapping[str, Any] | Settings | None) -> LambdaSettings:
+        """The typed settings; in local mode ``SettingsError`` also when the environments the
+        stand-in may hold at once (``provisioned_concurrency``, or ``reserved_concurrency`` when
+        larger: the function's limit), each held at ``memory_mb``, do not fit this machine's
+        available memory (``lambda_shape.check_environments_fit``), before anything is created."""
+        s = super().parse_settings(raw)
+        held = {"provisioned_concurrency": s.provisioned_concurrency,
+                "reserved_concurrency": s.reserved_concurrency or 0}
+        field, count = max(held.items(), key=lambda kv: kv[1])
+        if count and s.is_local():
+            try:
+                check_environments_fit(count, s.memory_mb, mem_available_mb())
+            except ValueError as exc:
+                raise SettingsError(f"{field}={count}: {exc}; lower it or memory_mb") from None
+        return s
 
     def deployment_name(self, settings: LambdaSettings, name: str | None) -> str:
         """The function name: ``name`` or ``settings.function_name`` (they must agree)."""

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from deployers import aws
 from deployers.base import NAME_RULE, NAME_RULE_TEXT, Settings
+from deployers.bounds import AtMost
+from deployers.standins.lambda_shape import ACCOUNT_CONCURRENCY, UNRESERVED_MINIMUM
+
+MAX_FUNCTION_CONCURRENCY = ACCOUNT_CONCURRENCY - UNRESERVED_MINIMUM
+Concurrency = Annotated[int, AtMost(
+    MAX_FUNCTION_CONCURRENCY, f"the account's concurrency limit is {ACCOUNT_CONCURRENCY:,} by "
+    f"default and Lambda keeps {UNRESERVED_MINIMUM} of it unreserved")]
 
 
 class LambdaSettings(Settings):
@@ -23,11 +30,12 @@ class LambdaSettings(Settings):
     runtime: Literal["python3.11", "python3.12"] = Field(
         "python3.11", description="Lambda Python runtime of the zip package.")
     timeout_s: int = Field(30, ge=1, le=900, description="Function timeout in seconds.")
-    reserved_concurrency: int | None = Field(
-        None, ge=0, le=1000, description="Reserved concurrency (also the function's limit); "
-        "None: the account's unreserved pool.")
-    provisioned_concurrency: int = Field(
-        0, ge=0, le=1000, description="Environments kept initialised on the alias (warm).")
+    reserved_concurrency: Concurrency | None = Field(
+        None, ge=0, description="Reserved concurrency (also the function's limit); "
+        f"None: the account's unreserved pool. At most {MAX_FUNCTION_CONCURRENCY}.")
+    provisioned_concurrency: Concurrency = Field(
+        0, ge=0, description="Environments kept initialised on the alias (warm); at most "
+        f"{MAX_FUNCTION_CONCURRENCY}, and in local mode as many as this machine's memory holds.")
     role_arn: str | None = Field(None, description="Execution role; None creates one that "
                                  "may write only this function's logs.")
     function_name: str | None = Field(None, description="Function name; default: the "

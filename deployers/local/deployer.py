@@ -18,11 +18,12 @@ Promises:
   state file under ``state_dir`` as soon as it exists, so deployments outlive the process that
   made them (``mlflow deployments create`` exits at once), and ``list``/``describe``/``teardown``/
   ``invoker`` work from any process that uses the same ``state_dir``.
-- ``instances`` x ``cpus`` above the cores this process may use is refused (``SettingsError``) before anything
-  starts: a shape is never run smaller than asked. Without root or a writable cgroup tree the
-  deployment warns once and runs unshaped; ``describe`` says which (``shaping``: ``none``,
-  ``cgroup-v1`` or ``cgroup-v2``, and the cgroups' names), and ``usage`` sums the CPU its
-  cgroups used (``None`` when unshaped).
+- ``instances`` x ``cpus``, or ``instances`` x ``workers`` x ``torch_threads``, above the cores
+  this process may use is refused (``SettingsError``) before anything starts: a shape is never
+  run smaller than asked, and the servers' threads do not share cores. Without root or a
+  writable cgroup tree the deployment warns once and runs unshaped; ``describe`` says which
+  (``shaping``: ``none``, ``cgroup-v1`` or ``cgroup-v2``, and the cgroups' names), and
+  ``usage`` sums the CPU its cgroups used (``None`` when unshaped).
 - ``teardown`` ends every process group of the deployment (servers, their workers, nginx), then
   removes its cgroups, files and state, and is idempotent.
 
@@ -56,12 +57,11 @@ from deployers.base import (
     Description,
     Endpoint,
     Settings,
-    SettingsError,
     Undo,
     Usage,
 )
 from deployers.http import HttpInvoker, free_port, ping, tail, wait_for_ping
-from deployers.local.settings import LocalSettings, sizes, with_workers
+from deployers.local.settings import LocalSettings, check_fits, sizes, with_workers
 from deployers.standins import shaping
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -137,18 +137,10 @@ class LocalDeployer(Deployer[LocalSettings]):
 
     # -- deploy ------------------------------------------------------------------------------
     def parse_settings(self, raw: Mapping[str, Any] | Settings | None) -> LocalSettings:
-        """The typed settings; ``SettingsError`` also when ``cpus`` exceeds this machine's cores."""
+        """The typed settings; ``SettingsError`` also when the shape does not fit this machine's
+        cores (``check_fits``)."""
         cores = shaping.machine_cores()
-        s = with_workers(super().parse_settings(raw), cores)
-        if s.cpus is not None and s.cpus * s.instances > cores:
-            shape = f"cpus={s.cpus}" if s.instances == 1 else (
-                f"instances={s.instances} x cpus={s.cpus}")
-            raise SettingsError(
-                f"{shape}: the shape needs {s.cpus * s.instances:g} CPUs and this machine has"
-                f" {cores} cores (those this process may use); lower cpus or instances so that"
-                f" instances x cpus <= {cores}, or deploy it on a machine with enough cores (it"
-                " is never run smaller than asked)")
-        return s
+        return check_fits(with_workers(super().parse_settings(raw), cores), cores)
 
     def create(self, model_uri: str, s: LocalSettings, name: str, undo: Undo) -> Endpoint:
         """Start the servers (and balancer) and wait for ``/ping``; see the module docstring."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from deployers import balancer as lb
+from deployers.base import SettingsError
 from deployers.serving import ServingSettings
 
 
@@ -23,7 +24,8 @@ class LocalSettings(ServingSettings):
         description="Intra-op threads per worker (OMP_NUM_THREADS/MKL_NUM_THREADS), so an "
         "instance uses at most workers * torch_threads cores. None: the instance's CPUs / "
         "workers (at least 1). torch caps it at the cores the process may use: the effective "
-        "count is min(torch_threads, cores).",
+        "count is min(torch_threads, cores). instances x workers x torch_threads above those "
+        "cores is refused (check_fits).",
     )
     instances: int = Field(
         1, ge=1, le=16,
@@ -79,3 +81,26 @@ def sizes(s: LocalSettings) -> tuple[int, int]:
     if s.workers is None or s.torch_threads is None:
         raise ValueError("workers and torch_threads are filled in by with_workers first")
     return s.workers, s.torch_threads
+
+
+def check_fits(s: LocalSettings, cores: int) -> LocalSettings:
+    """``s`` (through ``with_workers``) when its instances fit ``cores``, the cores of this
+    machine the process may use: ``instances x cpus <= cores`` and ``instances x workers x
+    torch_threads <= cores``; else ``SettingsError`` naming the settings and the numbers."""
+    if s.cpus is not None and s.cpus * s.instances > cores:
+        shape = f"cpus={s.cpus}" if s.instances == 1 else (
+            f"instances={s.instances} x cpus={s.cpus}")
+        raise SettingsError(
+            f"{shape}: the shape needs {s.cpus * s.instances:g} CPUs and this machine has"
+            f" {cores} cores (those this process may use); lower cpus or instances so that"
+            f" instances x cpus <= {cores}, or deploy it on a machine with enough cores (it"
+            " is never run smaller than asked)")
+    workers, threads = sizes(s)
+    if s.instances * workers * threads > cores:
+        raise SettingsError(
+            f"instances={s.instances} x workers={workers} x torch_threads={threads} = "
+            f"{s.instances * workers * threads} threads and this machine has {cores} cores "
+            f"(those this process may use): each worker's torch threads would share cores "
+            f"with the others' and measure contention, not the shape; lower them so that "
+            f"instances x workers x torch_threads <= {cores}")
+    return s

@@ -47,7 +47,7 @@ _SHAPES: dict[str, tuple[re.Pattern[str], str]] = {
 
 
 class _Part(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Serverless(_Part):

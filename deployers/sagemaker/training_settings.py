@@ -19,7 +19,7 @@ TRAINING_INSTANCE_TYPES: tuple[str, ...] = get_args(TrainingInstanceType)
 class TrainingSettings(BaseModel):
     """Where and how a training job runs; every field is checked before any AWS call."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     instance_type: TrainingInstanceType = Field(
         "ml.m5.xlarge", description="Training instance type: ml.c5.xlarge, ml.c5.2xlarge, "

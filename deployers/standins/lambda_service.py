@@ -78,7 +78,12 @@ from deployers.standins.lambda_environment import (
     runtime_dir,
 )
 from deployers.standins.lambda_invoke_api import Report, Result, Throttled, invoke_api
-from deployers.standins.lambda_shape import capacity, lambda_shape, mem_available_mb
+from deployers.standins.lambda_shape import (
+    ACCOUNT_CONCURRENCY,
+    capacity,
+    lambda_shape,
+    mem_available_mb,
+)
 from deployers.standins.shaping import CpuStat, Shape, ShapingError, add_stats, backend, machine_cores
 
 LOG_TAIL_BYTES = 4096
@@ -113,7 +118,7 @@ class LocalLambda:
     (``shaping.backend()``, which warns once when it has none); ``False`` never shapes;
     ``True`` requires shaping (``ShapingError`` without a backend)."""
 
-    def __init__(self, account_concurrency: int = 1000, shaped: bool | None = None) -> None:
+    def __init__(self, account_concurrency: int = ACCOUNT_CONCURRENCY, shaped: bool | None = None) -> None:
         self._backend = backend() if shaped is not False else None
         if shaped and self._backend is None:
             raise ShapingError("shaped=True, but this machine cannot shape processes (it needs "

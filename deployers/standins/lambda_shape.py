@@ -31,6 +31,12 @@ from deployers.standins.shaping import Shape
 MB_PER_VCPU = 1769  # Lambda: 1,769 MB is one vCPU
 CORE_STEPS = ((3008, 2), (5307, 3), (7076, 4), (8845, 5))  # (up to this memory size, cores)
 MAX_CORES = 6  # above the last step, to 10,240 MB
+ACCOUNT_CONCURRENCY = 1000
+"""Lambda's default concurrency limit of an account in a region (AWS Lambda Developer Guide,
+"Lambda quotas"); the stand-in enforces it too."""
+UNRESERVED_MINIMUM = 100
+"""Lambda keeps this much of the account's concurrency unreserved: reserved and provisioned
+concurrency of one function go up to ``ACCOUNT_CONCURRENCY - UNRESERVED_MINIMUM``."""
 MEMORY_HEADROOM = 0.8  # capacity leaves a fifth of MemAvailable to everything else
 
 
@@ -73,6 +79,18 @@ def capacity(memory_mb: int, machine_cores: int, mem_available_mb: int) -> Capac
     if concurrency < 1:
         reason += "; one environment does not fit at its full share, 1 runs anyway"
     return Capacity(max(1, concurrency), reason)
+
+
+def check_environments_fit(count: int, memory_mb: int, available_mb: int) -> None:
+    """``ValueError`` naming the numbers when ``count`` environments of ``memory_mb`` (each is
+    limited to its memory size, and may use all of it) need more than ``available_mb``, this
+    machine's ``MemAvailable``: the stand-in would start them and the kernel would kill them."""
+    if count * memory_mb > available_mb:
+        raise ValueError(
+            f"{count} environments x memory_mb={memory_mb} = {count * memory_mb:,} MB, and this "
+            f"machine has {available_mb:,} MB available (MemAvailable): the local Lambda stand-in "
+            f"holds each environment at its memory size; at most "
+            f"{available_mb // memory_mb} of {memory_mb} MB fit here")
 
 
 def mem_available_mb(meminfo: Path = Path("/proc/meminfo")) -> int:
