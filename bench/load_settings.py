@@ -9,7 +9,7 @@ from typing import Annotated, Literal, Protocol
 from pydantic import Field
 
 from deployers.base import Settings
-from deployers.bounds import AtMost
+from niser.bounds import AtMost
 
 DEFAULT_LEVELS: list[int] = [1, 2, 4, 6, 8, 11, 16]
 """Closed-loop user counts of a benchmark when none are given."""

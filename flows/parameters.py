@@ -16,8 +16,8 @@ from pydantic import Field
 
 from bench.fanout import MAX_PARALLEL, PARALLEL_WHY
 from bench.load_settings import LEVELS_WHY, MAX_LEVELS, Level, LevelSeconds
-from deployers.bounds import AtMost
 from deployers.sagemaker.training import TrainingSettings
+from niser.bounds import AtMost
 from niser.raw import check_synthetic_spec
 from niser.registry import COMPARED_METRIC
 from niser.train import EPOCHS_WHY, MAX_EPOCHS, Epochs, TrainConfig, check_compared_metric

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from deployers import aws
 from deployers.base import NAME_RULE, NAME_RULE_TEXT, Settings
-from deployers.bounds import AtMost
 from deployers.standins.lambda_shape import ACCOUNT_CONCURRENCY, UNRESERVED_MINIMUM
 
 MAX_FUNCTION_CONCURRENCY = ACCOUNT_CONCURRENCY - UNRESERVED_MINIMUM
-Concurrency = Annotated[int, AtMost(
-    MAX_FUNCTION_CONCURRENCY, f"the account's concurrency limit is {ACCOUNT_CONCURRENCY:,} by "
-    f"default and Lambda keeps {UNRESERVED_MINIMUM} of it unreserved")]
+
+
+def _concurrency(value: int) -> int:
+    if value > MAX_FUNCTION_CONCURRENCY:
+        raise ValueError(f"{value!r} is above the limit of {MAX_FUNCTION_CONCURRENCY:,}: the"
+                         f" account's concurrency limit is {ACCOUNT_CONCURRENCY:,} by default and"
+                         f" Lambda keeps {UNRESERVED_MINIMUM} of it unreserved")
+    return value
+
+
+Concurrency = Annotated[int, AfterValidator(_concurrency),
+                        Field(json_schema_extra={"maximum": MAX_FUNCTION_CONCURRENCY})]
 
 
 class LambdaSettings(Settings):
