@@ -131,13 +131,15 @@ def prepare_prefix(prefix: Path, passage: Sequence[Path] = ()) -> dict[str, Path
     return temp
 
 
-def main_rules(prefix: Path) -> str:
-    """The top of ``nginx.conf``: foreground, one worker (as ``worker_user()`` when root), the
-    pid file and error log in ``prefix``."""
+def main_rules(prefix: Path, limits: Limits | None = None) -> str:
+    """The top of ``nginx.conf``: foreground, one worker (as ``worker_user()`` when root) with
+    room for two connections per request the limit lets in, the pid file and error log in
+    ``prefix``."""
     user = worker_user()
     who = f"user {user[0]} {user[1]};\n" if user is not None else ""
+    room = max(4096, 2 * (limits or Limits()).max_connections + 64)
     return (f"{who}daemon off;\nworker_processes 1;\npid {prefix}/nginx.pid;\n"
-            f"error_log {prefix}/error.log warn;\nevents {{ worker_connections 4096; }}\n")
+            f"error_log {prefix}/error.log warn;\nevents {{ worker_connections {room}; }}\n")
 
 
 def http_rules(prefix: Path, limits: Limits, conn_key: str = "$server_port") -> str:
