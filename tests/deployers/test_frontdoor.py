@@ -3,6 +3,7 @@ upstream that answers what each test needs, so no model server has to start."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import http.server
 import json
@@ -64,17 +65,18 @@ class _Quiet(http.server.ThreadingHTTPServer):
 MASTER: dict[str, int] = {}  # door URL -> pid of its nginx master
 
 
-@pytest.fixture(scope="module")
-def door() -> Iterator[str]:
-    """A front door (``balancer.write_config``) on a stdlib upstream: its URL."""
-    upstream = _Quiet(("127.0.0.1", 0), _Upstream)
+@contextlib.contextmanager
+def _door(handler: type[http.server.BaseHTTPRequestHandler],
+          limits: frontdoor.Limits | None = None) -> Iterator[str]:
+    """A front door (``balancer.write_config``) on a stdlib upstream of ``handler``: its URL."""
+    upstream = _Quiet(("127.0.0.1", 0), handler)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     with tempfile.TemporaryDirectory(prefix="niser-door-test-") as tmp:
         prefix = Path(tmp) / "nginx"
         prefix.mkdir()
         port = free_port()
         config = lb.write_config(prefix, port, [int(upstream.server_address[1])],
-                                 "least_conn", 10.0, passage=[Path(tmp)])
+                                 "least_conn", 10.0, limits, passage=[Path(tmp)])
         record, proc = lb.start(config, prefix, dict(os.environ), "test-door")
         try:
             url = f"http://127.0.0.1:{port}"
@@ -85,6 +87,12 @@ def door() -> Iterator[str]:
             procs.end(record)
             upstream.shutdown()
             upstream.server_close()
+
+
+@pytest.fixture(scope="module")
+def door() -> Iterator[str]:
+    with _door(_Upstream) as url:
+        yield url
 
 
 def _ask(url: str, method: str, path: str, body: bytes | None = None,
@@ -192,3 +200,34 @@ def test_nginx_workers_do_not_run_as_root(door: str) -> None:
     assert workers and {w.username() for w in workers} == {"nobody"}
     assert _ask(door, "POST", "/invocations", b"{}", {"Content-Type": "application/json"}
                 )[0] == 200
+
+
+ARRIVED, RELEASE = threading.Event(), threading.Event()
+
+
+class _Holding(_Upstream):
+    """Holds every POST until ``RELEASE`` is set (``ARRIVED`` says one is held)."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        ARRIVED.set()
+        RELEASE.wait(timeout=60)
+        self._send(200, b"{}")
+
+
+def test_requests_over_the_connection_limit_get_429() -> None:
+    with _door(_Holding, frontdoor.Limits(max_connections=1)) as url:
+        first: list[int] = []
+        held = threading.Thread(target=lambda: first.append(_ask(
+            url, "POST", "/invocations", b"{}", {"Content-Type": "application/json"})[0]))
+        held.start()
+        try:
+            assert ARRIVED.wait(timeout=30)
+            status, body, headers = _ask(url, "POST", "/invocations", b"{}",
+                                         {"Content-Type": "application/json"})
+            assert status == 429
+            assert _error(status, body, headers)["error_code"] == "TOO_MANY_REQUESTS"
+        finally:
+            RELEASE.set()
+            held.join(timeout=30)
+        assert first == [200]
