@@ -17,9 +17,12 @@ Promises:
   message naming the field and the valid keys (an ``MlflowException`` of INVALID_PARAMETER_VALUE).
 - ``create_deployment`` blocks until the endpoint answers; ``delete_deployment`` is idempotent;
   ``get_deployment`` of an absent name raises RESOURCE_DOES_NOT_EXIST.
-- ``update_deployment`` replaces the deployment: it tears the old one down and deploys the new
-  model/config under the same name (a short outage; unset keys take their defaults, and an absent
-  ``model_uri`` keeps the current model). MLflow's own ``sagemaker`` target does blue/green.
+- ``update_deployment`` moves the deployment to the new model/config under the same name; an
+  absent ``model_uri`` keeps the current model. A deployer with an ``update`` method (local:
+  new servers beside the old, then an nginx reload; Lambda; SageMaker: blue/green) does it
+  without an outage, keeping the current settings when no config is given (with a config,
+  unset keys take their defaults). Any other deployer is torn down and deployed again (a short
+  outage; unset keys take their defaults).
 - ``niser-local`` deployments outlive the CLI process that created them: their servers run in
   their own sessions and are recorded under the local state directory
   (``$NISER_LOCAL_STATE_DIR``), where later ``list``/``get``/``predict``/``delete`` calls, from any
@@ -31,6 +34,7 @@ SageMaker has no target here: MLflow's built-in ``sagemaker`` target serves it.
 
 from __future__ import annotations
 
+import inspect
 import signal
 import threading
 from collections.abc import Callable
@@ -130,16 +134,32 @@ class NiserDeploymentClient(BaseDeploymentClient):
     def update_deployment(self, name: str, model_uri: str | None = None,
                           flavor: str | None = None, config: dict[str, Any] | None = None,
                           endpoint: str | None = None) -> dict[str, Any]:
-        """Replace ``name`` with ``model_uri`` (default: the current model) and ``config``."""
+        """Move ``name`` to ``model_uri`` (default: the current model) and ``config``: through
+        the deployer's own ``update`` where it has one (no outage), else by teardown + deploy."""
         _check_flavor(flavor)
-        settings = self._settings(config)
-        current = self.get_deployment(_name(name))
+        name = _name(name)
+        update = getattr(self.deployer, "update", None)
+        settings = self._settings(config) if config or update is None else None
+        current = self.get_deployment(name)
         uri = model_uri or current.get("model_uri")
         if not uri:
             raise MlflowException(f"{name!r} does not record its model; pass --model-uri",
                                   error_code=INVALID_PARAMETER_VALUE)
-        self.deployer.teardown(name)
-        return self._deploy(uri, settings, name)
+        if update is None:
+            self.deployer.teardown(name)
+            return self._deploy(uri, settings, name)
+        takes = "settings" in inspect.signature(update).parameters
+        if settings is not None and not takes:
+            raise MlflowException(f"{self.target_uri}: an update keeps the deployment's settings;"
+                                  " omit --config, or delete and create it again",
+                                  error_code=INVALID_PARAMETER_VALUE)
+        try:
+            update(name, uri, **({"settings": settings} if settings is not None else {}))
+            return _as_dict(self.deployer.describe(name))
+        except SettingsError as exc:
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
+        except DeployerError as exc:
+            raise MlflowException(str(exc), error_code=INTERNAL_ERROR) from exc
 
     def delete_deployment(self, name: str, config: dict[str, Any] | None = None,
                           endpoint: str | None = None) -> None:

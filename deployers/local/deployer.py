@@ -5,13 +5,14 @@ One deployment is ``instances`` scoring servers, each ``mlflow models serve -m <
 threads per worker (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``: the local analogue of the paper's
 4/8/16 cores). With ``cpus`` set, each instance's server runs in a cgroup of its own with that
 CPU quota on ceil(cpus) cores of its own (instance i on the next ones, wrapping round;
-``deployers.standins.shaping``); its uvicorn workers, forked later, inherit it. Several
-instances sit behind one nginx load balancer (the paper's "2 instances of 4 cores"); the
-endpoint's URL is the balancer's, or the single server's.
+``deployers.standins.shaping``); its uvicorn workers, forked later, inherit it. Every
+deployment, one instance or several (the paper's "2 instances of 4 cores"), sits behind its own
+nginx front door (``deployers.local.door``: the rules of ``deployers.frontdoor``, and the load
+balancer of ``deployers.balancer``); the endpoint's URL is the door's.
 
 Promises:
 
-- ``deploy`` returns once every server, and the balancer, answers ``/ping``. A server that dies at
+- ``deploy`` returns once every server, and the front door, answers ``/ping``. A server that dies at
   start-up, or does not answer within ``startup_timeout_s``, raises ``DeploymentFailed`` with the
   tail of its log, after everything this call started has been stopped.
 - Every process is started in its own session and recorded (pid, group, start time) in a JSON
@@ -24,8 +25,11 @@ Promises:
   writable cgroup tree the deployment warns once and runs unshaped; ``describe`` says which
   (``shaping``: ``none``, ``cgroup-v1`` or ``cgroup-v2``, and the cgroups' names), and
   ``usage`` sums the CPU its cgroups used (``None`` when unshaped).
-- ``teardown`` ends every process group of the deployment (servers, their workers, nginx), then
-  removes its cgroups, files and state, and is idempotent.
+- ``update`` moves a deployment to another model (and settings) without an outage: new servers
+  beside the old ones, the door switched to them by an nginx reload once they answer, then the
+  old ones ended. A failed update ends what it started and leaves the old servers serving.
+- ``teardown`` ends every process group of the deployment (nginx, servers, their workers, an
+  update's in flight too), then removes its cgroups, files and state, and is idempotent.
 
 ``state_dir`` defaults to ``$NISER_LOCAL_STATE_DIR``, else ``$XDG_STATE_HOME/niser-mlops/local``
 (``~/.local/state/niser-mlops/local``).
@@ -37,8 +41,6 @@ import contextlib
 import functools
 import json
 import math
-import os
-import secrets
 import shutil
 import tempfile
 import time
@@ -46,63 +48,33 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-import mlflow
-
-from deployers import balancer as lb
 from deployers import ownership, procs
 from deployers.base import (
     CostDrivers,
     Deployer,
     DeployerError,
+    DeploymentFailed,
     Description,
     Endpoint,
     Settings,
     Undo,
     Usage,
 )
-from deployers.http import HttpInvoker, free_port, ping, tail, wait_for_ping
+from deployers.http import HttpInvoker, ping, tail
+from deployers.local import door
+from deployers.local.servers import end_generation, server_argv, server_env, start_generation
 from deployers.local.settings import LocalSettings, check_fits, sizes, with_workers
 from deployers.standins import shaping
 
-_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-
+__all__ = ["LocalDeployer", "default_state_dir", "server_argv", "server_env"]
 
 # Where local deployments are recorded (see the module docstring): the home process marks are
 # scoped to, so a sweep of it finds this deployer's servers.
 default_state_dir = ownership.home
 
 
-def server_env(settings: LocalSettings) -> dict[str, str]:
-    """The environment of one scoring server: venv on PATH, thread limits, tracking URI."""
-    env = procs.scoring_server_env(os.environ)
-    threads = sizes(settings)[1]
-    for var in _THREAD_VARS:
-        env[var] = str(threads)
-    env["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(settings.environment)
-    return env
-
-
-def server_argv(model_uri: str, port: int, s: LocalSettings, instance: int) -> list[str]:
-    """The command line of instance ``instance`` (``taskset``-prefixed when pinning cores)."""
-    workers, threads = sizes(s)
-    argv = procs.scoring_server_argv(model_uri, port, workers)
-    if s.cpu_affinity:
-        per = workers * threads
-        cores = sorted(os.sched_getaffinity(0))
-        if per * s.instances > len(cores):
-            raise DeployerError(
-                f"cpu_affinity needs instances*workers*torch_threads = {per * s.instances} cores,"
-                f" this process may use {len(cores)}; lower them or set cpu_affinity=false"
-            )
-        block = cores[instance * per:(instance + 1) * per]
-        argv = ["taskset", "-c", ",".join(map(str, block)), *argv]
-    return argv
-
-
 class LocalDeployer(Deployer[LocalSettings]):
-    """Local ``mlflow models serve`` instances, behind nginx when there are several."""
+    """Local ``mlflow models serve`` instances behind an nginx front door."""
 
     name: ClassVar[str] = "local"
     settings_cls = LocalSettings
@@ -143,7 +115,8 @@ class LocalDeployer(Deployer[LocalSettings]):
         return check_fits(with_workers(super().parse_settings(raw), cores), cores)
 
     def create(self, model_uri: str, s: LocalSettings, name: str, undo: Undo) -> Endpoint:
-        """Start the servers (and balancer) and wait for ``/ping``; see the module docstring."""
+        """Start the servers and the front door and wait for ``/ping``; see the module
+        docstring."""
         if self._path(name).exists():
             raise DeployerError(
                 f"a local deployment named {name!r} already exists; tear it down or pick another")
@@ -160,63 +133,10 @@ class LocalDeployer(Deployer[LocalSettings]):
 
     def _start(self, model_uri: str, s: LocalSettings, state: dict[str, Any], workdir: Path,
                undo: Undo) -> str:
-        env = server_env(s)
-        backend = shaping.backend() if s.cpus is not None else None
-        state["shaping"] = backend.version if backend is not None else "none"
-        started = []
-        for i in range(s.instances):
-            group = None
-            if backend is not None and s.cpus is not None:
-                cores = math.ceil(s.cpus)
-                group = backend.create(f"{state['name']}-{i + 1}-{secrets.token_hex(3)}",
-                                       shaping.Shape(cpus=s.cpus, cores=cores,
-                                                     first_core=i * cores))
-                undo.push(f"cgroup {group.name}", group.remove)
-                state["cgroups"].append(group.as_json())
-                self._save(state)
-            port = free_port()
-            record, proc = procs.spawn(server_argv(model_uri, port, s, i), env,
-                                       workdir / f"server-{i}.log", cwd=workdir,
-                                       role="local-server", deployment=state["name"])
-            undo.push(f"server {i + 1}", functools.partial(procs.end, record))
-            if group is not None:
-                _join(group, record)
-            state["servers"].append({"url": f"http://127.0.0.1:{port}", "port": port,
-                                     "process": record.as_json()})
-            self._save(state)
-            started.append((port, proc, record))
         deadline = time.monotonic() + s.startup_timeout_s
-        for i, (port, proc, record) in enumerate(started):
-            try:
-                wait_for_ping(f"http://127.0.0.1:{port}", max(deadline - time.monotonic(), 0.5),
-                              proc, record.log)
-                if not procs.listens_on(record, port):
-                    raise DeployerError(
-                        f"port {port} answered /ping but another program listens there (it was"
-                        f" taken after it was chosen); deploy again. Log:\n{tail(record.log)}")
-            except DeployerError as exc:
-                raise DeployerError(f"instance {i + 1} of {s.instances}: {exc}") from None
-        if s.instances == 1:
-            state["url"] = f"http://127.0.0.1:{started[0][0]}"
-            self._save(state)
-            return str(state["url"])
-        prefix = workdir / "nginx"
-        prefix.mkdir()
-        port = free_port()
-        config = lb.write_config(prefix, port, [sv["port"] for sv in state["servers"]],
-                                 s.balancer, s.request_timeout_s)
-        record, proc = lb.start(config, prefix, dict(os.environ), "local-balancer",
-                                state["name"])
-        undo.push("balancer", lambda: procs.end(record))
-        url = f"http://127.0.0.1:{port}"
-        state["balancer"] = {"url": url, "port": port, "policy": s.balancer,
-                             "access_log": str(prefix / "access.log"),
-                             "process": record.as_json()}
-        self._save(state)
-        wait_for_ping(url, max(deadline - time.monotonic(), 5.0), proc, prefix / "error.log")
-        if not procs.listens_on(record, port):
-            raise DeployerError(f"the balancer's port {port} was taken by another program after"
-                                " it was chosen; deploy again")
+        start_generation(model_uri, s, state["name"], state, workdir, undo,
+                         lambda: self._save(state), server_argv)
+        url = door.start(state, s, undo, lambda: self._save(state), deadline)
         state["url"] = url
         self._save(state)
         return url
@@ -228,6 +148,68 @@ class LocalDeployer(Deployer[LocalSettings]):
     @staticmethod
     def _invoker(url: str, s: LocalSettings) -> HttpInvoker:
         return HttpInvoker(url, timeout_s=s.request_timeout_s)
+
+    # -- update ------------------------------------------------------------------------------
+    def update(self, name: str, model_uri: str,
+               settings: Mapping[str, Any] | Settings | None = None,
+               timeout_s: float | None = None) -> Endpoint:
+        """Move ``name`` to ``model_uri`` (and ``settings``; None keeps the current ones)
+        without an outage: new servers start beside the old ones, the front door switches to
+        them once they answer ``/ping``, then the old servers end.
+
+        ``SettingsError`` before anything is touched; ``KeyError`` if absent. When anything
+        fails before the switch is complete, what the update started is ended, the door keeps
+        (or goes back to) the old servers, and ``DeploymentFailed`` says so. ``timeout_s``
+        bounds the new servers' start-up (default: their ``startup_timeout_s``).
+        """
+        given = self.parse_settings(settings) if settings is not None else None
+        state = self._load(name)
+        old_s = LocalSettings.model_validate(state["settings"])
+        kept = given or old_s
+        s = kept if timeout_s is None else kept.model_copy(
+            update={"startup_timeout_s": timeout_s})
+        if not state.get("url") or not state.get("balancer"):
+            raise DeployerError(f"local deployment {name!r} has no front door to switch (still "
+                                "starting, or made by an older version); deploy it again")
+        if state.get("incoming"):
+            raise DeployerError(f"local deployment {name!r} is being updated already")
+        undo = Undo(self.gone, ownership.Owner(name, state.get("run_id")))
+        n = int(state.get("updates", 0)) + 1
+        incoming: dict[str, Any] = {"model_uri": model_uri, "servers": [], "cgroups": []}
+        state["incoming"] = incoming
+        undo.push("the record of the update", lambda: self._forget_incoming(state))
+        save = functools.partial(self._save, state)
+        try:
+            save()
+            start_generation(model_uri, s, name, incoming, Path(state["workdir"]), undo, save,
+                             server_argv, tag=f"-u{n}")
+            undo.push("the front door's switch", lambda: door.switch(state, state["servers"],
+                                                                     old_s))
+            door.switch(state, incoming["servers"], s)
+        except BaseException as exc:
+            problems = undo.run()
+            if not isinstance(exc, Exception):  # Ctrl-C: cleaned up, re-raised unchanged
+                raise
+            raise DeploymentFailed(
+                f"updating local deployment {name!r} to {model_uri} failed: "
+                f"{type(exc).__name__}: {exc}; it still serves {state['model_uri']}"
+                + (f"; cleanup problems: {problems}" if problems else "")) from exc
+        state["outgoing"] = {"servers": state["servers"], "cgroups": state.get("cgroups", [])}
+        state.update(servers=incoming["servers"], cgroups=incoming["cgroups"],
+                     shaping=incoming["shaping"], model_uri=model_uri,
+                     settings=kept.model_dump(), updates=n, updated=time.time())
+        del state["incoming"]
+        save()
+        end_generation(state["outgoing"])
+        del state["outgoing"]
+        save()
+        url = str(state["url"])
+        return Endpoint(self.name, name, model_uri, url, self._invoker(url, kept), kept)
+
+    def _forget_incoming(self, state: dict[str, Any]) -> None:
+        state.pop("incoming", None)
+        if self._path(state["name"]).exists():
+            self._save(state)
 
     # -- the rest of the interface -----------------------------------------------------------
     def invoker(self, name: str) -> HttpInvoker:
@@ -262,10 +244,13 @@ class LocalDeployer(Deployer[LocalSettings]):
         }
         if state.get("cgroups"):
             details["cgroups"] = [g.name for g in self._groups(state)]
-        if front:
-            details.update(balancer_port=front["port"], balancer_pid=front["process"]["pid"],
+        if front:  # the front door; balancer_* name it as before
+            details.update(door_port=front["port"], door_pid=front["process"]["pid"],
+                           balancer_port=front["port"], balancer_pid=front["process"]["pid"],
                            balancer_policy=front["policy"],
                            balancer_access_log=front["access_log"])
+        if state.get("updated"):
+            details["updated"] = state["updated"]
         return Description(
             target=self.name, name=name, status=status, details=details,
             cost=CostDrivers(kind="local", instance_count=s.instances,
@@ -283,17 +268,16 @@ class LocalDeployer(Deployer[LocalSettings]):
         return shaping.usage(state["shaping"], self._groups(state), s.cpus)
 
     def teardown(self, name: str) -> None:
-        """Stop every process of ``name`` (balancer first), remove its files; idempotent."""
+        """Stop every process of ``name`` (front door first, then every server, an update's
+        too), remove its cgroups and files; idempotent."""
         try:
             state = self._load(name)
         except KeyError:
             return
-        groups = [state["balancer"]] if state.get("balancer") else []
-        groups += state["servers"]
-        for entry in groups:
-            procs.end(procs.ProcessRecord.from_json(entry["process"]))
-        for group in self._groups(state):
-            group.remove()
+        if state.get("balancer"):
+            procs.end(procs.ProcessRecord.from_json(state["balancer"]["process"]))
+        for generation in (state, state.get("incoming") or {}, state.get("outgoing") or {}):
+            end_generation(generation)
         workdir = Path(state["workdir"])  # removed only if it is the one create made
         if workdir.parent == Path(tempfile.gettempdir()) \
                 and workdir.name.startswith(f"niser-local-{name}-"):
@@ -313,15 +297,3 @@ class LocalDeployer(Deployer[LocalSettings]):
         state = self._load(name)
         return "\n".join(f"--- {sv['process']['log']}\n{tail(sv['process']['log'], lines)}"
                          for sv in state["servers"])
-
-
-def _join(group: shaping.Group, record: procs.ProcessRecord) -> None:
-    """Move the server, and whatever it forked before it was moved, into ``group``."""
-    try:
-        group.add(record.pid)
-        for member in procs.members(record):
-            if member.pid != record.pid:
-                group.add(member.pid)
-    except shaping.ShapingError:
-        if procs.alive(record):  # one that died at start is reported by its /ping wait
-            raise

@@ -1,5 +1,5 @@
 """Settings of a local deployment: instances, workers, threads, balancer, pinning, CPU quota,
-timeouts."""
+timeouts, the front door's connection limit."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ class LocalSettings(ServingSettings):
     )
     instances: int = Field(
         1, ge=1, le=16,
-        description="Scoring servers; more than one are put behind one nginx load balancer.",
+        description="Scoring servers, behind the deployment's nginx front door (which "
+        "balances them when there are several).",
     )
     balancer: lb.Policy = Field(
         "least_conn",
@@ -41,6 +42,10 @@ class LocalSettings(ServingSettings):
     request_timeout_s: float = Field(
         60.0, gt=0, le=3600, description="Per-request timeout of the invoker and the balancer."
     )
+    max_connections: int = Field(
+        1024, ge=1, le=16384,
+        description="Requests the deployment's front door (nginx) lets in at once; more get "
+        "429 TOO_MANY_REQUESTS. Set well above the concurrency a benchmark offers.")
     cpus: float | None = Field(
         None, gt=0, le=1024,
         description="CPU quota of each instance (fractional allowed: 0.5 is 50 ms of CPU per "

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import http.server
+import os
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
+import psutil
 import pytest
 
 from deployers import procs
@@ -45,7 +47,8 @@ def upstreams() -> Iterator[list[int]]:
 
 
 def _post(url: str) -> tuple[int, str]:
-    req = urllib.request.Request(url, data=b"{}", method="POST")
+    req = urllib.request.Request(url, data=b"{}", method="POST",
+                                 headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
             return resp.status, resp.read().decode()
@@ -100,5 +103,29 @@ def test_an_endpoint_of_several_servers_gets_them_round_robin(upstreams: list[in
         assert all(by_port.count(p) == 3 for p in upstreams)
         with pytest.raises(ValueError, match="at least one server port"):
             plane.route("ep-none", [])
+    finally:
+        plane.stop()
+
+
+def test_an_endpoint_has_the_front_doors_rules(upstreams: list[int]) -> None:
+    plane = DataPlane()
+    try:
+        plane.route("ep-door", upstreams[0])
+        url = f"{plane.url}/endpoints/ep-door/invocations"
+        req = urllib.request.Request(url, data=b"{}", method="POST",
+                                     headers={"Content-Type": "text/plain"})
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(req, timeout=5)
+        assert info.value.code == 415 and b"application/json" in info.value.read()
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(url, timeout=5)  # GET
+        assert info.value.code == 405 and info.value.headers["Allow"] == "POST"
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"{plane.url}/admin", timeout=5)
+        assert info.value.code == 404
+        assert plane.record is not None
+        if os.geteuid() == 0:
+            workers = psutil.Process(plane.record.pid).children()
+            assert workers and all(w.username() != "root" for w in workers)
     finally:
         plane.stop()
