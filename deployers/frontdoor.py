@@ -81,11 +81,12 @@ _PROXIED = (408, 413, 429, 500, 501, 502, 503, 504, 505)
 
 @dataclass(frozen=True)
 class Limits:
-    """The door's limits (defaults: 1024 requests in flight, 16 KB header lines, 10 s to send
-    the header or each piece of the body, 60 s to take each piece of the answer)."""
+    """The door's limits (defaults: 1024 requests in flight, header lines of 8 KB and 32 KB of
+    headers in all, 10 s to send the header or each piece of the body, 60 s to take each piece
+    of the answer)."""
 
     max_connections: int = 1024
-    header_buffer: str = "16k"
+    header_buffer: str = "8k"
     header_buffers: int = 4
     client_timeout_s: int = 10
     send_timeout_s: int = 60
@@ -162,8 +163,13 @@ def http_rules(prefix: Path, limits: Limits, conn_key: str = "$server_port") -> 
     )
 
 
+# Error pages are internal URIs, not named locations: nginx cannot redirect a request whose
+# line it could not parse (``GET /../x``: no URI) to a named location, and answers 500 instead.
+_ERROR_PREFIX = "/.niser-error/"
+
+
 def _error_page(status: int) -> str:
-    return f"error_page {status} @niser_{status};"
+    return f"error_page {status} {_ERROR_PREFIX}{status};"
 
 
 def server_rules(limits: Limits) -> str:
@@ -171,7 +177,7 @@ def server_rules(limits: Limits) -> str:
     connection limit, and 404 for every path no other location takes."""
     pages = "".join(f"        {_error_page(s)}\n" for s in sorted(ERRORS))
     named = "".join(
-        f"        location @niser_{s} {{ default_type {ACCEPTED_TYPE}; "
+        f"        location = {_ERROR_PREFIX}{s} {{ internal; default_type {ACCEPTED_TYPE}; "
         f"return {_SENT_AS.get(s, s)} {_quoted(error_body(s))}; }}\n"
         for s in sorted({*ERRORS, *_PROXIED}))
     return (

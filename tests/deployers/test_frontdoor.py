@@ -174,6 +174,24 @@ def test_a_header_too_large_gets_a_4xx_json_error(door: str) -> None:
     assert _error(status, body, headers)["error_code"] == "REQUEST_HEADER_TOO_LARGE"
 
 
+def test_many_headers_adding_up_past_32_kb_get_a_4xx_json_error(door: str) -> None:
+    many = {f"X-H{i}": "v" * 200 for i in range(200)}  # 40 KB, no line over 8 KB
+    status, body, headers = _ask(door, "POST", "/invocations", b"{}",
+                                 {"Content-Type": "application/json", **many})
+    assert 400 <= status < 500
+    assert _error(status, body, headers)["error_code"] == "REQUEST_HEADER_TOO_LARGE"
+
+
+@pytest.mark.parametrize("path", ["/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd"])
+def test_a_request_line_nginx_cannot_parse_gets_a_400_json_error_not_a_500(
+        door: str, path: str) -> None:
+    with socket.create_connection(("127.0.0.1", int(door.rsplit(":", 1)[1])), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head, _, body = sock.recv(65536).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert json.loads(body)["error_code"] == "BAD_REQUEST"
+
+
 def test_an_upstream_5xx_is_replaced_and_its_4xx_passes(door: str) -> None:
     status, body, headers = _ask(door, "POST", "/invocations", b'{"fail": 500, "x": "mine"}',
                                  {"Content-Type": "application/json"})
