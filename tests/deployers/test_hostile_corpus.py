@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -78,6 +79,9 @@ def test_the_good_answer_is_unchanged_after_the_corpus_and_rss_grew_under_25_per
     assert before.status == after.status == 200
     assert json.loads(before.body) == json.loads(after.body)
     start, end = http_answers["rss"]
+    statuses = Counter(a.status for a in http_answers["answers"].values())
+    print(f"corpus: {len(http_answers['answers'])} requests, statuses {dict(statuses)},"
+          f" deployment RSS {start:.0f} -> {end:.0f} MB")
     assert start > 0
     assert end < 1.25 * start, f"RSS {start:.0f} -> {end:.0f} MB"
 
