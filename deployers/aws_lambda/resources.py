@@ -163,6 +163,14 @@ def delete_provisioned_concurrency(function: str, qualifier: str,
             raise
 
 
+def versions(function: str) -> set[str]:
+    """The published versions of ``function`` (``$LATEST`` left out)."""
+    pages = aws.client("lambda").get_paginator("list_versions_by_function").paginate(
+        FunctionName=function)
+    return {v["Version"] for page in pages for v in page["Versions"]
+            if v["Version"] != "$LATEST"}
+
+
 def delete_version(function: str, version: str) -> None:
     """Delete one published version (never ``$LATEST``: that would delete the function)."""
     if not version.isdigit():
@@ -172,6 +180,11 @@ def delete_version(function: str, version: str) -> None:
     except ClientError as exc:
         if not absent(exc):
             raise
+
+
+def delete_versions(function: str, versions: set[str]) -> None:
+    for version in sorted(versions):
+        delete_version(function, version)
 
 
 def set_reserved_concurrency(function: str, count: int | None) -> None:

@@ -237,13 +237,15 @@ class _Step:
             config["Role"] = s.role_arn
         client.update_function_configuration(FunctionName=name, **config)
         res.wait_active(name, self._left())
+        before = res.versions(name)
+        self.undo.push("the version it published", lambda: res.delete_versions(
+            name, res.versions(name) - before))
         version = str(client.publish_version(FunctionName=name,
                                              Description=description(self.model_uri))["Version"])
         if version == self.now.version:  # nothing changed: the serving version is the same
             if self.package is not None:
                 shutil.rmtree(self.package.zip_path.parent, ignore_errors=True)
             return
-        self.undo.push(f"version {version}", lambda: res.delete_version(name, version))
         self.version = version
         if self.package is not None:
             final = version_dir(name, version)
