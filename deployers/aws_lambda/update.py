@@ -2,11 +2,12 @@
 
 The alias the invoker calls is the only switch. In order:
 
-1. Settings: a mapping changes only the keys it names (the others stay as the serving version
-   has them: its configuration, the function's tags and concurrency); a ``LambdaSettings``
-   replaces them all. Each key is checked before any AWS call, the whole once the current ones
-   are read, before anything is changed (``SettingsError`` naming the field). ``mode``,
-   ``alias`` and ``function_name`` cannot change in an update.
+1. Settings: a mapping changes only the keys it names, a ``LambdaSettings`` only the fields
+   it was given (``model_fields_set``); the others stay as the serving version has them (its
+   configuration, the function's tags and concurrency). Each key is checked before any AWS
+   call, the whole once the current ones are read, before anything is changed
+   (``SettingsError`` naming the field). ``mode``, ``alias`` and ``function_name`` cannot
+   change in an update.
 2. The new package is built beside the serving one (``code_dir()/<name>/v<version>``); its code
    goes to ``$LATEST`` (``update_function_code``, then ``update_function_configuration`` with
    the model URI in the description; each waited for until ``LastUpdateStatus`` is
@@ -14,7 +15,8 @@ The alias the invoker calls is the only switch. In order:
    Reserved concurrency that grows is set now (it is function-wide), one that shrinks after.
 3. Provisioned concurrency, when set, goes on the new version and is waited for (READY); on the
    local stand-in the new version's environments are started and initialised beside the
-   serving ones (``LocalLambda.stage``).
+   serving ones (``LocalLambda.stage``). Until the old version is gone both are provisioned:
+   a reserved concurrency must leave room for the two.
 4. The switch: one ``update_alias`` call, then the stand-in serves the new version
    (``LocalLambda.commit``): requests in flight finish on the old environments, which end
    after them.
@@ -126,8 +128,9 @@ def new_settings(name: str, now: Serving,
                  settings: Mapping[str, Any] | Settings | None) -> LambdaSettings:
     """``settings`` over the serving ones, validated whole (``SettingsError``)."""
     current = LambdaSettings.parse(now.settings())
-    s = LambdaSettings.parse(settings) if isinstance(settings, Settings) else \
-        LambdaSettings.parse({**now.settings(), **(settings or {})})
+    changes = settings.model_dump(include=settings.model_fields_set) \
+        if isinstance(settings, Settings) else dict(settings or {})
+    s = LambdaSettings.parse({**now.settings(), **changes})
     for key in _FIXED:
         if getattr(s, key) != getattr(current, key):
             raise SettingsError(f"{key}={getattr(s, key)!r}: an update keeps {key}="

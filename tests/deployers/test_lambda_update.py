@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from deployers import aws, standins
-from deployers.aws_lambda import LambdaDeployer
+from deployers.aws_lambda import LambdaDeployer, LambdaSettings
 from deployers.aws_lambda import resources as res
 from deployers.base import DeploymentFailed, InvocationError, SettingsError
 from deployers.standins.lambda_service import LocalLambda
@@ -168,17 +168,38 @@ def test_a_failing_update_leaves_the_old_version_serving(deployer, moto_server, 
     assert _service().environments("niser-up-fail") == 1
 
 
+def test_ctrl_c_right_after_the_switch_keeps_the_new_version_serving(deployer, moto_server,
+                                                                     model_dirs):
+    """Interrupted once the alias moved: the stand-in follows it, nothing new is deleted and
+    the old version is left for teardown."""
+    deployer.deploy(model_dirs[0], {"memory_mb": 256}, "niser-up-int")
+    events = aws.session().events
+    events.register("after-call.lambda.UpdateAlias", _fail_after("switch", KeyboardInterrupt),
+                    unique_id="test-update-switch")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            deployer.update("niser-up-int", model_dirs[1])
+    finally:
+        events.unregister("after-call.lambda.UpdateAlias", unique_id="test-update-switch")
+    state = _state("niser-up-int")
+    assert (state["versions"], state["alias"]) == (["$LATEST", "1", "2"], "2")
+    assert deployer.invoker("niser-up-int")([[1]], 3).raw["executed_version"] == "2"
+    deployer.teardown("niser-up-int")
+    assert aws.client("lambda").list_functions()["Functions"] == []
+
+
 def test_update_through_s3_replaces_the_code_object(deployer, moto_server, model_dirs,
                                                     monkeypatch):
     monkeypatch.setattr(res, "MAX_DIRECT_ZIP_BYTES", 1024)
     deployer.deploy(model_dirs[0], {"memory_mb": 256}, "niser-up-s3")
     old = res.function_tags("niser-up-s3")
-    deployer.update("niser-up-s3", model_dirs[1], {"timeout_s": 20})
+    deployer.update("niser-up-s3", model_dirs[1], LambdaSettings.parse({"timeout_s": 20}))
     tags = res.function_tags("niser-up-s3")
     state = _state("niser-up-s3")
     assert tags[res.TAG_KEY] != old[res.TAG_KEY] and tags[res.TAG_BUCKET] == old[res.TAG_BUCKET]
     assert state["objects"] == [tags[res.TAG_KEY]] and state["versions"] == ["$LATEST", "2"]
-    assert deployer.describe("niser-up-s3").details["timeout_s"] == 20
+    desc = deployer.describe("niser-up-s3")
+    assert desc.details["timeout_s"] == 20 and desc.cost.memory_mb == 256, "only what was set"
     deployer.teardown("niser-up-s3")
     assert aws.client("s3").list_buckets()["Buckets"] == []
 
@@ -212,3 +233,17 @@ def test_settings_that_clash_with_the_current_ones_change_nothing(deployer, moto
         deployer.update("niser-up-absent", model_dirs[1])
     with pytest.raises(SettingsError, match="deployment name"):
         deployer.update("../etc", model_dirs[1])
+
+
+def test_image_mode_update_publishes_the_new_image_as_a_new_version(deployer, moto_server):
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/niser-lambda"
+    deployer.deploy("models:/niser/1", {"mode": "image", "image_uri": f"{image}:1",
+                                        "memory_mb": 1024}, "niser-up-img")
+    deployer.update("niser-up-img", "models:/niser/2", {"image_uri": f"{image}:2"})
+    client = aws.client("lambda")
+    got = client.get_function(FunctionName="niser-up-img", Qualifier="live")
+    assert got["Code"]["ImageUri"] == f"{image}:2" and got["Configuration"]["Version"] == "2"
+    desc = deployer.describe("niser-up-img")
+    assert (desc.details["model_uri"], desc.cost.memory_mb) == ("models:/niser/2", 1024)
+    assert [v["Version"] for v in client.list_versions_by_function(
+        FunctionName="niser-up-img")["Versions"]] == ["$LATEST", "2"]
