@@ -57,7 +57,7 @@ from deployers import aws, roles, standins
 from deployers.aws_lambda import resources as res
 from deployers.aws_lambda import update as upd
 from deployers.aws_lambda.invoker import LambdaInvoker
-from deployers.aws_lambda.package import Package, build_package, function_code
+from deployers.aws_lambda.package import Package, build_package, model_code
 from deployers.aws_lambda.settings import LambdaSettings
 from deployers.base import (
     Capacity,
@@ -71,17 +71,6 @@ from deployers.base import (
     Usage,
 )
 from deployers.standins import FunctionConfig, LocalLambda
-
-
-def _code_of(model_uri: str, into: Path) -> Path:
-    """The function code of ``model_uri`` (a model URI, a model directory or function code)."""
-    path = Path(model_uri)
-    if not path.is_dir():
-        import mlflow
-
-        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri,
-                                                        dst_path=str(into)))
-    return function_code(path)
 
 
 def _qualified(version: str | None) -> dict[str, str]:
@@ -161,7 +150,7 @@ class LambdaDeployer(Deployer[LambdaSettings]):
         work = standins.code_dir() / name
         undo.push(f"package {work}", lambda: shutil.rmtree(work, ignore_errors=True))
         with tempfile.TemporaryDirectory(prefix="niser-lambda-model-") as tmp:
-            return build_package(_code_of(model_uri, Path(tmp)), work, s.runtime, s.architecture)
+            return build_package(model_code(model_uri, Path(tmp)), work, s.runtime, s.architecture)
 
     @staticmethod
     def _code(package: Package, s: LambdaSettings, name: str, tags: dict[str, str],
@@ -231,7 +220,12 @@ class LambdaDeployer(Deployer[LambdaSettings]):
         (``None``: keep them all), refused with ``SettingsError`` before anything changes. A
         failure before the switch deletes what the update created and raises
         ``DeploymentFailed``; the old version keeps serving. ``KeyError`` if absent."""
-        return upd.update(self, name, model_uri, settings, timeout_s)
+        s = upd.update(name, model_uri, settings, timeout_s)
+        invoke = self.invoker(name)
+        if s.warm_up:
+            invoke([[1]], 1)
+        hosted = _hosting(name)
+        return Endpoint(self.name, name, model_uri, hosted.url if hosted else None, invoke, s)
 
     def describe(self, name: str) -> Description:
         """Memory, architecture, concurrency and state of the version ``name``'s alias serves

@@ -42,18 +42,15 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from deployers import aws, standins
 from deployers.aws_lambda import resources as res
-from deployers.aws_lambda.package import Package, build_package
+from deployers.aws_lambda.package import Package, build_package, model_code
 from deployers.aws_lambda.settings import LambdaSettings, check_fields
-from deployers.base import DeployerError, DeploymentFailed, Endpoint, Settings, SettingsError, Undo
+from deployers.base import DeployerError, DeploymentFailed, Settings, SettingsError, Undo
 from deployers.standins import FunctionConfig
 from deployers.standins.lambda_service import LocalLambda, Staged
-
-if TYPE_CHECKING:
-    from deployers.aws_lambda.deployer import LambdaDeployer
 
 log = logging.getLogger(__name__)
 _FIXED = ("mode", "alias")  # the fields an update keeps
@@ -140,9 +137,10 @@ def new_settings(name: str, now: Serving,
     return s
 
 
-def update(deployer: LambdaDeployer, name: str, model_uri: str,
-           settings: Mapping[str, Any] | Settings | None, timeout_s: float) -> Endpoint:
-    """Move ``name`` to ``model_uri``; see the module docstring."""
+def update(name: str, model_uri: str, settings: Mapping[str, Any] | Settings | None,
+           timeout_s: float) -> LambdaSettings:
+    """Move ``name`` to ``model_uri`` (see the module docstring); returns the settings it
+    serves with now."""
     if settings is not None and not isinstance(settings, Settings):
         check_fields(settings)  # before any call
     now = serving(name)
@@ -178,16 +176,7 @@ def update(deployer: LambdaDeployer, name: str, model_uri: str,
             "deleted" + (f"; cleanup problems: {problems}" if problems else "")) from exc
     if step.version != now.version:
         step.retire_old(step.commit(float(now.config["Timeout"]) + 5.0), local)
-    invoke = deployer.invoker(name)
-    if s.warm_up:
-        invoke([[1]], 1)
-    url = hosted_url(name)
-    return Endpoint(deployer.name, name, model_uri, url, invoke, s)
-
-
-def hosted_url(name: str) -> str | None:
-    hosted = standins.current().running_lambda()
-    return hosted.url if hosted is not None and name in hosted.functions() else None
+    return s
 
 
 def _alias_version(name: str, alias: str) -> str | None:
@@ -216,8 +205,6 @@ class _Step:
 
     def publish(self) -> None:
         """Build and upload the package, update ``$LATEST``, publish a version."""
-        from deployers.aws_lambda.deployer import _code_of
-
         name, s, client = self.name, self.s, aws.client("lambda")
         code: dict[str, Any] = {"ImageUri": s.image_uri}
         if s.mode == "zip":
@@ -225,7 +212,7 @@ class _Step:
             self.undo.push(f"package {staging}", lambda: shutil.rmtree(staging,
                                                                         ignore_errors=True))
             with tempfile.TemporaryDirectory(prefix="niser-lambda-model-") as tmp:
-                self.package = build_package(_code_of(self.model_uri, Path(tmp)), staging,
+                self.package = build_package(model_code(self.model_uri, Path(tmp)), staging,
                                              s.runtime, s.architecture)
             code = self._code(self.package.zip_path.read_bytes())
             code["Architectures"] = [s.architecture]
