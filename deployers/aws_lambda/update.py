@@ -27,8 +27,10 @@ A failure or a Ctrl-C before the switch removes what the update created (the new
 provisioned concurrency and environments, the new S3 object and package, a grown reserved
 concurrency) and leaves the old version serving behind the alias: ``DeploymentFailed`` says
 so; Ctrl-C is re-raised unchanged. ``$LATEST``, which nothing here serves or reads, keeps the
-new code. Problems removing the old version after a switch are logged, not raised: the new
-version serves, and ``teardown`` removes every version.
+new code. Problems removing the old version after a switch are logged, not raised, and a Ctrl-C
+then stops the removal: the new version serves either way, and ``teardown`` removes every
+version. Updating to the same model with the same settings publishes nothing new (Lambda
+answers with the serving version): only the tags and the reserved concurrency are applied.
 """
 
 from __future__ import annotations
@@ -174,8 +176,7 @@ def update(name: str, model_uri: str, settings: Mapping[str, Any] | Settings | N
             f"updating {name!r} to {model_uri} failed: {type(exc).__name__}: {exc}; version "
             f"{now.version} still serves behind alias {s.alias}, what the update created was "
             "deleted" + (f"; cleanup problems: {problems}" if problems else "")) from exc
-    if step.version != now.version:
-        step.retire_old(step.commit(float(now.config["Timeout"]) + 5.0), local)
+    step.retire_old(step.commit(float(now.config["Timeout"]) + 5.0), local)
     return s
 
 
@@ -309,15 +310,17 @@ class _Step:
         return self.service.commit(self.staged, drain_s)
 
     def retire_old(self, drained: bool, local: bool) -> None:
-        """After the switch: tags, a shrunk reserved concurrency, and the old version gone."""
+        """After the switch: tags, a shrunk reserved concurrency, and the old version gone
+        (unless the new one is the old one: nothing had changed)."""
         name, now, problems = self.name, self.now, []
         steps = [("tags", self._retag), ("reserved concurrency",
-                                         lambda: self._set_reserved(grow=False)),
-                 (f"provisioned concurrency of {now.version}",
-                  lambda: res.delete_provisioned_concurrency(name, now.version, local)),
-                 (f"version {now.version}", lambda: res.delete_version(name, now.version)),
-                 ("old S3 code", self._delete_old_code)]
-        if drained:
+                                         lambda: self._set_reserved(grow=False))]
+        if self.version != now.version:
+            steps += [(f"provisioned concurrency of {now.version}",
+                       lambda: res.delete_provisioned_concurrency(name, now.version, local)),
+                      (f"version {now.version}", lambda: res.delete_version(name, now.version)),
+                      ("old S3 code", self._delete_old_code)]
+        if drained and self.version != now.version:
             steps.append(("old package", self._delete_old_package))
         for what, action in steps:
             try:

@@ -247,3 +247,25 @@ def test_image_mode_update_publishes_the_new_image_as_a_new_version(deployer, mo
     assert (desc.details["model_uri"], desc.cost.memory_mb) == ("models:/niser/2", 1024)
     assert [v["Version"] for v in client.list_versions_by_function(
         FunctionName="niser-up-img")["Versions"]] == ["$LATEST", "2"]
+
+
+def test_an_update_that_changes_nothing_keeps_the_serving_version(deployer, moto_server,
+                                                                  model_dirs, monkeypatch):
+    """Lambda publishes no version when code and configuration are unchanged; it answers with
+    the latest one (moto always publishes, so the answer is played here)."""
+    deployer.deploy(model_dirs[0], {"memory_mb": 256}, "niser-up-same")
+    real_client = aws.client
+
+    def same_version(service: str, **config):
+        c = real_client(service, **config)
+        if service == "lambda":
+            c.publish_version = lambda **kwargs: {"Version": "1"}
+        return c
+
+    monkeypatch.setattr(aws, "client", same_version)
+    deployer.update("niser-up-same", model_dirs[0], {"tags": {"team": "recsys"}})
+    monkeypatch.setattr(aws, "client", real_client)
+    assert _state("niser-up-same") == {"versions": ["$LATEST", "1"], "alias": "1", "objects": [],
+                                       "packages": ["package-python3.11-x86_64"]}
+    assert res.function_tags("niser-up-same")["team"] == "recsys"
+    assert deployer.invoker("niser-up-same")([[1]], 3).raw["executed_version"] == "1"
