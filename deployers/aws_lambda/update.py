@@ -20,8 +20,9 @@ The alias the invoker calls is the only switch. In order:
 4. The switch: one ``update_alias`` call, then the stand-in serves the new version
    (``LocalLambda.commit``): requests in flight finish on the old environments, which end
    after them.
-5. The old version's provisioned concurrency, the old version, its S3 object and its package
-   are removed; the tags record the model URI now served.
+5. The old version's provisioned concurrency (and any on the alias itself, where deployments
+   made before updates existed put it), the old version, its S3 object and its package are
+   removed; the tags record the model URI now served.
 
 A failure or a Ctrl-C before the switch removes what the update created (the new version, its
 provisioned concurrency and environments, the new S3 object and package, a grown reserved
@@ -320,6 +321,9 @@ class _Step:
                        lambda: res.delete_provisioned_concurrency(name, now.version, local)),
                       (f"version {now.version}", lambda: res.delete_version(name, now.version)),
                       ("old S3 code", self._delete_old_code)]
+            if int(now.tags.get(res.TAG_PROVISIONED, 0)):  # deploys once put it on the alias
+                steps.append((f"provisioned concurrency of alias {now.alias}", lambda: (
+                    res.delete_provisioned_concurrency(name, now.alias, local))))
         if drained and self.version != now.version:
             steps.append(("old package", self._delete_old_package))
         for what, action in steps:
