@@ -79,6 +79,9 @@ def test_update_switches_to_the_new_model(deployer, moto_server, model_dirs, tin
     assert "init_ms" not in pred.raw["lambda_report"], "provisioned before the switch"
     assert _service().environments("niser-up-1") == 1, "the old environment ended"
     assert endpoint.invoke([raw], 5).raw["executed_version"] == "2"
+    standins.current().close()  # as in another process: the invoker hosts the new package
+    again = deployer.invoker("niser-up-1")([raw], 20)
+    assert again.raw["executed_version"] == "2" and again.items == pred.items
 
     deployer.teardown("niser-up-1")
     assert aws.client("lambda").list_functions()["Functions"] == []
