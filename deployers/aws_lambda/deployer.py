@@ -7,7 +7,7 @@ graph, a numpy handler, ``requirements.txt``) is packaged with manylinux wheels
 in S3 when the zip is over the 50 MB direct-upload limit (a bucket too unless ``s3_bucket`` is
 given), the function (memory, architecture, timeout, runtime, tags), a
 published version, an alias pointing at it, reserved concurrency and provisioned concurrency on
-the alias. Each is pushed on the deploy's undo stack before it is created, so a failure or a
+that version. Each is pushed on the deploy's undo stack before it is created, so a failure or a
 Ctrl-C anywhere deletes what exists (the base's deploy policy).
 
 Image mode: the full torch model in a container image (no size limit but 10 GB). Building it
@@ -34,6 +34,11 @@ how (``shaping``, ``cpu_share``), ``usage`` and ``capacity`` read it, and both a
 against AWS. The package stays under ``standins.code_dir()`` until teardown, so another
 process's ``invoker(name)`` can host it too (cold start in that process).
 
+Update: ``update`` moves the alias to a new version of the function without an outage (the new
+version, its provisioned concurrency and its local environments ready before the one
+``update_alias`` call; see ``update``). Everything reads what the alias serves: the configuration
+of its version, that version's package (``code_dir()/<name>/v<version>`` after an update).
+
 Cold start: deploy does not invoke the function unless ``warm_up`` is set, so the first request
 after deploy is a real cold start for the benchmark to measure.
 """
@@ -50,8 +55,9 @@ from typing import Any, ClassVar
 
 from deployers import aws, roles, standins
 from deployers.aws_lambda import resources as res
+from deployers.aws_lambda import update as upd
 from deployers.aws_lambda.invoker import LambdaInvoker
-from deployers.aws_lambda.package import Package, build_package, function_code
+from deployers.aws_lambda.package import Package, build_package, model_code
 from deployers.aws_lambda.settings import LambdaSettings
 from deployers.base import (
     Capacity,
@@ -68,15 +74,8 @@ from deployers.standins import FunctionConfig, LocalLambda
 from deployers.standins.lambda_shape import check_environments_fit, mem_available_mb
 
 
-def _code_of(model_uri: str, into: Path) -> Path:
-    """The function code of ``model_uri`` (a model URI, a model directory or function code)."""
-    path = Path(model_uri)
-    if not path.is_dir():
-        import mlflow
-
-        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri,
-                                                        dst_path=str(into)))
-    return function_code(path)
+def _qualified(version: str | None) -> dict[str, str]:
+    return {"Qualifier": version} if version else {}
 
 
 def _hosted() -> LocalLambda | None:
@@ -136,7 +135,7 @@ class LambdaDeployer(Deployer[LambdaSettings]):
         kwargs: dict[str, Any] = {
             "FunctionName": name, "Role": role_arn, "MemorySize": s.memory_mb,
             "Timeout": s.timeout_s, "Architectures": [s.architecture], "Tags": tags,
-            "Description": f"NISER recommender {model_uri} (niser-mlops)"[:256]}
+            "Description": upd.description(model_uri)}
         if package is None:
             kwargs.update(PackageType="Image", Code={"ImageUri": s.image_uri})
         else:
@@ -146,13 +145,14 @@ class LambdaDeployer(Deployer[LambdaSettings]):
         undo.push(f"function {name}", lambda: res.delete_function(name))
         client.create_function(**kwargs)
         res.wait_active(name)
-        version = client.publish_version(FunctionName=name)["Version"]
+        version = client.publish_version(FunctionName=name,
+                                         Description=upd.description(model_uri))["Version"]
         client.create_alias(FunctionName=name, Name=s.alias, FunctionVersion=version)
         if s.reserved_concurrency is not None:
             client.put_function_concurrency(
                 FunctionName=name, ReservedConcurrentExecutions=s.reserved_concurrency)
         if s.provisioned_concurrency:
-            res.put_provisioned_concurrency(client, name, s.alias, s.provisioned_concurrency,
+            res.put_provisioned_concurrency(client, name, version, s.provisioned_concurrency,
                                             aws.endpoint_is_local("lambda"))
         url = None
         if s.is_local() and package is not None:
@@ -167,7 +167,7 @@ class LambdaDeployer(Deployer[LambdaSettings]):
         work = standins.code_dir() / name
         undo.push(f"package {work}", lambda: shutil.rmtree(work, ignore_errors=True))
         with tempfile.TemporaryDirectory(prefix="niser-lambda-model-") as tmp:
-            return build_package(_code_of(model_uri, Path(tmp)), work, s.runtime, s.architecture)
+            return build_package(model_code(model_uri, Path(tmp)), work, s.runtime, s.architecture)
 
     @staticmethod
     def _code(package: Package, s: LambdaSettings, name: str, tags: dict[str, str],
@@ -205,16 +205,17 @@ class LambdaDeployer(Deployer[LambdaSettings]):
         module docstring)."""
         tags = res.function_tags(name)  # KeyError when absent
         client = aws.client("lambda")
-        cfg = client.get_function_configuration(FunctionName=name)
         aliases = client.list_aliases(FunctionName=name)["Aliases"]
         alias = aliases[0]["Name"] if aliases else None
+        version = aliases[0]["FunctionVersion"] if aliases else None
+        cfg = client.get_function_configuration(FunctionName=name, **_qualified(version))
         hosted = _hosted()
         url = None
         if hosted is not None and name in hosted.functions():
             url = hosted.url
         elif cfg.get("PackageType", "Zip") == "Zip" and aws.endpoint_is_local("lambda"):
-            root = standins.code_dir() / name / f"package-{cfg.get('Runtime')}-" \
-                f"{(cfg.get('Architectures') or ['x86_64'])[0]}"
+            root = upd.package_root(name, version, str(cfg.get("Runtime")),
+                                    (cfg.get("Architectures") or ["x86_64"])[0])
             if not root.is_dir():
                 raise KeyError(f"the package of {name!r} is not at {root}; redeploy it")
             conc = client.get_function_concurrency(FunctionName=name)
@@ -227,11 +228,30 @@ class LambdaDeployer(Deployer[LambdaSettings]):
                                              for a in aliases}).url
         return LambdaInvoker(name, alias, url, read_timeout_s=cfg["Timeout"] + 15)
 
+    def update(self, name: str, model_uri: str,
+               settings: Mapping[str, Any] | Settings | None = None,
+               timeout_s: float = 900.0) -> Endpoint:
+        """Serve ``model_uri`` from ``name`` without an outage: a new version beside the serving
+        one, ready (provisioned concurrency included) before one switch of the alias, then the
+        old version removed (``deployers.aws_lambda.update``). ``settings``: the keys to change
+        (``None``: keep them all), refused with ``SettingsError`` before anything changes. A
+        failure before the switch deletes what the update created and raises
+        ``DeploymentFailed``; the old version keeps serving. ``KeyError`` if absent."""
+        s = upd.update(name, model_uri, settings, timeout_s)
+        invoke = self.invoker(name)
+        if s.warm_up:
+            invoke([[1]], 1)
+        hosted = _hosting(name)
+        return Endpoint(self.name, name, model_uri, hosted.url if hosted else None, invoke, s)
+
     def describe(self, name: str) -> Description:
-        """Memory, architecture, concurrency and state of ``name``; ``KeyError`` if absent."""
+        """Memory, architecture, concurrency and state of the version ``name``'s alias serves
+        (``version``, ``alias``, ``model_uri`` in the details); ``KeyError`` if absent."""
         tags = res.function_tags(name)
         client = aws.client("lambda")
-        cfg = client.get_function_configuration(FunctionName=name)
+        aliases = client.list_aliases(FunctionName=name)["Aliases"]
+        version = aliases[0]["FunctionVersion"] if aliases else None
+        cfg = client.get_function_configuration(FunctionName=name, **_qualified(version))
         reserved = client.get_function_concurrency(FunctionName=name).get(
             "ReservedConcurrentExecutions")
         arch = (cfg.get("Architectures") or ["x86_64"])[0]
@@ -240,7 +260,8 @@ class LambdaDeployer(Deployer[LambdaSettings]):
                            max_concurrency=reserved)
         details = {"runtime": cfg.get("Runtime", "image"), "timeout_s": cfg["Timeout"],
                    "package_type": cfg.get("PackageType", "Zip"), "code_bytes": cfg["CodeSize"],
-                   "model_uri": tags.get(res.TAG_MODEL_URI, ""),
+                   "model_uri": tags.get(res.TAG_MODEL_URI, ""), "version": version,
+                   "alias": aliases[0]["Name"] if aliases else None,
                    "local_runtime": bool((hosted := _hosted()) and name in hosted.functions())}
         if hosted is not None and details["local_runtime"]:
             shape = hosted.shape(name)

@@ -5,7 +5,8 @@ plane keeps ``deployers.aws.client``. The payload is the scoring wire format
 (``deployers.wire``). No retries: a benchmark must see every throttle (429) and every latency
 as it happened. Each call asks for the log tail (``LogType='Tail'``) and puts
 the parsed REPORT line in ``Prediction.raw["lambda_report"]`` (duration_ms, billed_ms,
-max_memory_mb, init_ms on a cold start), so cold starts can be told apart. A failure to connect
+max_memory_mb, init_ms on a cold start), so cold starts can be told apart, and the version that
+answered in ``Prediction.raw["executed_version"]``. A failure to connect
 (``aws.connection_failed``) sets ``InvocationError.connection``.
 """
 
@@ -79,4 +80,5 @@ class LambdaInvoker:
                                   f"{text[:500]}", status=out.get("StatusCode"), body=text
                                   ) from exc
         return Prediction(items=pred.items, scores=pred.scores,
-                          raw={"predictions": pred.raw["predictions"], "lambda_report": report})
+                          raw={"predictions": pred.raw["predictions"], "lambda_report": report,
+                               "executed_version": out.get("ExecutedVersion")})

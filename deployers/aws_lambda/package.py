@@ -52,6 +52,18 @@ def function_code(model_dir: Path) -> Path:
                         f"{REQUIREMENTS}); log the model with niser.registry.log_recommender")
 
 
+def model_code(model_uri: str, into: Path) -> Path:
+    """The function code of ``model_uri`` (a model URI, downloaded into ``into``; a model
+    directory; or function code itself)."""
+    path = Path(model_uri)
+    if not path.is_dir():
+        import mlflow
+
+        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri,
+                                                        dst_path=str(into)))
+    return function_code(path)
+
+
 def tree_bytes(root: Path) -> int:
     """Total size of the regular files under ``root``."""
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())

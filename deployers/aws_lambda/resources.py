@@ -128,3 +128,70 @@ def put_provisioned_concurrency(client: Any, function: str, alias: str, count: i
                 "ResourceNotFoundException":
             return False
         raise
+
+
+def wait_provisioned(function: str, qualifier: str, timeout_s: float = 900.0) -> None:
+    """Block until the provisioned concurrency of ``qualifier`` is READY; ``RuntimeError`` when
+    it FAILED, ``TimeoutError`` after ``timeout_s``."""
+    client = aws.client("lambda")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = client.get_provisioned_concurrency_config(FunctionName=function,
+                                                        Qualifier=qualifier)
+        status = got.get("Status", "READY")
+        if status == "READY":
+            return
+        if status == "FAILED":
+            raise RuntimeError(f"provisioned concurrency of {function}:{qualifier} failed: "
+                               f"{got.get('StatusReason', '')}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"provisioned concurrency of {function}:{qualifier} is still "
+                               f"{status} after {timeout_s:.0f} s")
+        time.sleep(2.0)
+
+
+def delete_provisioned_concurrency(function: str, qualifier: str,
+                                   control_plane_is_local: bool) -> None:
+    """Remove the provisioned concurrency of ``qualifier``; absent is not an error, nor (as in
+    ``put_provisioned_concurrency``) a control plane on this machine that lacks the call."""
+    try:
+        aws.client("lambda").delete_provisioned_concurrency_config(
+            FunctionName=function, Qualifier=qualifier)
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if not (absent(exc) or (control_plane_is_local and status == 404)):
+            raise
+
+
+def versions(function: str) -> set[str]:
+    """The published versions of ``function`` (``$LATEST`` left out)."""
+    pages = aws.client("lambda").get_paginator("list_versions_by_function").paginate(
+        FunctionName=function)
+    return {v["Version"] for page in pages for v in page["Versions"]
+            if v["Version"] != "$LATEST"}
+
+
+def delete_version(function: str, version: str) -> None:
+    """Delete one published version (never ``$LATEST``: that would delete the function)."""
+    if not version.isdigit():
+        raise ValueError(f"version {version!r} of {function} is not a published version")
+    try:
+        aws.client("lambda").delete_function(FunctionName=function, Qualifier=version)
+    except ClientError as exc:
+        if not absent(exc):
+            raise
+
+
+def delete_versions(function: str, versions: set[str]) -> None:
+    for version in sorted(versions):
+        delete_version(function, version)
+
+
+def set_reserved_concurrency(function: str, count: int | None) -> None:
+    """Reserve ``count`` concurrent executions for ``function``; ``None``: the unreserved pool."""
+    client = aws.client("lambda")
+    if count is None:
+        client.delete_function_concurrency(FunctionName=function)
+    else:
+        client.put_function_concurrency(FunctionName=function,
+                                        ReservedConcurrentExecutions=count)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, TypeAdapter, ValidationError, model_validator
 
 from deployers import aws
-from deployers.base import NAME_RULE, NAME_RULE_TEXT, Settings
+from deployers.base import NAME_RULE, NAME_RULE_TEXT, Settings, SettingsError
 from deployers.standins.lambda_shape import ACCOUNT_CONCURRENCY, UNRESERVED_MINIMUM
 
 MAX_FUNCTION_CONCURRENCY = ACCOUNT_CONCURRENCY - UNRESERVED_MINIMUM
@@ -80,3 +81,24 @@ class LambdaSettings(Settings):
         """Whether the package runs on the local Lambda stand-in."""
         return aws.endpoint_is_local("lambda") if self.local_runtime is None \
             else self.local_runtime
+
+
+def check_fields(raw: Mapping[str, Any]) -> None:
+    """Refuse, with ``SettingsError`` naming each one, the unknown keys and the invalid values of
+    a partial ``raw`` (field by field: what needs the other fields is checked once they are
+    known). Makes no call."""
+    problems = []
+    for key, value in raw.items():
+        info = LambdaSettings.model_fields.get(key)
+        if info is None:
+            valid = ", ".join(sorted(LambdaSettings.model_fields))
+            problems.append(f"  unknown key {key!r}; valid keys: {valid}")
+            continue
+        try:
+            adapter: TypeAdapter[Any] = TypeAdapter(
+                Annotated[info.annotation, info])  # type: ignore[arg-type]
+            adapter.validate_python(value)
+        except ValidationError as exc:
+            problems += [f"  {key}={value!r}: {err['msg']}" for err in exc.errors()]
+    if problems:
+        raise SettingsError("\n".join(["invalid LambdaSettings:", *problems]))

@@ -53,6 +53,13 @@ fresh microVM per environment, they do; ``Report.peak_rss_mb`` (VmHWM) counts th
 cgroup tree), memory size is passed to the function (``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``) and
 reported only, and every environment shares this machine's cores. Versions and aliases run the
 same package (the runtime hosts one package per function).
+
+Replacing a function without an outage: ``stage(config)`` starts the new package's provisioned
+environments beside the serving ones (blocking until their Init is done) without serving it;
+``commit(staged)`` makes it the function in one step, so every invoke that begins afterwards runs
+the new package, while each invocation already running finishes on its old environment, which
+then ends (``commit`` waits for them, up to ``drain_s``); ``discard(staged)`` ends a staged
+package that was never committed. ``usage`` keeps counting the replaced environments.
 """
 
 from __future__ import annotations
@@ -64,6 +71,7 @@ import shutil
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from deployers.base import Capacity, Usage
@@ -88,7 +96,7 @@ from deployers.standins.shaping import CpuStat, Shape, ShapingError, add_stats, 
 
 LOG_TAIL_BYTES = 4096
 
-__all__ = ["FunctionConfig", "LocalLambda", "Report", "Result", "Throttled"]
+__all__ = ["FunctionConfig", "LocalLambda", "Report", "Result", "Staged", "Throttled"]
 
 
 class _Function:
@@ -99,6 +107,9 @@ class _Function:
         self.busy: set[int] = set()
         self.ended = CpuStat(0, 0, 0.0, 0.0)  # last readings of the discarded environments
         self.ended_groups = 0
+        self.retired = False  # replaced: takes no new invocation, ends each env as it goes idle
+        self.idle = threading.Condition(self.lock)  # notified when an invocation ends
+        self.previous: _Function | None = None  # the function this one replaced (its usage)
 
     def retire(self, env: Environment) -> None:
         """Drop ``env`` (already killed) from the live ones, keeping its last reading; call
@@ -109,6 +120,13 @@ class _Function:
             if stat is not None:
                 self.ended = add_stats(self.ended, stat)
                 self.ended_groups += 1
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A function started by ``LocalLambda.stage`` and not yet serving."""
+
+    fn: _Function
 
 
 class LocalLambda:
@@ -139,23 +157,65 @@ class LocalLambda:
     def add_function(self, config: FunctionConfig) -> None:
         """Host ``config`` (replacing a function of that name); blocks until its provisioned
         environments have finished Init. ``RuntimeError`` if one of them fails."""
+        self.remove_function(config.name)
+        self._functions[config.name] = self.stage(config).fn
+
+    def stage(self, config: FunctionConfig) -> Staged:
+        """Start ``config``'s provisioned environments without serving them (the function of
+        that name, if any, keeps serving); blocks until their Init is done. ``RuntimeError``
+        (nothing left running) if one of them fails."""
         limit = self._limit(config)
         if config.provisioned_concurrency > limit:
             raise ValueError(f"provisioned_concurrency={config.provisioned_concurrency} exceeds "
                              f"the function's concurrency limit {limit}")
-        self.remove_function(config.name)
         fn = _Function(config)
-        self._functions[config.name] = fn
-        fn.envs = [Environment(config, self._runtime_dir, True, self._backend)
-                   for _ in range(config.provisioned_concurrency)]
-        for env in fn.envs:
-            if not self._wait_init(env):
-                log = "\n".join(env.log[-20:])
-                error = (f"{OUT_OF_MEMORY}: killed at its {config.memory_mb} MB limit (raise "
-                         "memory_mb)" if env.oom else (env.init_error or b"").decode())
-                self.remove_function(config.name)
-                raise RuntimeError(f"a provisioned environment of {config.name!r} failed Init: "
-                                   f"{error}\n{log}")
+        try:
+            for _ in range(config.provisioned_concurrency):
+                fn.envs.append(Environment(config, self._runtime_dir, True, self._backend))
+            for env in fn.envs:
+                if not self._wait_init(env):
+                    log = "\n".join(env.log[-20:])
+                    error = (f"{OUT_OF_MEMORY}: killed at its {config.memory_mb} MB limit "
+                             "(raise memory_mb)" if env.oom else (env.init_error or b"").decode())
+                    raise RuntimeError(f"a provisioned environment of {config.name!r} failed "
+                                       f"Init: {error}\n{log}")
+        except BaseException:  # a failure or Ctrl-C: nothing of it keeps running
+            self.discard(Staged(fn))
+            raise
+        return Staged(fn)
+
+    def commit(self, staged: Staged, drain_s: float = 900.0) -> bool:
+        """Serve ``staged`` as its function from now on; the function it replaces takes no new
+        invocation, its idle environments end now and each busy one when its invocation ends.
+        Returns once they have all ended (True) or after ``drain_s`` (False; they still end
+        when their invocations do)."""
+        fn = staged.fn
+        old = self._functions.get(fn.config.name)
+        fn.previous = old
+        self._functions[fn.config.name] = fn
+        if old is None:
+            return True
+        with old.lock:
+            old.retired = True
+            idle = [env for env in old.envs if env.id not in old.busy]
+        for env in idle:
+            env.kill()
+        deadline = time.monotonic() + drain_s
+        with old.lock:
+            for env in idle:
+                old.retire(env)
+            while old.busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                old.idle.wait(left)
+        return True
+
+    @staticmethod
+    def discard(staged: Staged) -> None:
+        """End the environments of a staged function that was never committed."""
+        for env in staged.fn.envs:
+            env.kill()
 
     def remove_function(self, name: str) -> None:
         """Stop every environment of ``name``; absent is not an error."""
@@ -192,13 +252,18 @@ class LocalLambda:
         shape = self.shape(name)
         if shape is None or self._backend is None:
             return None
-        with fn.lock:
-            envs, ended, ended_groups = list(fn.envs), fn.ended, fn.ended_groups
-        stats = [s for s in (env.cpu_stat() for env in envs) if s is not None]
-        total = functools.reduce(add_stats, stats, ended)
-        return Usage(self._backend.version, len(envs) + ended_groups, len(envs), shape.cpus,
-                     total.periods, total.throttled_periods, total.throttled_s,
-                     total.used_cpu_s)
+        envs: list[Environment] = []
+        total, groups, live = CpuStat(0, 0, 0.0, 0.0), 0, 0
+        at: _Function | None = fn
+        while at is not None:  # this function, then the ones it replaced
+            with at.lock:
+                envs, ended, ended_groups = list(at.envs), at.ended, at.ended_groups
+            stats = [s for s in (env.cpu_stat() for env in envs) if s is not None]
+            total = functools.reduce(add_stats, stats, add_stats(total, ended))
+            groups, live = groups + len(envs) + ended_groups, live + len(envs)
+            at = at.previous
+        return Usage(self._backend.version, groups, live, shape.cpus, total.periods,
+                     total.throttled_periods, total.throttled_s, total.used_cpu_s)
 
     def capacity(self, name: str) -> Capacity | None:
         """How many environments of ``name``'s memory size this machine runs at once at their
@@ -238,8 +303,12 @@ class LocalLambda:
                 return False
         return False
 
-    def _acquire(self, fn: _Function) -> tuple[Environment, bool]:
+    def _acquire(self, fn: _Function) -> tuple[Environment, bool] | None:
+        """An idle environment of ``fn`` (or a new one: cold); ``None`` once ``fn`` has been
+        replaced (the caller takes the function that replaced it)."""
         with fn.lock:
+            if fn.retired:
+                return None
             for env in fn.envs:
                 if env.id not in fn.busy and not env.ended.is_set():
                     fn.busy.add(env.id)
@@ -252,19 +321,23 @@ class LocalLambda:
             return env, True
 
     def _release(self, fn: _Function, env: Environment, discard: bool) -> None:
+        with fn.lock:
+            discard = discard or fn.retired
         if discard:
             env.kill()
         with fn.lock:
             fn.busy.discard(env.id)
             if discard:
                 fn.retire(env)
+            fn.idle.notify_all()
 
     def invoke(self, name: str, payload: bytes, qualifier: str | None = None) -> Result:
         """Run one invocation; ``KeyError`` if no such function, ``Throttled`` past the limit."""
-        fn = self._functions[name]
+        while (got := self._acquire(fn := self._functions[name])) is None:
+            pass  # replaced meanwhile: the new function serves it
+        env, cold = got
         cfg = fn.config
         version = cfg.aliases.get(qualifier or "", qualifier or "$LATEST")
-        env, cold = self._acquire(fn)
         inv = Invocation(payload, cfg)
         first_line = len(env.log)
         status, discard, report_error = "success", False, None
