@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from niser.contract import MAX_SESSION_IDS
+
 DEFAULT_TTL_S = 30 * 60.0
 DEFAULT_MAX_CLICKS = 50
 PURGE_EVERY_S = 60.0
@@ -61,6 +63,9 @@ class SessionStore(ABC):
             raise ValueError(f"ttl_s must be a positive number of seconds, got {ttl_s!r}")
         if not isinstance(max_clicks, int) or max_clicks < 1:
             raise ValueError(f"max_clicks must be an integer >= 1, got {max_clicks!r}")
+        if max_clicks > MAX_SESSION_IDS:
+            raise ValueError(f"max_clicks {max_clicks} is above the limit of {MAX_SESSION_IDS}:"
+                             " the serving contract refuses longer sessions")
         self.ttl_s = float(ttl_s)
         self.max_clicks = max_clicks
         self.clock = clock

@@ -172,3 +172,10 @@ def test_an_unreachable_redis_is_named_without_its_password() -> None:
     assert f"redis://127.0.0.1:{port}/0" in str(err.value)
     assert "s3cret" not in str(err.value)
     assert safe_label("redis://:pw@h:1/2?x=1") == "redis://h:1/2"
+
+
+def test_max_clicks_above_the_contracts_session_cap_is_refused(make_store: MakeStore) -> None:
+    from niser.contract import MAX_SESSION_IDS
+
+    with pytest.raises(ValueError, match=f"above the limit of {MAX_SESSION_IDS}"):
+        make_store(Clock(), max_clicks=MAX_SESSION_IDS + 1)
