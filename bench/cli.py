@@ -35,7 +35,14 @@ from typing import NoReturn
 
 import click
 
-from bench.cli_options import LEVELS, NON_NEGATIVE, POSITIVE, FiniteRange, model_and_dataset
+from bench.cli_options import (
+    INT_LIST,
+    LEVELS,
+    NON_NEGATIVE,
+    POSITIVE,
+    FiniteRange,
+    model_and_dataset,
+)
 from bench.leftovers_cli import sweep
 from bench.load_settings import DEFAULT_LEVELS
 from bench.locust_import import locust_import, locust_mix
@@ -43,29 +50,6 @@ from bench.paper_cli import paper
 from bench.predict_cli import predict_check
 from bench.replay_cli import replay
 from bench.tracking import use_default_tracking
-
-
-class _IntList(click.ParamType):
-    """Comma-separated integers >= 1, e.g. ``1,2,4,8``."""
-
-    name = "N,N,..."
-
-    def convert(self, value: object, param: click.Parameter | None,
-                ctx: click.Context | None) -> list[int]:
-        if isinstance(value, list):
-            return value
-        text = str(value)
-        try:
-            values = [int(x) for x in text.split(",") if x.strip()]
-        except ValueError:
-            self.fail(f"expected comma-separated integers such as 1,2,4,8, got {text!r}", param,
-                      ctx)
-        if not values or any(v < 1 for v in values):
-            self.fail(f"expected integers >= 1, got {text!r}", param, ctx)
-        return values
-
-
-INT_LIST = _IntList()
 
 
 def _csv(values: list[int]) -> str:

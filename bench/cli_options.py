@@ -44,11 +44,14 @@ POSITIVE = FiniteRange(min=0, min_open=True)
 NON_NEGATIVE = FiniteRange(min=0)
 
 
-class Levels(click.ParamType):
-    """Comma-separated closed-loop user counts, e.g. ``1,2,4,8``, within
-    ``bench.load_settings.check_levels``'s bounds."""
+class IntList(click.ParamType):
+    """Comma-separated integers >= 1, e.g. ``1,2,4,8``; ``check(values, option)``, when given,
+    bounds them further (its ``ValueError`` is the option's error)."""
 
     name = "N,N,..."
+
+    def __init__(self, check: Callable[[list[int], str], list[int]] | None = None) -> None:
+        self.check = check
 
     def convert(self, value: object, param: click.Parameter | None,
                 ctx: click.Context | None) -> list[int]:
@@ -60,10 +63,16 @@ class Levels(click.ParamType):
         except ValueError:
             self.fail(f"expected comma-separated integers such as 1,2,4,8, got {text!r}", param,
                       ctx)
+        if self.check is None:
+            if not values or any(v < 1 for v in values):
+                self.fail(f"expected integers >= 1, got {text!r}", param, ctx)
+            return values
         try:
-            return check_levels(values, param.opts[0] if param else "levels")
+            return self.check(values, param.opts[0] if param else "levels")
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
 
 
-LEVELS = Levels()
+# closed-loop user counts, within ``bench.load_settings.check_levels``'s bounds
+LEVELS = IntList(check_levels)
+INT_LIST = IntList()

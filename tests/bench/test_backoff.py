@@ -13,7 +13,7 @@ import socket
 import struct
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -24,6 +24,7 @@ from bench.stats import ERROR, OK
 from deployers.base import InvocationError
 from deployers.http import HttpInvoker
 from tests.bench.support import payloads, quick
+from tests.http_stub import serving
 
 RESET = [666]
 
@@ -107,13 +108,6 @@ class _ResetsOn666(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        pass  # the handler closed the socket under itself on purpose
-
-
 class _Script:
     """Hands out the given batches in order, then ``[[5]]`` for ever."""
 
@@ -127,12 +121,8 @@ class _Script:
 
 @pytest.fixture
 def resetting_url() -> Iterator[str]:
-    srv = _QuietServer(("127.0.0.1", 0), _ResetsOn666)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    with serving(_ResetsOn666) as url:
+        yield url
 
 
 def test_a_success_from_a_real_server_starts_the_backoff_again(resetting_url: str) -> None:

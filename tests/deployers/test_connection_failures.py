@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -19,6 +19,7 @@ from deployers.aws_lambda.invoker import LambdaInvoker
 from deployers.base import InvocationError
 from deployers.http import ConnectTimeout, HttpInvoker
 from deployers.sagemaker.invoker import SageMakerInvoker
+from tests.http_stub import serving
 
 
 @pytest.fixture
@@ -61,12 +62,8 @@ class _Answers(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def answering() -> Iterator[str]:
-    srv = HTTPServer(("127.0.0.1", 0), _Answers)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    with serving(_Answers) as url:
+        yield url
 
 
 def test_a_refused_connection_is_a_connection_failure(dead_port: int) -> None:

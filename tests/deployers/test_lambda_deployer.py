@@ -17,16 +17,11 @@ import pytest
 from botocore.stub import Stubber
 
 from deployers import aws, standins
-from deployers.aws_lambda import LambdaDeployer
 from deployers.aws_lambda import resources as res
 from deployers.base import DeploymentFailed, SettingsError
+from tests.deployers import lambda_support
 
-
-@pytest.fixture
-def deployer(tmp_path, monkeypatch):
-    monkeypatch.setenv("NISER_LAMBDA_STATE_DIR", str(tmp_path / "state"))
-    yield LambdaDeployer()
-    standins.current().close()
+deployer = lambda_support.deployer  # the shared fixture
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,10 @@ from __future__ import annotations
 import pytest
 
 from deployers import aws, standins
-from deployers.aws_lambda import LambdaDeployer
 from deployers.standins.shaping import detect
+from tests.deployers import lambda_support
 
-
-@pytest.fixture
-def deployer(tmp_path, monkeypatch):
-    monkeypatch.setenv("NISER_LAMBDA_STATE_DIR", str(tmp_path / "state"))
-    yield LambdaDeployer()
-    standins.current().close()
+deployer = lambda_support.deployer  # the shared fixture
 
 
 @pytest.fixture(scope="module")

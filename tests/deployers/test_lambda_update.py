@@ -11,17 +11,13 @@ import threading
 import pytest
 
 from deployers import aws, standins
-from deployers.aws_lambda import LambdaDeployer, LambdaSettings
+from deployers.aws_lambda import LambdaSettings
 from deployers.aws_lambda import resources as res
 from deployers.base import DeploymentFailed, InvocationError, SettingsError
 from deployers.standins.lambda_service import LocalLambda
+from tests.deployers import lambda_support
 
-
-@pytest.fixture
-def deployer(tmp_path, monkeypatch):
-    monkeypatch.setenv("NISER_LAMBDA_STATE_DIR", str(tmp_path / "state"))
-    yield LambdaDeployer()
-    standins.current().close()
+deployer = lambda_support.deployer  # the shared fixture
 
 
 @pytest.fixture(scope="module")
