@@ -1,6 +1,6 @@
 """``hpo`` sharded over a real Prefect process work pool: MLflow, Prefect and two
 ``prefect worker start`` processes started by ``scripts/services.py --workers 2`` on 127.0.0.1;
-the study on SQLite. One run of 8 trials, during which one worker (and the shard it runs) is
+the study on SQLite. One run of 16 trials, during which one worker (and the shard it runs) is
 SIGKILLed mid-trial once both workers have finished a trial."""
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "services.py"
 POOL = "test-hpo"
 TINY = "synthetic:n_items=80,n_sessions=400"
-N_TRIALS = 8
+N_TRIALS = 16  # enough that a shard whose process starts late on a busy machine still
+# finds trials left: both workers must have finished one before the kill
 pytestmark = pytest.mark.slow
 
 
@@ -86,7 +87,7 @@ def killed_run(pool: dict[str, Any]) -> dict[str, Any]:
     log = pool["state"] / "hpo.log"
     with log.open("w") as sink:  # the child keeps its own copy of the descriptor
         parent = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "hpo", "--n-trials", str(N_TRIALS), "--epochs", "1",
+            [sys.executable, "-m", "flows.cli", "hpo", "--n-trials", str(N_TRIALS), "--epochs", "2",
              "--dataset", TINY, "--study-name", "sharded", "--work-pool", POOL, "--shards", "2",
              "--storage", f"sqlite:///{pool['state'] / 'optuna.db'}", "--heartbeat-s", "1",
              "--grace-s", "3"],
@@ -116,7 +117,7 @@ def killed_run(pool: dict[str, Any]) -> dict[str, Any]:
         if parent.poll() is None:
             parent.kill()
     out = log.read_text(errors="replace")
-    assert killed is not None, "no trial ran on both workers"
+    assert killed is not None, f"no trial ran on both workers:\n{out[-3000:]}"
     assert parent.returncode == 0, out[-4000:]
     experiment = client.get_experiment_by_name("niser-hpo")
     assert experiment is not None
