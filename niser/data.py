@@ -75,6 +75,16 @@ class Samples:
         items = np.fromiter(flat, dtype=np.int64, count=int(offsets[-1]))
         return cls(items, offsets, np.asarray(targets, dtype=np.int64))
 
+    @classmethod
+    def concat(cls, parts: Sequence[Samples]) -> Samples:
+        """The samples of ``parts``, one after the other, as one flat ``Samples``."""
+        lens = [p.offsets[-1] for p in parts]
+        starts = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
+        offsets = np.concatenate([[0]] + [p.offsets[1:] + s for p, s in zip(parts, starts,
+                                                                            strict=True)])
+        return cls(np.concatenate([p.items for p in parts]), offsets.astype(np.int64),
+                   np.concatenate([p.targets for p in parts]))
+
     def fingerprint(self) -> str:
         """Content hash (sha256, first 16 hex digits) of items, offsets and targets."""
         h = hashlib.sha256()

@@ -103,7 +103,8 @@ def log_training(result: TrainResult, data: SessionData, config: TrainConfig | N
     counts). Metrics, one point per epoch with ``step=epoch``: loss, validation recall/mrr at each
     cut-off (``val_recall_20``, ...), epoch_seconds, samples_per_second, eval_seconds; then, once,
     at ``step=best_epoch``: the test metrics of the chosen epoch (``recall_20``, ...),
-    ``best_epoch``, ``stopped_early`` and ``test_eval_seconds``. The dataset as an MLflow dataset
+    ``best_epoch``, ``stopped_early`` and ``test_eval_seconds``; with ``refit``, the refit
+    epochs as ``refit_loss`` and ``refit_epoch_seconds`` (``step=epoch``). The dataset as an MLflow dataset
     input (name, content hash as digest, a per-split count table). Artifacts under
     ``training/``: ``config.json`` (config and data summary) and ``vocab.json``.
     """
@@ -117,6 +118,8 @@ def log_training(result: TrainResult, data: SessionData, config: TrainConfig | N
     once = {**result.test, "best_epoch": float(result.best_epoch),
             "stopped_early": float(result.stopped_early), "test_eval_seconds": result.test_seconds}
     metrics += [Metric(key, float(value), now, result.best_epoch) for key, value in once.items()]
+    metrics += [Metric(key, value, now, e.epoch) for e in result.refit_history
+                for key, value in (("refit_loss", e.loss), ("refit_epoch_seconds", e.train_seconds))]
     for start in range(0, max(len(params), len(metrics)), 100):  # log_batch caps 100 params
         client.log_batch(run_id, metrics=metrics[start:start + 100],
                          params=params[start:start + 100])

@@ -6,6 +6,10 @@ sessions, see ``niser.data.carve_validation``, when the data brings none). The e
 best validation Recall@20 so far (strictly better than every earlier epoch) is kept; training
 stops after ``patience`` epochs in a row without a better one, or after ``epochs``. The model
 returned holds the chosen epoch's weights, and the test set is evaluated once, for that epoch.
+With ``refit`` the chosen number of epochs is then trained again from the same seed on every
+training sample (the fitted and the validation ones: the newest sessions, nearest the test
+period), and that model is the one tested and returned; its validation metrics stay those of the
+selection run (the refit model has seen the validation sessions).
 
 Precision (``TrainConfig.precision``, see ``niser.precision``): the training scoring product runs
 in bf16 where the hardware has bf16 units (``auto``); the loss, softmax and weights stay float32.
@@ -88,6 +92,9 @@ class TrainConfig(BaseModel):
                              "learning-rate decay always gets an epoch to show its effect).")
     precision: Precision = Field("auto", description="Scoring arithmetic: 'auto' (bf16 where "
                                  "the hardware has bf16 units, else fp32), 'fp32' or 'bf16'.")
+    refit: bool = Field(False, description="After choosing the epoch count on validation, "
+                        "train that many epochs again on every training sample (validation "
+                        "sessions included) and test that model.")
     max_batches: int | None = Field(None, ge=1, description="Stop every epoch after this many "
                                     "batches (a timing slice); None trains on every sample.")
 
@@ -177,6 +184,7 @@ class TrainResult:
     precision: PrecisionChoice = field(
         default_factory=lambda: PrecisionChoice("fp32", "not recorded"))
     split: dict[str, int | str] = field(default_factory=dict)  # the fitting/validation split
+    refit_history: list[EpochResult] = field(default_factory=list)  # with config.refit
 
     @property
     def validation(self) -> dict[str, float]:
@@ -241,11 +249,7 @@ def train(
     torch.set_flush_denormal(True)  # denormals slow CPU training ~2x late in an epoch
     data, source = _with_validation(data)
     assert data.valid is not None
-    seed_everything(config.seed)
-    model = build_model(data.n_items, config).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
-                           fused=device.type in ("cpu", "cuda"))
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=config.lr_step, gamma=config.lr_gamma)
+    model, opt, sched = _fresh(data.n_items, config, device)
     result = TrainResult(model, config, precision=precision, split={
         "n_fit_samples": len(data.train), "n_valid_samples": len(data.valid),
         "valid_hash": data.valid.fingerprint(), "valid_source": source})
@@ -285,6 +289,10 @@ def train(
     if sel.best_state is not None:
         model.load_state_dict(sel.best_state)
     result.best_epoch, result.stopped_early = sel.best_epoch, sel.stopped
+    if config.refit and sel.best_epoch:
+        every = Samples.concat([data.train, data.valid])
+        model = result.model = _refit(every, data.n_items, config, sel.best_epoch, device,
+                                      precision.bf16, progress, result.refit_history)
     t2 = time.perf_counter()
     result.test = evaluate(topk_fn(model, config, precision.bf16), data.test, config.ks,
                            config.eval_batch_size, progress, "test")
@@ -292,6 +300,33 @@ def train(
     log.info("chosen epoch %d of %d; test %s", sel.best_epoch, len(result.history), result.test)
     model.eval()
     return result
+
+
+def _fresh(n_items: int, config: TrainConfig, device: torch.device
+           ) -> tuple[NISER, torch.optim.Optimizer, Any]:
+    """A seeded model, its Adam optimizer and step schedule."""
+    seed_everything(config.seed)
+    model = build_model(n_items, config).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                           fused=device.type in ("cpu", "cuda"))
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=config.lr_step, gamma=config.lr_gamma)
+    return model, opt, sched
+
+
+def _refit(every: Samples, n_items: int, config: TrainConfig, epochs: int, device: torch.device,
+           bf16: bool, progress: bool, history: list[EpochResult]) -> NISER:
+    """``epochs`` epochs from the seed on ``every`` (the fitted and validation samples)."""
+    model, opt, sched = _fresh(n_items, config, device)
+    rng = np.random.default_rng(config.seed)
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        loss, seen = _train_epoch(model, opt, every, config, rng, device, progress, epoch, bf16)
+        sched.step()
+        train_s = time.perf_counter() - t0
+        res = EpochResult(epoch + 1, loss, train_s, seen / train_s, 0.0, {})
+        history.append(res)
+        log.info("refit epoch %d on %d samples: %s", epoch + 1, seen, res.as_metrics())
+    return model
 
 
 def _with_validation(data: SessionData) -> tuple[SessionData, str]:

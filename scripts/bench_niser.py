@@ -6,7 +6,9 @@ training sessions; early stopping with ``--patience``), the test set evaluated o
 chosen epoch. Prints each epoch (validation metrics, train time, samples/s), each seed's chosen
 epoch and test metrics, then the mean and sample standard deviation over seeds of test
 R@20 / MRR@20 / R@10 / MRR@10 and of the epoch time, and the in-process inference figures of the
-first seed's model (batch-1 latency, batch-100 sessions/s).
+first seed's model (batch-1 latency, batch-100 sessions/s). ``--refit``: after the choice, the
+chosen number of epochs again on every training sample (validation sessions included), and the
+test set evaluated once for that model (``TrainConfig.refit``).
 
 ``--compare-precision``: fp32 and the fast path (``--precision``, default auto) alternately, for
 ``--rounds`` rounds of ``--max-batches`` training batches each from the same initial weights;
@@ -20,6 +22,7 @@ on ``--agreement`` test prefixes (rows identical, rows breaking the tie rule of
 ``niser.scoring``).
 
     python scripts/bench_niser.py --seeds 3 --epochs 5 --out benchmarks/results/cpu_seeds3.json
+    python scripts/bench_niser.py --seeds 3 --epochs 5 --refit --out benchmarks/results/cpu_refit3.json
     python scripts/bench_niser.py --seeds 2 --epochs 2 --max-batches 50 --max-eval-samples 2000
     python scripts/bench_niser.py --compare-precision --max-batches 200 --rounds 2
 """
@@ -90,6 +93,9 @@ def seeds_mode(args: argparse.Namespace, data: SessionData, machine: dict[str, A
         config = _config(args, seed)
         print(f"seed {seed}:", flush=True)
         result = train(data, config, on_epoch=_show, progress=False)
+        for r in result.refit_history:
+            print(f"  refit epoch {r.epoch}: loss {r.loss:.4f}  train {r.train_seconds:.1f} s "
+                  f"({r.samples_per_second:.0f} samples/s)", flush=True)
         t = result.test
         print(f"  seed {seed}: chosen epoch {result.best_epoch} of {len(result.history)}"
               f"{' (stopped early)' if result.stopped_early else ''}; test R@20 "
@@ -99,6 +105,9 @@ def seeds_mode(args: argparse.Namespace, data: SessionData, machine: dict[str, A
     precision = runs[0].precision
     summary = {key: _mean_std([r.test[key] for r in runs]) for key in METRICS}
     summary["epoch_seconds"] = _mean_std([h.train_seconds for r in runs for h in r.history])
+    if args.refit:  # epochs over every training sample
+        summary["refit_epoch_seconds"] = _mean_std([h.train_seconds for r in runs
+                                                    for h in r.refit_history])
     print(f"precision path: {precision.path} ({precision.reason})")
     for key, s in summary.items():
         print(f"{key}: mean {s['mean']:.2f}  std {s['std']:.2f}  over {s['n']}"
@@ -118,7 +127,9 @@ def seeds_mode(args: argparse.Namespace, data: SessionData, machine: dict[str, A
             "seeds": [{"seed": r.config.seed, "best_epoch": r.best_epoch,
                        "stopped_early": r.stopped_early, "test": r.test,
                        "test_seconds": r.test_seconds, "split": r.split,
-                       "epochs": [vars(h) for h in r.history]} for r in runs]}, indent=2))
+                       "epochs": [vars(h) for h in r.history],
+                       "refit_epochs": [vars(h) for h in r.refit_history]} for r in runs]},
+                      indent=2))
 
 
 def agreement(model: NISER, data: SessionData, config: TrainConfig, n: int, bf16: bool
@@ -277,7 +288,7 @@ def compare_mode(args: argparse.Namespace, data: SessionData, machine: dict[str,
 def _config(args: argparse.Namespace, seed: int) -> TrainConfig:
     return TrainConfig(epochs=args.epochs, device=args.device, long_sessions=args.long_sessions,
                        seed=seed, patience=args.patience, precision=args.precision,
-                       max_batches=args.max_batches)
+                       max_batches=args.max_batches, refit=args.refit)
 
 
 def main() -> None:
@@ -290,6 +301,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--patience", type=int, default=TrainConfig().patience)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    p.add_argument("--refit", action="store_true", help="after choosing the epoch count on "
+                   "validation, train it again on every training sample and test that model")
     p.add_argument("--max-batches", type=int, default=None,
                    help="training batches per epoch (a slice); default: every sample")
     p.add_argument("--max-eval-samples", type=int, default=0,

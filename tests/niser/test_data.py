@@ -26,6 +26,16 @@ def test_subset_gathers_samples_in_the_given_order():
     assert len(s.subset(np.array([], dtype=np.int64))) == 0
 
 
+def test_concat_puts_samples_one_after_the_other():
+    a = Samples.from_pairs([[1], [1, 2]], [2, 3])
+    b = Samples.from_pairs([[4, 5, 6], [9]], [7, 8])
+    both = Samples.concat([a, b])
+    assert both.sessions() == [[1], [1, 2], [4, 5, 6], [9]]
+    assert both.targets.tolist() == [2, 3, 7, 8]
+    assert both.offsets.tolist() == [0, 1, 3, 6, 7]
+    assert both.offsets.dtype == np.int64
+
+
 def test_augment_prefixes_expands_a_session_of_four_into_three_samples():
     s = augment_prefixes([[1, 2, 3, 4], [5, 6]])
     assert s.sessions() == [[1], [1, 2], [1, 2, 3], [5]]

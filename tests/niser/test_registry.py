@@ -4,6 +4,7 @@ champion/challenger policy."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -21,6 +22,7 @@ from niser.registry import (
     promote,
     register,
 )
+from niser.train import EpochResult
 from niser.vocab import Vocabulary
 
 
@@ -72,6 +74,19 @@ def test_test_metrics_are_logged_once_at_the_chosen_epoch(training_run, tiny_tra
     assert (point.step, point.value) == (result.best_epoch, pytest.approx(result.test[key]))
     (best,) = client.get_metric_history(training_run, "best_epoch")
     assert best.value == result.best_epoch
+
+
+def test_refit_epochs_are_logged_per_epoch_and_absent_without_refit(
+        training_run, tiny_training):
+    data, result = tiny_training
+    client = MlflowClient()
+    assert client.get_metric_history(training_run, "refit_loss") == []
+    refit = EpochResult(1, 3.5, 2.0, 50.0, 0.0, {})
+    with mlflow.start_run(run_name="log-refit") as run:
+        log_training(replace(result, refit_history=[refit]), data)
+    (loss,) = client.get_metric_history(run.info.run_id, "refit_loss")
+    (seconds,) = client.get_metric_history(run.info.run_id, "refit_epoch_seconds")
+    assert (loss.step, loss.value, seconds.value) == (1, 3.5, 2.0)
 
 
 def test_dataset_is_logged_with_name_and_content_hash(training_run, tiny_training):

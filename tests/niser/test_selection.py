@@ -130,3 +130,28 @@ def test_a_tie_is_not_an_improvement() -> None:
     for epoch, value in enumerate([1.0, 2.0, 2.0, 2.0], start=1):
         sel.update(epoch, value, model, patience=2)
     assert (sel.best_epoch, sel.since_best, sel.stopped) == (2, 2, True)
+
+
+def test_refit_trains_the_chosen_epoch_count_again_on_every_training_sample(
+        monkeypatch: pytest.MonkeyPatch, data: SessionData) -> None:
+    config = CONFIG.model_copy(update={"epochs": 4, "refit": True, "patience": 4})
+    result, fake = _run(monkeypatch, data, [10.0, 14.0, 11.0, 13.0], config)
+    assert result.best_epoch == 2 and len(result.history) == 4
+    assert [h.epoch for h in result.refit_history] == [1, 2]
+    fitted = result.split["n_fit_samples"]
+    every = int(fitted) + int(result.split["n_valid_samples"])
+    assert all(h.samples_per_second * h.train_seconds == pytest.approx(every)
+               for h in result.refit_history)
+    assert fake.calls == ["valid"] * 4 + ["test"]  # the refit model is tested, once
+    assert result.model is fake.model  # the model built last: the refit one
+    chosen = fake.snapshots[1]
+    assert not torch.equal(result.model.state_dict()["embedding.weight"],
+                           chosen["embedding.weight"])
+    assert result.final["val_recall_20"] == 14.0  # the selection run's validation figure
+
+
+def test_without_refit_no_epoch_is_trained_again(
+        monkeypatch: pytest.MonkeyPatch, data: SessionData) -> None:
+    result, _ = _run(monkeypatch, data, [10.0, 14.0, 11.0, 13.0],
+                     CONFIG.model_copy(update={"epochs": 4}))
+    assert result.refit_history == []
