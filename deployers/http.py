@@ -196,13 +196,22 @@ def tail(path: str | Path | None, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:]) or f"(log {path} is empty)"
 
 
+def probe(url: str, timeout_s: float = 2.0) -> tuple[int, dict[str, str]]:
+    """Status and headers of ``GET url`` right now; status 0 (no headers) when nothing
+    answers. The body is read and dropped."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+            resp.read()
+            return int(resp.status), dict(resp.headers.items())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), dict(exc.headers.items())
+    except (OSError, urllib.error.URLError, http.client.HTTPException):
+        return 0, {}
+
+
 def ping(url: str, timeout_s: float = 2.0) -> bool:
     """Whether ``GET <url>/ping`` answers 200 right now."""
-    try:
-        with urllib.request.urlopen(url.rstrip("/") + "/ping", timeout=timeout_s) as resp:
-            return bool(resp.status == 200)
-    except (OSError, urllib.error.URLError, http.client.HTTPException):
-        return False
+    return probe(url.rstrip("/") + "/ping", timeout_s)[0] == 200
 
 
 def wait_for_ping(

@@ -37,7 +37,9 @@ from niser import contract
 ACCEPTED_TYPE = "application/json"
 MAX_ERROR_BYTES = 4096
 _MAX_MESSAGE = 600  # x 6 for \u escapes, still under MAX_ERROR_BYTES
-_JSON_TYPE = re.compile(r'^\s*application/json\s*(;\s*charset\s*=\s*"?utf-8"?\s*)?$', re.I)
+# the front door's rule (deployers.frontdoor), which a test holds this one to
+_JSON_TYPE = re.compile(r'^[ \t]*application/json[ \t]*(;[ \t]*charset[ \t]*=[ \t]*"?utf-8"?[ \t]*)?$',
+                        re.I)
 _SERVER_MODULE = "mlflow.pyfunc.scoring_server"
 _MODEL_PATH_VAR = "__pyfunc_model_path__"
 _ECHO = re.compile(r"^Failed to predict data '.*'\. \nError: ", re.S)

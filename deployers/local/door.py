@@ -13,7 +13,6 @@ Promises:
 from __future__ import annotations
 
 import functools
-import http.client
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +22,7 @@ from typing import Any
 from deployers import balancer as lb
 from deployers import frontdoor, procs
 from deployers.base import DeployerError, Undo
-from deployers.http import free_port, wait_for_ping
+from deployers.http import free_port, probe, wait_for_ping
 from deployers.local.settings import LocalSettings
 
 
@@ -65,17 +64,8 @@ def start(state: dict[str, Any], s: LocalSettings, undo: Undo, save: Callable[[]
 
 def served_by(url: str, timeout_s: float = 2.0) -> str | None:
     """``X-Upstream`` of a 200 answer to ``GET <url>/ping`` (``None``: no such answer)."""
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=timeout_s)
-    try:
-        conn.request("GET", "/ping")
-        resp = conn.getresponse()
-        resp.read()
-        return resp.headers.get("X-Upstream") if resp.status == 200 else None
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        conn.close()
+    status, headers = probe(url.rstrip("/") + "/ping", timeout_s)
+    return headers.get("X-Upstream") if status == 200 else None
 
 
 def switch(state: dict[str, Any], servers: Sequence[dict[str, Any]], s: LocalSettings,

@@ -40,8 +40,6 @@ import re
 import shutil
 import tempfile
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,23 +47,12 @@ from pathlib import Path
 from deployers import balancer, procs
 from deployers import frontdoor as door
 from deployers.base import DeployerError
-from deployers.http import free_port, wait_for_ping
+from deployers.http import free_port, probe, wait_for_ping
 from deployers.standins.shaping import Group
 
 NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 # SageMaker's invocation timeout: the longest a model server may take to answer.
 INVOCATION_TIMEOUT_S = 60.0
-
-
-def _status(url: str, timeout: float = 2.0) -> int:
-    """HTTP status of ``GET url`` (0 when nothing answers)."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except (OSError, urllib.error.URLError):
-        return 0
 
 
 @dataclass
@@ -192,8 +179,8 @@ class DataPlane:
         ``expect`` (until then an old worker may still take a new connection)."""
         assert self.record is not None
         try:
-            balancer.reload(self.record, self._write(), self.prefix, lambda: _status(
-                f"{self.url}/endpoints/{name}/ping") == expect, timeout_s)
+            balancer.reload(self.record, self._write(), self.prefix, lambda: probe(
+                f"{self.url}/endpoints/{name}/ping")[0] == expect, timeout_s)
         except DeployerError as exc:
             raise DeployerError(f"the route of {name!r}: {exc}") from None
 
