@@ -23,6 +23,7 @@ from pathlib import Path
 import mlflow
 import psutil
 
+from bench import provenance
 from bench.closed_loop import closed_loop
 from bench.load_settings import LoadSettings
 from bench.payloads import Payloads
@@ -75,8 +76,10 @@ def main() -> None:
     name = f"soak-{os.getpid()}"
     endpoint = deployer.deploy(model_uri, {"instances": args.instances}, name)
     payloads = Payloads.from_samples(data.test, data.vocab, batch_size=1, seed=0)
+    label = provenance.of_target("local")
     print(f"soak: {data.name} ({data.n_items} items), {args.instances} instance(s), "
-          f"{args.users} users, {args.minutes} x 60 s, {psutil.cpu_count()} cores")
+          f"{args.users} users, {args.minutes} x 60 s, {psutil.cpu_count()} cores; every figure "
+          f"{label}: {provenance.MEANING[label]}")
     print(f"{'minute':>6} {'requests':>9} {'errors':>7} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'rss MB':>8}")
     rss: list[float] = []
@@ -94,7 +97,7 @@ def main() -> None:
     finally:
         deployer.teardown(name)
     growth = 100.0 * (rss[-1] - rss[1]) / rss[1] if len(rss) > 1 and rss[1] else float("nan")
-    print(f"soak: {errors} errors in {len(rss)} minutes; RSS {rss[1]:.0f} MB at minute 2, "
+    print(f"soak ({label}): {errors} errors in {len(rss)} minutes; RSS {rss[1]:.0f} MB at minute 2, "
           f"{rss[-1]:.0f} MB at minute {len(rss)}: growth {growth:+.1f} % "
           f"({time.strftime('%Y-%m-%d %H:%M')})")
 
