@@ -38,12 +38,16 @@ candidates, which are rescored in float32:
 
 Selecting the top-k: rows are cut into chunks of ``CHUNK`` items; the top-k items lie in the k
 chunks with the largest maxima, so only those are searched (one pass over the scores plus small
-top-k's, instead of a top-k over all N + 1 columns per row). The bf16 candidates pay only for
-large batches: on this CPU (Diginetica, d = 100) they were slower than float32 at batch 1 and
-batch 100 (the bf16 product gains less than bf16 maxima and top-k's cost, which run slower than
-float32 ones) and faster at batch 500 (evaluation: 8,540 against 5,943 samples/s). So batches
-under ``BF16_MIN_ROWS`` rows score in float32, as do catalogues under 4 ``CANDIDATES`` items and
-k above ``CANDIDATES`` / 2.
+top-k's, instead of a top-k over all N + 1 columns per row). On the bf16 path the bf16 scores
+are widened to float32 (exactly) before that selection, ``BF16_ROW_BLOCK`` rows at a time so that
+they stay in cache: float32 maxima and top-k's run several times faster than bf16 ones on this
+CPU. A row that the ``CANDIDATES`` best do not cover takes the ``WIDE_CANDIDATES`` best of the
+same bf16 scores; only a row those do not cover either is scored again in float32 whole (one
+more pass over the float32 table). Measured on this CPU (2 threads, Diginetica, d = 100,
+``scripts/bench_inference.py``): the bf16 path ties float32 at 1 row and is faster from 2 rows
+(1.4x at 100, 1.9x at 500; 3 % of rows took the wider budget, none fell back). So a single
+row scores in float32, as do catalogues under 4 ``CANDIDATES`` items and k above
+``CANDIDATES`` / 2.
 """
 
 from __future__ import annotations
@@ -55,8 +59,10 @@ BF16_UNIT_ROUNDOFF = 2.0 ** -8
 FP32_UNIT_ROUNDOFF = 2.0 ** -24
 NORM_SLACK = 1e-5  # rows of the item table are unit vectors up to float32 rounding
 CHUNK = 64  # items per chunk when selecting the top-k
-CANDIDATES = 64  # bf16 path: most candidates rescored per row before a row falls back
-BF16_MIN_ROWS = 256  # bf16 path: fewer rows are scored in float32 (measured: see below)
+CANDIDATES = 64  # bf16 path: candidates rescored per row at first
+BF16_ROW_BLOCK = 128  # bf16 path: rows scored at once (their float32 scores stay in cache)
+WIDE_CANDIDATES = 512  # bf16 path: for a row those do not cover, before it falls back
+BF16_MIN_ROWS = 2  # bf16 path: fewer rows are scored in float32 (measured: see above)
 CHUNKED_MIN_ROWS = 8  # fewer rows: one torch.topk over the row costs less than the chunk steps
 
 
@@ -170,7 +176,8 @@ class ItemScorer:
         padded = torch.nn.functional.pad(table, (0, 0, 0, (-self.n_rows) % CHUNK))
         self.table = padded  # (C chunk, d) float32; rows past N are zero
         self.table_bf16 = padded.to(torch.bfloat16) if bf16 else None
-        self.bf16_rows = self.fallback_rows = 0  # rows through the bf16 path; of them re-done
+        # rows through the bf16 path; of them, rescored from the wider budget; scored whole
+        self.bf16_rows = self.wide_rows = self.fallback_rows = 0
 
     @property
     def bf16(self) -> bool:
@@ -193,26 +200,40 @@ class ItemScorer:
         small = query.shape[0] < BF16_MIN_ROWS or self.n_rows < 4 * CANDIDATES
         if self.table_bf16 is None or small or k > CANDIDATES // 2:
             return chunked_topk(self.scores(query), k)
-        return self._bf16_topk(query, k)
+        if query.shape[0] <= BF16_ROW_BLOCK:
+            return self._bf16_topk(query, k)
+        parts = [self._bf16_topk(q, k) for q in query.split(BF16_ROW_BLOCK)]
+        return torch.cat([v for v, _ in parts]), torch.cat([i for _, i in parts])
 
     def _bf16_topk(self, query: Tensor, k: int) -> tuple[Tensor, Tensor]:
         assert self.table_bf16 is not None
         # bf16 product, widened to float32 (exact) for the selection: float32 maxima and
         # top-k's run faster on this CPU than bf16 ones, more than paying for the widening
         approx = self._mask(torch.mm(query.to(torch.bfloat16), self.table_bf16.t()).float())
-        m = CANDIDATES
+        bound = 2.0 * bf16_score_bound(query.norm(dim=1), self.dim)  # (B,)
+        values, index, covered = self._rescored(query, approx, bound, k, CANDIDATES)
+        self.bf16_rows += query.shape[0]
+        if not bool(covered.all()):  # a wider budget from the same bf16 scores
+            redo = (~covered).nonzero().squeeze(1)
+            self.wide_rows += int(redo.numel())
+            wide = min(WIDE_CANDIDATES, self.n_rows - 1)
+            v, i, ok = self._rescored(query[redo], approx[redo], bound[redo], k, wide)
+            values[redo], index[redo] = v, i
+            if not bool(ok.all()):  # still not covered: the whole row in float32
+                last = redo[~ok]
+                self.fallback_rows += int(last.numel())
+                values[last], index[last] = chunked_topk(self.scores(query[last]), k)
+        return values, index
+
+    def _rescored(self, query: Tensor, approx: Tensor, bound: Tensor, k: int, m: int
+                  ) -> tuple[Tensor, Tensor, Tensor]:
+        """The float32 top-k among the ``m`` best bf16 candidates of each row, and whether the
+        row is covered (every item left out is below the threshold of the module docstring)."""
         cand_b, cand = chunked_topk(approx, m + 1)  # (B, m + 1): one more to test the budget
         cand = cand[:, :m]
-        threshold = cand_b[:, k - 1] - 2.0 * bf16_score_bound(query.norm(dim=1), self.dim)
-        covered = cand_b[:, m] < threshold  # every item outside the budget is below it
+        covered = cand_b[:, m] < cand_b[:, k - 1] - bound
         rows = self.table.index_select(0, cand.flatten()).view(*cand.shape, self.dim)
         rescored = torch.bmm(rows, query.unsqueeze(-1)).squeeze(-1)  # (B, m) float32
         rescored.masked_fill_((cand == 0) | (cand >= self.n_rows), float("-inf"))
         values, pos = torch.topk(rescored, k, dim=1)
-        index = cand.gather(1, pos)
-        self.bf16_rows += query.shape[0]
-        if not bool(covered.all()):
-            redo = (~covered).nonzero().squeeze(1)
-            self.fallback_rows += int(redo.numel())
-            values[redo], index[redo] = chunked_topk(self.scores(query[redo]), k)
-        return values, index
+        return values, cand.gather(1, pos), covered

@@ -142,11 +142,23 @@ def test_fast_path_top20_is_the_fp32_top20_up_to_fp32_ties_on_a_trained_model(
     assert same >= 0.99, f"only {same:.1%} of rows identical to torch.topk"
 
 
-def test_rows_past_the_candidate_budget_fall_back_and_still_obey_the_tie_rule(
+def test_rows_past_the_candidate_budget_take_the_wider_one_and_still_obey_the_tie_rule(
         small_trained: tuple[NISER, SessionData], monkeypatch: pytest.MonkeyPatch) -> None:
     model, data = small_trained
-    monkeypatch.setattr(scoring, "CANDIDATES", 22)  # too few for most rows: they fall back
-    query, fp32 = _queries(model, data, scoring.BF16_MIN_ROWS)
+    monkeypatch.setattr(scoring, "CANDIDATES", 22)  # too few for most rows
+    query, fp32 = _queries(model, data, 256)
+    scorer = ItemScorer(model.item_table(), bf16=True)
+    values, index = scorer.topk(query, 10)
+    assert scorer.wide_rows > 0 and scorer.fallback_rows < scorer.wide_rows
+    assert_fp32_topk_up_to_ties(fp32, values, index, fp32_tie(query.norm(dim=1), model.dim))
+
+
+def test_rows_past_both_budgets_are_scored_whole_and_still_obey_the_tie_rule(
+        small_trained: tuple[NISER, SessionData], monkeypatch: pytest.MonkeyPatch) -> None:
+    model, data = small_trained
+    monkeypatch.setattr(scoring, "CANDIDATES", 22)
+    monkeypatch.setattr(scoring, "WIDE_CANDIDATES", 23)  # hardly wider: most rows fall back
+    query, fp32 = _queries(model, data, 256)
     scorer = ItemScorer(model.item_table(), bf16=True)
     values, index = scorer.topk(query, 10)
     assert scorer.fallback_rows > 0
@@ -156,7 +168,7 @@ def test_rows_past_the_candidate_budget_fall_back_and_still_obey_the_tie_rule(
 def test_tie_rule_holds_where_many_items_share_one_embedding() -> None:
     table = _unit(2001, 16, seed=9)
     table[1:1001] = table[1]  # a thousand identical items: all tie with each other
-    query = 16 * _unit(scoring.BF16_MIN_ROWS, 16, seed=10)
+    query = 16 * _unit(256, 16, seed=10)
     query[::2] = 16 * table[1]  # half the rows rank the duplicates first
     fp32 = query @ table.t()
     fp32[:, 0] = float("-inf")
