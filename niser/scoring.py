@@ -210,7 +210,7 @@ class ItemScorer:
         # bf16 product, widened to float32 (exact) for the selection: float32 maxima and
         # top-k's run faster on this CPU than bf16 ones, more than paying for the widening
         approx = self._mask(torch.mm(query.to(torch.bfloat16), self.table_bf16.t()).float())
-        bound = 2.0 * bf16_score_bound(query.norm(dim=1), self.dim)  # (B,)
+        bound = torch.as_tensor(2.0 * bf16_score_bound(query.norm(dim=1), self.dim))  # (B,)
         values, index, covered = self._rescored(query, approx, bound, k, CANDIDATES)
         self.bf16_rows += query.shape[0]
         if not bool(covered.all()):  # a wider budget from the same bf16 scores
