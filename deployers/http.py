@@ -32,8 +32,6 @@ import socket
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -196,17 +194,22 @@ def tail(path: str | Path | None, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:]) or f"(log {path} is empty)"
 
 
-def probe(url: str, timeout_s: float = 2.0) -> tuple[int, dict[str, str]]:
-    """Status and headers of ``GET url`` right now; status 0 (no headers) when nothing
+def probe(url: str, timeout_s: float = 2.0) -> tuple[int, http.client.HTTPMessage]:
+    """Status and headers (case-insensitive) of ``GET url`` right now, on a direct connection
+    (no proxy: these are servers this machine started); status 0 and no headers when nothing
     answers. The body is read and dropped."""
+    parts = urlsplit(url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = kind(parts.hostname or "", parts.port, timeout=timeout_s)
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-            resp.read()
-            return int(resp.status), dict(resp.headers.items())
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), dict(exc.headers.items())
-    except (OSError, urllib.error.URLError, http.client.HTTPException):
-        return 0, {}
+        conn.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
+        resp = conn.getresponse()
+        resp.read()
+        return int(resp.status), resp.headers
+    except (OSError, http.client.HTTPException):
+        return 0, http.client.HTTPMessage()
+    finally:
+        conn.close()
 
 
 def ping(url: str, timeout_s: float = 2.0) -> bool:

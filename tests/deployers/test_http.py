@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from deployers.base import DeployerError, InvocationError
-from deployers.http import HttpInvoker, free_port, wait_for_ping
+from deployers.http import HttpInvoker, free_port, ping, probe, wait_for_ping
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -129,6 +129,17 @@ def test_connection_closed_by_server_while_idle_is_reopened(
 def test_bad_url_refused() -> None:
     with pytest.raises(ValueError, match="http://HOST:PORT"):
         HttpInvoker("127.0.0.1:8080")
+
+
+def test_probe_gives_status_and_case_insensitive_headers_and_0_when_nothing_answers(
+        server: ThreadingHTTPServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # a local server is never proxied
+    status, headers = probe(_url(server) + "/ping")
+    assert status == 200 and headers.get("content-type") == "application/json"
+    assert probe(_url(server) + "/elsewhere")[0] == 404
+    assert ping(_url(server)) and ping(_url(server) + "/")
+    status, headers = probe(f"http://127.0.0.1:{free_port()}/ping")
+    assert (status, len(headers)) == (0, 0)
 
 
 def test_wait_for_ping_returns_once_the_server_answers(server: ThreadingHTTPServer) -> None:
