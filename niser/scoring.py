@@ -44,9 +44,10 @@ they stay in cache: float32 maxima and top-k's run several times faster than bf1
 CPU. A row that the ``CANDIDATES`` best do not cover takes the ``WIDE_CANDIDATES`` best of the
 same bf16 scores; only a row those do not cover either is scored again in float32 whole (one
 more pass over the float32 table). Measured on this CPU (2 threads, Diginetica, d = 100,
-``scripts/bench_inference.py``): the bf16 path ties float32 at 1 row and is faster from 2 rows
-(1.4x at 100, 1.9x at 500; 3 % of rows took the wider budget, none fell back). So a single
-row scores in float32, as do catalogues under 4 ``CANDIDATES`` items and k above
+``scripts/bench_inference.py``): the bf16 path is faster from 2 rows (1.4x at 100, 1.9x at
+500; 3 % of rows took the wider budget, none fell back); at 1 row the two were within run-to-run
+noise of each other (0.78 against 0.76 ms in one run, 1.04 against 0.77 in another), so a single
+row stays in float32, as do catalogues under 4 ``CANDIDATES`` items and k above
 ``CANDIDATES`` / 2.
 """
 
