@@ -2,6 +2,12 @@
 
     python scripts/bench_inference.py --model DIR [--sizes 1,8,32,100,500] [--rounds 3]
     python scripts/bench_inference.py --train-batches 1500   # no saved model: train a slice
+    python scripts/bench_inference.py --model DIR --profile 100   # and where a call's time goes
+
+``--profile N``: the stages of an N-session call on the shipped path, each timed alone (median
+ms): the session graphs, the session embedding (the GNN), the bf16 item product alone, the top-k
+(product and candidate selection), and the whole ``recommend``; the rest of the whole is
+vocabulary lookups and Python.
 
 ``--model`` is a folder written by ``Recommender.save`` (``bench_niser.py --save-model DIR``);
 without it a model is trained for ``--train-batches`` batches of Diginetica (the score
@@ -22,13 +28,17 @@ import json
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from bench import provenance
 from niser import scoring
 from niser.data import load_preprocessed
+from niser.graph import build_batch
 from niser.inference import Recommender
 from niser.train import TrainConfig, train
 
@@ -55,6 +65,43 @@ def per_call_ms(rec: Recommender, sessions: list[list[int]], size: int, calls: i
     return 1e3 * statistics.median(times)
 
 
+def stages(rec: Recommender, sessions: list[list[int]], size: int, calls: int
+           ) -> dict[str, float]:
+    """Median ms per stage of ``size``-session calls on the shipped path (see ``--profile``)."""
+    use(rec, "auto")
+    model, config = rec.model, rec.config
+    batch = rec.vocab.encode_batch(sessions[:size])
+    scorer = model.scorer(bf16=rec.precision.bf16)
+    with torch.no_grad():
+        table = model.item_table()
+
+        def graphs() -> Any:
+            return build_batch(batch.flat, batch.offsets, config.max_positions,
+                               config.long_sessions)
+
+        tensors = graphs().tensors(rec.device)
+        query = model.sigma * model.session_embedding(table, *tensors)
+        steps: dict[str, Callable[[], object]] = {
+            "graphs": graphs,
+            "embedding": lambda: model.session_embedding(table, *tensors),
+            "bf16 product": lambda: torch.mm(query.to(torch.bfloat16),
+                                             scorer.table_bf16.t())
+            if scorer.table_bf16 is not None else None,
+            "top-k": lambda: scorer.topk(query, 20),
+            "whole": lambda: rec.recommend(sessions[:size], 20),
+        }
+        out = {}
+        for name, step in steps.items():
+            step()
+            times = []
+            for _ in range(calls):
+                t = time.perf_counter()
+                step()
+                times.append(time.perf_counter() - t)
+            out[name] = 1e3 * statistics.median(times)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,6 +111,8 @@ def main() -> None:
     p.add_argument("--sizes", default="1,8,32,100,500")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--agreement", type=int, default=1000)
+    p.add_argument("--profile", type=int, metavar="SESSIONS",
+                   help="also time the stages of a call of this size on the shipped path")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -97,6 +146,8 @@ def main() -> None:
     got = [r.items for r in rec.recommend(raw[:args.agreement], 20)]
     same = sum(a == b for a, b in zip(want, got, strict=True))
     use(rec, "auto")
+    print(f"every figure is measured-local: {provenance.MEANING['measured-local']} (here: the "
+          "model in this process)")
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; shipped BF16_MIN_ROWS={SHIPPED_MIN_ROWS}; "
           f"median of {args.rounds} rounds (each the median ms per call)")
@@ -110,6 +161,10 @@ def main() -> None:
     print(f"top-20 bf16 = fp32 on {same} of {len(want)} sessions; of {scorer.bf16_rows} bf16 "
           f"rows, {scorer.wide_rows} took the wider candidate budget and {scorer.fallback_rows} "
           "were scored whole in float32")
+    if args.profile:
+        parts = stages(rec, raw, args.profile, 50)
+        print(f"shipped path, {args.profile} sessions per call, median ms of 50 calls: "
+              + ", ".join(f"{name} {v:.3f}" for name, v in parts.items()))
     if args.out:
         args.out.write_text(json.dumps({"sizes": table, "rounds": ms, "agreement": {
             "sessions": len(want), "identical": same, "wide_rows": scorer.wide_rows,

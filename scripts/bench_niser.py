@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench import provenance
 from niser.data import SessionData, carve_validation, load_preprocessed
 from niser.graph import build_batch
 from niser.inference import Recommender
@@ -339,6 +340,8 @@ def main() -> None:
                "device": args.device,
                "cuda": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None}
     print(machine)
+    print(f"every figure below is measured-local: {provenance.MEANING['measured-local']} "
+          "(here: training and the model in this process)")
     (compare_mode if args.compare_precision else seeds_mode)(args, data, machine)
 
 
