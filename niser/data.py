@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from niser.graph import ragged_take
 from niser.vocab import Vocabulary
 
 VALID_FRACTION = 0.1  # share of training sessions carved for validation (SR-GNN's valid_portion)
@@ -60,10 +61,7 @@ class Samples:
     def subset(self, index: np.ndarray) -> Samples:
         """The samples at ``index`` (any order), as a new flat ``Samples``."""
         index = np.asarray(index, dtype=np.int64)
-        starts, lens = self.offsets[index], self.lengths[index]
-        offsets = np.zeros(len(index) + 1, dtype=np.int64)
-        np.cumsum(lens, out=offsets[1:])
-        gather = np.repeat(starts - offsets[:-1], lens) + np.arange(offsets[-1], dtype=np.int64)
+        gather, offsets = ragged_take(self.offsets[index], self.lengths[index])
         return Samples(self.items[gather], offsets, self.targets[index])
 
     @classmethod

@@ -44,6 +44,41 @@ class GraphBatch:
         return tuple(torch.from_numpy(a).to(device, non_blocking=True) for a in arrays)
 
 
+GROUP_MIN_ROWS = 16  # length_groups: the smallest group worth its own graph batch
+GROUP_MAX_PADDING = 0.8  # length_groups: split only below this share of one batch's padded clicks
+
+
+def ragged_take(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat positions of the runs ``[starts[i], starts[i] + lengths[i])`` laid end to end, and
+    the offsets of the runs in that order."""
+    offsets = np.zeros(lengths.size + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    gather = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
+    return gather, offsets
+
+
+def length_groups(lengths: np.ndarray, min_rows: int = GROUP_MIN_ROWS) -> list[np.ndarray]:
+    """Row indices in one group, or two by session length (shorter ones first), so that each
+    group's graphs pad to their own longest session.
+
+    Padded work is rows x longest length per group; the split point is the one that minimises
+    it, taken only when both groups hold at least ``min_rows`` rows and it pads under
+    ``GROUP_MAX_PADDING`` of what one batch would.
+    """
+    b = lengths.size
+    whole = [np.arange(b, dtype=np.int64)]
+    if b < 2 * min_rows:
+        return whole
+    order = np.argsort(lengths, kind="stable")
+    ordered = lengths[order]
+    split = np.arange(min_rows, b - min_rows + 1)
+    padded = split * ordered[split - 1] + (b - split) * ordered[-1]
+    best = int(np.argmin(padded))
+    if padded[best] >= GROUP_MAX_PADDING * b * ordered[-1]:
+        return whole
+    return [order[: split[best]], order[split[best]:]]
+
+
 def build_batch(
     items: np.ndarray,
     offsets: np.ndarray,
@@ -61,11 +96,8 @@ def build_batch(
         raise ValueError("every session needs at least one click")
     if long_sessions == "truncate" and lengths.max() > max_positions:
         keep = np.minimum(lengths, max_positions)
-        starts = offsets[1:] - keep
-        new_offsets = np.zeros_like(offsets)
-        np.cumsum(keep, out=new_offsets[1:])
-        gather = np.repeat(starts - new_offsets[:-1], keep) + np.arange(new_offsets[-1])
-        items, offsets, lengths = items[gather], new_offsets, keep
+        gather, offsets = ragged_take(offsets[1:] - keep, keep)
+        items, lengths = items[gather], keep
     b = lengths.size
     total = int(offsets[-1] - offsets[0])
     items = np.asarray(items[offsets[0] : offsets[-1]], dtype=np.int64)

@@ -4,8 +4,7 @@ A ``Recommender`` bundles the model, its vocabulary and item popularity (the fal
 sessions with no known item). Its top-k is the model's float32 top-k (``NISER.topk``); on the
 bf16 path (``TrainConfig.precision``, decided for the device it runs on: ``niser.precision``)
 requests of at least ``niser.scoring.BF16_MIN_ROWS`` sessions take their candidates from a bf16
-product, smaller ones are scored in float32 (measured faster there). ``save``/``load`` use a
-plain directory::
+product (see ``niser.scoring``). ``save``/``load`` use a plain directory::
 
     config.json      TrainConfig and n_items
     weights.pt       model state dict
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 
 from niser.data import Samples, SessionData
-from niser.graph import build_batch
+from niser.graph import build_batch, length_groups, ragged_take
 from niser.model import NISER
 from niser.precision import PrecisionChoice, choose_precision
 from niser.train import TrainConfig, build_model
@@ -79,9 +78,27 @@ class Recommender:
 
     def topk_indices(self, items: np.ndarray, offsets: np.ndarray, k: int
                      ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k item indices and float32 scores (B, k) for ragged sessions of known indices."""
-        g = build_batch(items, offsets, self.config.max_positions, self.config.long_sessions)
-        values, index = self.model.topk(k, *g.tensors(self.device), bf16=self.precision.bf16)
+        """Top-k item indices and float32 scores (B, k) for ragged sessions of known indices.
+
+        A batch of mixed lengths is embedded in two groups of similar length
+        (``niser.graph.length_groups``: less padding), then scored at once."""
+        cfg = self.config
+        lengths = np.diff(offsets)
+        kept = np.minimum(lengths, cfg.max_positions) if cfg.long_sessions == "truncate" else lengths
+        groups = length_groups(kept)
+        if len(groups) == 1:
+            g = build_batch(items, offsets, cfg.max_positions, cfg.long_sessions)
+            query = self.model.query(*g.tensors(self.device))
+        else:
+            parts = []
+            for rows in groups:
+                gather, sub = ragged_take(offsets[rows], lengths[rows])
+                g = build_batch(items[gather], sub, cfg.max_positions, cfg.long_sessions)
+                parts.append(self.model.query(*g.tensors(self.device)))
+            query = torch.empty((lengths.size, parts[0].shape[1]), dtype=parts[0].dtype,
+                                device=parts[0].device)
+            query[torch.from_numpy(np.concatenate(groups)).to(query.device)] = torch.cat(parts)
+        values, index = self.model.scorer(self.precision.bf16).topk(query, k)
         return index.cpu().numpy(), values.cpu().numpy()
 
     def recommend(self, sessions: Sequence[Sequence[int]], k: int = 20) -> list[Recommendation]:

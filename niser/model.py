@@ -187,7 +187,14 @@ class NISER(nn.Module):
         """Float32 scores and item indices (B, k) of the best items 1..N, best first, as
         ``torch.topk(self(...), k)`` up to the order of float32 ties; with ``bf16`` the
         candidates come from a bf16 product (``niser.scoring``). Inference only."""
+        return self.scorer(bf16).topk(self.query(nodes, adj, alias, positions, mask, last), k)
+
+    @torch.no_grad()
+    def query(
+        self, nodes: Tensor, adj: Tensor, alias: Tensor, positions: Tensor, mask: Tensor,
+        last: Tensor,
+    ) -> Tensor:
+        """Sigma times the unit session embeddings (B, d): what ``forward`` multiplies with the
+        item table. Inference only."""
         table = self.item_table()
-        query = self.sigma * self.session_embedding(table, nodes, adj, alias, positions, mask,
-                                                    last)  # (B, d)
-        return self.scorer(bf16).topk(query, k)
+        return self.sigma * self.session_embedding(table, nodes, adj, alias, positions, mask, last)

@@ -24,9 +24,13 @@ candidates, which are rescored in float32:
   rounding is included). For sigma = 16, d = 100: delta = 0.1885.
 * Candidates. Let v_k be the k-th largest bf16 score of a row. Every item of the float32 top-k
   has b_i >= v_k - 2 delta (k items have f >= v_k - delta, so the k-th largest f is at least
-  that, and b_i >= f_i - delta). All items above that threshold are rescored in float32; the
-  top-k of the rescored scores is the float32 top-k. A row whose candidate budget
-  (``CANDIDATES``) cannot hold every item above the threshold is scored again in float32 whole.
+  that, and b_i >= f_i - delta). Rows are cut into chunks of ``CHUNK`` items; k chunks hold the
+  k largest chunk maxima, each of them an item's score, so the k-th largest chunk maximum c_k
+  is at most v_k. Every item with b_i >= t = c_k - 2 delta is a candidate: a superset of the
+  items above v_k - 2 delta, found by searching only the chunks whose maximum reaches t. The
+  candidates are rescored in float32 and their top-k is the float32 top-k. A row with more than
+  ``MAX_CANDIDATES`` candidates (scores bunched within 2 delta of each other) is scored again in
+  float32 whole.
 * What can differ from ``torch.topk`` over the float32 product: only items whose float32 scores
   tie within the float32 rounding of a d-term dot product, ``tie = fp32_tie(|q|, d)``
   (rescoring sums in another order than the full product). The tie rule, per row, with f the
@@ -36,19 +40,15 @@ candidates, which are rescored in float32:
   lowest returned one. ``tie_rule_violations`` checks it; a top-k obeying it is a float32
   top-k of scores each moved by at most ``tie``.
 
-Selecting the top-k: rows are cut into chunks of ``CHUNK`` items; the top-k items lie in the k
-chunks with the largest maxima, so only those are searched (one pass over the scores plus small
-top-k's, instead of a top-k over all N + 1 columns per row). On the bf16 path the bf16 scores
-are widened to float32 (exactly) before that selection, ``BF16_ROW_BLOCK`` rows at a time so that
-they stay in cache: float32 maxima and top-k's run several times faster than bf16 ones on this
-CPU. A row that the ``CANDIDATES`` best do not cover takes the ``WIDE_CANDIDATES`` best of the
-same bf16 scores; only a row those do not cover either is scored again in float32 whole (one
-more pass over the float32 table). Measured on this CPU (2 threads, Diginetica, d = 100,
-``scripts/bench_inference.py``): the bf16 path is faster from 2 rows (1.4x at 100, 1.9x at
-500; 3 % of rows took the wider budget, none fell back); at 1 row the two were within run-to-run
-noise of each other (0.78 against 0.76 ms in one run, 1.04 against 0.77 in another), so a single
-row stays in float32, as do catalogues under 4 ``CANDIDATES`` items and k above
-``CANDIDATES`` / 2.
+Selecting the top-k on the float32 path: the top-k items lie in the k chunks with the largest
+maxima, so only those are searched (one pass over the scores plus small top-k's, instead of a
+top-k over all N + 1 columns per row). On the bf16 path the bf16 scores are widened to float32
+(exactly) before the chunk maxima, ``BF16_ROW_BLOCK`` rows at a time so that they stay in cache:
+float32 maxima run several times faster than bf16 ones on this CPU. Measured on this CPU (2
+threads, Diginetica, d = 100, ``scripts/bench_inference.py``; a trained model has ~40 candidates
+per row): the bf16 path is faster than float32 at every batch size measured, one row included
+(a bf16 table is half the memory to read), so ``BF16_MIN_ROWS`` is 1; catalogues of fewer than
+k chunks and k above ``BF16_MAX_K`` (the path is measured at k = 20) are scored in float32.
 """
 
 from __future__ import annotations
@@ -60,10 +60,10 @@ BF16_UNIT_ROUNDOFF = 2.0 ** -8
 FP32_UNIT_ROUNDOFF = 2.0 ** -24
 NORM_SLACK = 1e-5  # rows of the item table are unit vectors up to float32 rounding
 CHUNK = 64  # items per chunk when selecting the top-k
-CANDIDATES = 64  # bf16 path: candidates rescored per row at first
 BF16_ROW_BLOCK = 128  # bf16 path: rows scored at once (their float32 scores stay in cache)
-WIDE_CANDIDATES = 512  # bf16 path: for a row those do not cover, before it falls back
-BF16_MIN_ROWS = 2  # bf16 path: fewer rows are scored in float32 (measured: see above)
+MAX_CANDIDATES = 1024  # bf16 path: a row with more candidates is scored in float32 whole
+BF16_MIN_ROWS = 1  # bf16 path: fewer rows are scored in float32 (measured: see above)
+BF16_MAX_K = 32  # bf16 path: a larger k is scored in float32
 CHUNKED_MIN_ROWS = 8  # fewer rows: one torch.topk over the row costs less than the chunk steps
 
 
@@ -177,8 +177,8 @@ class ItemScorer:
         padded = torch.nn.functional.pad(table, (0, 0, 0, (-self.n_rows) % CHUNK))
         self.table = padded  # (C chunk, d) float32; rows past N are zero
         self.table_bf16 = padded.to(torch.bfloat16) if bf16 else None
-        # rows through the bf16 path; of them, rescored from the wider budget; scored whole
-        self.bf16_rows = self.wide_rows = self.fallback_rows = 0
+        # rows through the bf16 path; their candidates, in all; of them, scored whole
+        self.bf16_rows = self.candidates = self.fallback_rows = 0
 
     @property
     def bf16(self) -> bool:
@@ -198,8 +198,9 @@ class ItemScorer:
         n = self.n_rows - 1
         if not 1 <= k <= n:
             raise ValueError(f"k={k} must be between 1 and the number of items ({n})")
-        small = query.shape[0] < BF16_MIN_ROWS or self.n_rows < 4 * CANDIDATES
-        if self.table_bf16 is None or small or k > CANDIDATES // 2:
+        chunks = self.table.shape[0] // CHUNK
+        small = query.shape[0] < BF16_MIN_ROWS or chunks < k
+        if self.table_bf16 is None or small or k > BF16_MAX_K:
             return chunked_topk(self.scores(query), k)
         if query.shape[0] <= BF16_ROW_BLOCK:
             return self._bf16_topk(query, k)
@@ -208,33 +209,37 @@ class ItemScorer:
 
     def _bf16_topk(self, query: Tensor, k: int) -> tuple[Tensor, Tensor]:
         assert self.table_bf16 is not None
-        # bf16 product, widened to float32 (exact) for the selection: float32 maxima and
-        # top-k's run faster on this CPU than bf16 ones, more than paying for the widening
+        b = query.shape[0]
+        # bf16 product, widened to float32 (exact) for the selection: float32 maxima run
+        # faster on this CPU than bf16 ones, more than paying for the widening
         approx = self._mask(torch.mm(query.to(torch.bfloat16), self.table_bf16.t()).float())
-        bound = torch.as_tensor(2.0 * bf16_score_bound(query.norm(dim=1), self.dim))  # (B,)
-        values, index, covered = self._rescored(query, approx, bound, k, CANDIDATES)
-        self.bf16_rows += query.shape[0]
-        if not bool(covered.all()):  # a wider budget from the same bf16 scores
-            redo = (~covered).nonzero().squeeze(1)
-            self.wide_rows += int(redo.numel())
-            wide = min(WIDE_CANDIDATES, self.n_rows - 1)
-            v, i, ok = self._rescored(query[redo], approx[redo], bound[redo], k, wide)
-            values[redo], index[redo] = v, i
-            if not bool(ok.all()):  # still not covered: the whole row in float32
-                last = redo[~ok]
-                self.fallback_rows += int(last.numel())
-                values[last], index[last] = chunked_topk(self.scores(query[last]), k)
+        blocks = approx.view(b, -1, CHUNK)
+        maxima = blocks.amax(dim=2)  # (B, C)
+        kth = torch.topk(maxima, k, dim=1, sorted=False).values.amin(dim=1)  # c_k <= v_k
+        threshold = kth - 2.0 * bf16_score_bound(query.norm(dim=1), self.dim)  # (B,)
+        rows, chunk = (maxima >= threshold.unsqueeze(1)).nonzero(as_tuple=True)
+        picked = blocks.view(-1, CHUNK).index_select(0, rows * blocks.shape[1] + chunk)
+        hit, offset = (picked >= threshold[rows].unsqueeze(1)).nonzero(as_tuple=True)
+        rows, items = rows[hit], chunk[hit] * CHUNK + offset  # every candidate, row by row
+        counts = torch.bincount(rows, minlength=b)
+        self.bf16_rows += b
+        self.candidates += int(rows.numel())
+        whole = counts > MAX_CANDIDATES
+        if bool(whole.any()):  # scores bunched within the bound: those rows in float32
+            keep = ~whole[rows]
+            rows, items, counts = rows[keep], items[keep], counts.masked_fill(whole, 0)
+        rescored = (self.table.index_select(0, items) * query.index_select(0, rows)).sum(dim=1)
+        # the candidates, ragged per row, into a (B, most candidates) table padded with -inf
+        column = torch.arange(rows.numel(), device=rows.device) - (counts.cumsum(0) - counts)[rows]
+        width = max(int(counts.max()), k)
+        padded = approx.new_full((b, width), float("-inf"))
+        padded[rows, column] = rescored
+        ids = torch.zeros((b, width), dtype=items.dtype, device=items.device)
+        ids[rows, column] = items
+        values, pos = torch.topk(padded, k, dim=1)
+        index = ids.gather(1, pos)
+        if bool(whole.any()):
+            last = whole.nonzero().squeeze(1)
+            self.fallback_rows += int(last.numel())
+            values[last], index[last] = chunked_topk(self.scores(query[last]), k)
         return values, index
-
-    def _rescored(self, query: Tensor, approx: Tensor, bound: Tensor, k: int, m: int
-                  ) -> tuple[Tensor, Tensor, Tensor]:
-        """The float32 top-k among the ``m`` best bf16 candidates of each row, and whether the
-        row is covered (every item left out is below the threshold of the module docstring)."""
-        cand_b, cand = chunked_topk(approx, m + 1)  # (B, m + 1): one more to test the budget
-        cand = cand[:, :m]
-        covered = cand_b[:, m] < cand_b[:, k - 1] - bound
-        rows = self.table.index_select(0, cand.flatten()).view(*cand.shape, self.dim)
-        rescored = torch.bmm(rows, query.unsqueeze(-1)).squeeze(-1)  # (B, m) float32
-        rescored.masked_fill_((cand == 0) | (cand >= self.n_rows), float("-inf"))
-        values, pos = torch.topk(rescored, k, dim=1)
-        return values, cand.gather(1, pos), covered

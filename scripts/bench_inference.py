@@ -17,7 +17,7 @@ sessions through three paths, alternately for ``--rounds`` rounds so that each h
 baseline on this shared machine: ``fp32`` (every product in float32), ``bf16`` (bf16 candidates
 rescored in float32 at every batch size) and ``auto`` (what ships: ``niser.scoring`` picks by
 batch size on a CPU with bf16 units). Prints ms per call (median) and sessions/s per path and
-size, the bf16 rows that needed the wider candidate budget or a whole float32 row, and whether
+size, the bf16 candidates per row and the rows scored whole in float32, and whether
 the top-20 of ``bf16`` equals ``fp32`` on ``--agreement`` test sessions (items and order).
 """
 
@@ -142,7 +142,7 @@ def main() -> None:
     want = [r.items for r in rec.recommend(raw[:args.agreement], 20)]
     use(rec, "bf16")
     scorer = rec.model.scorer(bf16=True)
-    scorer.bf16_rows = scorer.wide_rows = scorer.fallback_rows = 0
+    scorer.bf16_rows = scorer.candidates = scorer.fallback_rows = 0
     got = [r.items for r in rec.recommend(raw[:args.agreement], 20)]
     same = sum(a == b for a, b in zip(want, got, strict=True))
     use(rec, "auto")
@@ -158,16 +158,16 @@ def main() -> None:
         table[size] = {path: {"ms": v, "sessions_per_s": 1e3 * size / v} for path, v in row.items()}
         print(f"{size:>8} " + " ".join(f"{row[p]:>10.3f} {1e3 * size / row[p]:>10.0f}"
                                        for p in PATHS))
-    print(f"top-20 bf16 = fp32 on {same} of {len(want)} sessions; of {scorer.bf16_rows} bf16 "
-          f"rows, {scorer.wide_rows} took the wider candidate budget and {scorer.fallback_rows} "
-          "were scored whole in float32")
+    print(f"top-20 bf16 = fp32 on {same} of {len(want)} sessions; {scorer.bf16_rows} bf16 rows "
+          f"had {scorer.candidates / max(scorer.bf16_rows, 1):.1f} candidates each on average, "
+          f"and {scorer.fallback_rows} were scored whole in float32")
     if args.profile:
         parts = stages(rec, raw, args.profile, 50)
         print(f"shipped path, {args.profile} sessions per call, median ms of 50 calls: "
               + ", ".join(f"{name} {v:.3f}" for name, v in parts.items()))
     if args.out:
         args.out.write_text(json.dumps({"sizes": table, "rounds": ms, "agreement": {
-            "sessions": len(want), "identical": same, "wide_rows": scorer.wide_rows,
+            "sessions": len(want), "identical": same, "candidates": scorer.candidates,
             "fallback_rows": scorer.fallback_rows,
             "bf16_rows": scorer.bf16_rows}, "threads": torch.get_num_threads()}, indent=2))
 

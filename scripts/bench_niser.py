@@ -16,7 +16,7 @@ training samples/s and the epoch time extrapolated to every training sample (tra
 Then, on the weights of the last fp32 slice, alternately for three top-k's (``before``:
 torch.topk over the forward scores, the code before this change; ``fp32``: the chunked top-k;
 ``bf16``: what Recommender runs on the bf16 path, bf16 candidates rescored in float32 from
-``niser.scoring.BF16_MIN_ROWS`` rows, the chunked float32 top-k below): evaluation samples/s, batch-1
+``niser.scoring.BF16_MIN_ROWS`` rows): evaluation samples/s, batch-1
 p50 and batch-100 sessions/s, and the top-20 agreement of ``fp32`` and ``bf16`` with ``before``
 on ``--agreement`` test prefixes (rows identical, rows breaking the tie rule of
 ``niser.scoring``).

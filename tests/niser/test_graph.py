@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from niser.data import Samples
-from niser.graph import GraphBatch, build_batch
+from niser.graph import GraphBatch, build_batch, length_groups, ragged_take
 
 
 def _batch(sessions: list[list[int]], **kw: object) -> GraphBatch:
@@ -121,3 +121,23 @@ def test_batch_of_a_slice_of_samples_uses_its_offsets() -> None:
 def test_empty_session_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one click"):
         build_batch(np.array([1], dtype=np.int64), np.array([0, 1, 1], dtype=np.int64))
+
+
+def test_ragged_take_lays_runs_end_to_end() -> None:
+    gather, offsets = ragged_take(np.array([5, 0, 2]), np.array([2, 1, 3]))
+    assert gather.tolist() == [5, 6, 0, 2, 3, 4]
+    assert offsets.tolist() == [0, 2, 3, 6]
+
+
+def test_length_groups_split_mixed_lengths_at_the_least_padding() -> None:
+    lengths = np.array([12] * 20 + [2] * 60)
+    np.random.default_rng(0).shuffle(lengths)
+    short, long = length_groups(lengths)
+    assert sorted(np.concatenate([short, long]).tolist()) == list(range(80))  # each row once
+    assert set(lengths[short].tolist()) == {2} and set(lengths[long].tolist()) == {12}
+
+
+def test_length_groups_keep_one_group_when_a_split_saves_little_or_rows_are_few() -> None:
+    assert len(length_groups(np.full(80, 5))) == 1  # nothing to save
+    assert len(length_groups(np.array([12] * 70 + [11] * 10))) == 1  # under a fifth saved
+    assert len(length_groups(np.array([12] * 5 + [2] * 20), min_rows=16)) == 1  # too few rows

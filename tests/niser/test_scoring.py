@@ -135,46 +135,40 @@ def test_fast_path_top20_is_the_fp32_top20_up_to_fp32_ties_on_a_trained_model(
     query, fp32 = _queries(model, data, 400)
     scorer = ItemScorer(model.item_table(), bf16=True)
     values, index = scorer.topk(query, 20)
-    assert scorer.bf16_rows == 400 and scorer.fallback_rows < 40  # the candidates did the work
+    assert scorer.bf16_rows == 400 and scorer.fallback_rows == 0  # the candidates did the work
+    assert 10 <= scorer.candidates / 400 <= 200  # at least k per row, far fewer than the items
     assert_fp32_topk_up_to_ties(fp32, values, index, fp32_tie(query.norm(dim=1), model.dim))
     ref = torch.topk(fp32, 20, dim=1).indices
     same = (index == ref).all(dim=1).float().mean().item()
     assert same >= 0.99, f"only {same:.1%} of rows identical to torch.topk"
 
 
-def test_rows_past_the_candidate_budget_take_the_wider_one_and_still_obey_the_tie_rule(
+def test_rows_with_more_candidates_than_the_cap_are_scored_whole_and_obey_the_tie_rule(
         small_trained: tuple[NISER, SessionData], monkeypatch: pytest.MonkeyPatch) -> None:
     model, data = small_trained
-    monkeypatch.setattr(scoring, "CANDIDATES", 22)  # too few for most rows
     query, fp32 = _queries(model, data, 256)
+    free = ItemScorer(model.item_table(), bf16=True)
+    free.topk(query, 10)
+    per_row = free.candidates / free.bf16_rows
+    monkeypatch.setattr(scoring, "MAX_CANDIDATES", int(per_row))  # below about half the rows
     scorer = ItemScorer(model.item_table(), bf16=True)
     values, index = scorer.topk(query, 10)
-    assert scorer.wide_rows > 0 and scorer.fallback_rows < scorer.wide_rows
-    assert_fp32_topk_up_to_ties(fp32, values, index, fp32_tie(query.norm(dim=1), model.dim))
-
-
-def test_rows_past_both_budgets_are_scored_whole_and_still_obey_the_tie_rule(
-        small_trained: tuple[NISER, SessionData], monkeypatch: pytest.MonkeyPatch) -> None:
-    model, data = small_trained
-    monkeypatch.setattr(scoring, "CANDIDATES", 22)
-    monkeypatch.setattr(scoring, "WIDE_CANDIDATES", 23)  # hardly wider: most rows fall back
-    query, fp32 = _queries(model, data, 256)
-    scorer = ItemScorer(model.item_table(), bf16=True)
-    values, index = scorer.topk(query, 10)
-    assert scorer.fallback_rows > 0
+    assert 0 < scorer.fallback_rows < 256
     assert_fp32_topk_up_to_ties(fp32, values, index, fp32_tie(query.norm(dim=1), model.dim))
 
 
 def test_tie_rule_holds_where_many_items_share_one_embedding() -> None:
     table = _unit(2001, 16, seed=9)
-    table[1:1001] = table[1]  # a thousand identical items: all tie with each other
+    table[1:801] = table[1]  # 800 identical items: all tie with each other
     query = 16 * _unit(256, 16, seed=10)
     query[::2] = 16 * table[1]  # half the rows rank the duplicates first
     fp32 = query @ table.t()
     fp32[:, 0] = float("-inf")
     for bf16 in (False, True):
-        values, index = ItemScorer(table, bf16=bf16).topk(query, 20)
+        scorer = ItemScorer(table, bf16=bf16)
+        values, index = scorer.topk(query, 20)
         assert_fp32_topk_up_to_ties(fp32, values, index, fp32_tie(query.norm(dim=1), 16))
+    assert scorer.fallback_rows == 0 and scorer.candidates >= 128 * 800  # all rescored
 
 
 def test_topk_refuses_k_outside_the_catalogue() -> None:

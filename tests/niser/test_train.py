@@ -12,10 +12,12 @@ import torch
 
 from niser.baselines import Pop
 from niser.data import SessionData
+from niser.graph import build_batch, length_groups
 from niser.inference import Recommender, train_tiny_recommender
 from niser.metrics import evaluate
 from niser.synthetic import SyntheticConfig, generate
 from niser.train import TrainConfig, TrainResult, train
+from tests.niser.topk import compare_topk
 
 CONFIG = TrainConfig.model_validate({"epochs": 3, "dim": 32, "seed": 0, "device": "cpu"})
 
@@ -115,6 +117,19 @@ def test_recommendations_are_raw_ids_best_first(
     # the same answer as the model's own top-k over item indices
     idx, _ = recommender.topk_indices(np.array([1, 2]), np.array([0, 2]), 10)
     assert rec.items == data.vocab.decode(idx[0]).tolist()
+
+
+def test_a_batch_embedded_in_length_groups_ranks_as_one_batch_up_to_ties(
+    recommender: Recommender, data: SessionData
+) -> None:
+    batch = data.test.subset(np.arange(200))
+    assert len(length_groups(np.minimum(batch.lengths, CONFIG.max_positions))) == 2
+    grouped = recommender.topk_indices(batch.items, batch.offsets, 20)
+    g = build_batch(batch.items, batch.offsets, CONFIG.max_positions, CONFIG.long_sessions)
+    values, index = recommender.model.topk(20, *g.tensors(), bf16=recommender.precision.bf16)
+    exact, problems = compare_topk(grouped[0], grouped[1], index.numpy(), values.numpy())
+    assert not problems, problems[:3]
+    assert exact >= 190
 
 
 def test_unknown_ids_are_dropped_and_reported(
