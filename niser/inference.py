@@ -111,10 +111,9 @@ class Recommender:
         out: list[Recommendation | None] = [None] * len(sessions)
         if batch.rows:
             idx, val = self.topk_indices(batch.flat, batch.offsets, k)
-            raw = self.vocab.decode(idx)
+            raw, scores = self.vocab.decode(idx).tolist(), val.tolist()
             for row, i in enumerate(batch.rows):
-                out[i] = Recommendation(raw[row].tolist(), val[row].tolist(), batch.unknown[i],
-                                        False)
+                out[i] = Recommendation(raw[row], scores[row], batch.unknown[i], False)
         pop_idx = self._popular[:k]
         pop_raw = self.vocab.decode(pop_idx).tolist()
         pop_val = self._pop_scores[pop_idx].tolist()
