@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import Field
 
 from bench import provenance
+from bench.answers import AnswerSample
 from bench.cold_start import cold_start
 from bench.level_usage import assert_outside_shaped_groups
 from bench.load_settings import LoadSettings, PayloadSource
@@ -53,8 +54,9 @@ class TargetSpec(Settings):
 class RecordingInvoker:
     """Passes calls through and keeps the Lambda REPORT figures answers carry (thread-safe)."""
 
-    def __init__(self, invoke: Invoker) -> None:
+    def __init__(self, invoke: Invoker, answers: AnswerSample | None = None) -> None:
         self.invoke = invoke
+        self.answers = answers  # where a sample of the answers is kept, if anywhere
         self.sent = 0  # every request, the failed ones and the cold start's included
         self.reports: list[dict[str, float]] = []
         self._lock = threading.Lock()
@@ -63,6 +65,8 @@ class RecordingInvoker:
         with self._lock:
             self.sent += 1
         out = self.invoke(sessions, k)
+        if self.answers is not None:
+            self.answers.offer(sessions, k, out)
         report = out.raw.get("lambda_report") if isinstance(out.raw, dict) else None
         if report:
             with self._lock:
@@ -144,7 +148,7 @@ def limit_levels(levels: list[int], capacity: Capacity | None) -> tuple[list[int
 def benchmark_target(
     spec: TargetSpec, model_uri: str, payloads: PayloadSource, levels: list[int],
     load: LoadSettings, budget_s: float | None = None, cold_start_timeout_s: float = 120.0,
-    stop: threading.Event | None = None,
+    stop: threading.Event | None = None, answers: AnswerSample | None = None,
 ) -> TargetOutcome:
     """Deploy ``model_uri`` to ``spec``, measure, always tear down.
 
@@ -152,7 +156,8 @@ def benchmark_target(
     CPU is read around every level (``Deployer.usage``), and levels beyond what this machine
     can hold at the target's shape (``Deployer.capacity``) are left out, with a note saying so.
     Once ``stop`` is set (the run is being cancelled, ``bench.fanout``) nothing is deployed and
-    the sweep starts no further level; what was deployed is torn down as always.
+    the sweep starts no further level; what was deployed is torn down as always. With
+    ``answers``, a sample of the sweep's answers is kept there (``bench.answers``).
     """
     if stop is not None and stop.is_set():
         return TargetOutcome(spec, None, "not started: the run is being cancelled")
@@ -166,6 +171,7 @@ def benchmark_target(
             invoke = RecordingInvoker(endpoint.invoke)
             cold = cold_start(invoke, payloads.next_batch(), since_ns=ready,
                               timeout_s=cold_start_timeout_s, k=load.k)
+            invoke.answers = answers  # the sweep's answers, not the cold start's
             description: Description = deployer.describe(endpoint.name)
             first = deployer.usage(endpoint.name)
             kept, skipped = limit_levels(levels, deployer.capacity(endpoint.name))

@@ -3,7 +3,8 @@
 Logs the model to a temporary SQLite MLflow, deploys it to each target in turn (by default the
 in-process baseline; the local server with 1 and 2 workers of 1 torch thread, the model's
 batching off ("plain") and on; 2 instances of 1 worker behind nginx), sweeps the closed-loop
-levels with payloads from the Diginetica test prefixes, and prints one table per target. With
+levels with payloads from the Diginetica test prefixes, and prints one table per target and
+how a sample of its answers compares with the model in-process (``bench.answers``). With
 ``--mlflow`` the results are also logged there.
 
     python scripts/bench_serving.py --recommender /tmp/digi-model      # saved by bench_niser.py
@@ -28,10 +29,12 @@ from typing import Any
 
 import mlflow
 
+from bench.answers import AnswerSample
 from bench.load_settings import DEFAULT_LEVELS, LoadSettings
 from bench.payloads import Payloads
 from bench.report import log_benchmark
 from bench.targets import TargetSpec, benchmark_target, validate_targets
+from deployers.base import Prediction
 from niser.batching import ENV_BATCHING
 from niser.data import load_preprocessed
 from niser.inference import Recommender, item_popularity
@@ -69,6 +72,8 @@ def main() -> None:
     p.add_argument("--slo-ms", type=float, default=50.0)
     p.add_argument("--mlflow", help="tracking URI to log the benchmark to (default: a temp dir)")
     p.add_argument("--out", type=Path, help="write the per-level statistics as JSON")
+    p.add_argument("--check-every", type=int, default=10, help="compare every N-th answer of "
+                   "the sweep (up to 300 requests) with the model in-process")
     args = p.parse_args()
     try:
         levels = [int(x) for x in args.levels.split(",")]
@@ -101,12 +106,18 @@ def main() -> None:
     print(f"model: {model_uri} ({trained}, {data.n_items + 1} x {rec.model.dim} item table); "
           f"{args.sessions_per_request} session(s) per request; gen CPU: the load generator's "
           "CPU per wall second")
-    results, runs = {}, []
+    def reference(sessions: list[list[int]], k: int) -> Prediction:
+        answers = rec.recommend(sessions, k)
+        return Prediction([a.items for a in answers], [a.scores for a in answers])
+
+    results, runs, agreement = {}, [], {}
     for spec in specs:
-        outcome = benchmark_target(spec, model_uri, payloads, levels, load)
+        answers = AnswerSample(every=args.check_every)
+        outcome = benchmark_target(spec, model_uri, payloads, levels, load, answers=answers)
         if outcome.run is None:
             print(f"{spec.name}: FAILED {outcome.error}")
             continue
+        checked = answers.check(reference)
         runs.append(outcome.run)
         print(f"\n{spec.name}  (cold start {outcome.run.cold_start_s or float('nan'):.3f} s)")
         print(f"{'users':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>6}"
@@ -130,14 +141,17 @@ def main() -> None:
         sat = outcome.run.sweep.stats()
         print(f"saturation throughput (max req/s over levels): "
               f"{max(st.throughput_rps for st in sat):.1f}; shaping: {outcome.run.shaping}")
+        print(checked.line())
         results[spec.name] = rows
+        agreement[spec.name] = vars(checked)
     if runs:
         bench = log_benchmark(runs, args.slo_ms, experiment_name="serving-benchmark")
         print(f"\nlogged to {uri}, run {bench.parent_run_id}")
     if args.out:
         args.out.write_text(json.dumps({"model": trained, "levels": levels,
                                         "cpu_count": os.cpu_count(),
-                                        "results": results}, indent=2))
+                                        "results": results, "agreement": agreement},
+                                       indent=2))
     tmp.cleanup()
 
 

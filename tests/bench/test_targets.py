@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench.answers import AnswerSample
 from bench.targets import RecordingInvoker, validate_targets
 from deployers.base import Prediction
 
@@ -30,6 +31,16 @@ def test_recording_invoker_counts_only_requests_for_other_targets():
     rec([[1]])
     rec([[2]])
     assert rec.metrics() == {"requests_sent": 2.0}
+
+
+def test_recording_invoker_offers_its_answers_to_the_sample() -> None:
+    sample = AnswerSample(every=2)
+    rec = RecordingInvoker(lambda sessions, k=20: Prediction([[s[0]] for s in sessions],
+                                                             [[1.0]] * len(sessions)), sample)
+    for i in range(4):
+        rec([[i]], 1)
+    assert [(batch, k, answer.items) for batch, k, answer in sample.kept] == [
+        ([[1]], 1, [[1]]), ([[3]], 1, [[3]])]
 
 
 def test_validate_targets_refuses_duplicates_and_bad_settings():

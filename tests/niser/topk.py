@@ -4,27 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 
+from bench.answers import ranking_problem
+
 
 def compare_topk(items_a: np.ndarray, scores_a: np.ndarray, items_b: np.ndarray,
                  scores_b: np.ndarray, tie: float = 1e-4) -> tuple[int, list[str]]:
-    """(rows equal exactly, problems). Scores must agree to ``tie``; two rankings may differ
-    only at a rank whose score ties (within ``tie``) with a neighbouring rank, or at the last
-    rank (an item just outside the top-k tying with it): float32 rounding reorders ties."""
+    """(rows equal exactly, problems): rows compared by ``bench.answers.ranking_problem``."""
     exact, problems = 0, []
-    k = items_a.shape[1]
     for row in range(items_a.shape[0]):
-        a, b = scores_a[row], scores_b[row]
-        if not np.allclose(a, b, atol=tie, rtol=0):
-            problems.append(f"row {row}: scores differ by {np.abs(a - b).max():.2e}")
-            continue
-        differ = np.flatnonzero(items_a[row] != items_b[row])
-        if differ.size == 0:
+        if np.array_equal(items_a[row], items_b[row]) and np.allclose(
+                scores_a[row], scores_b[row], atol=tie, rtol=0):
             exact += 1
-        for pos in differ:
-            tied = pos == k - 1 or abs(a[pos] - a[pos + 1]) <= tie or (
-                pos > 0 and abs(a[pos] - a[pos - 1]) <= tie)
-            if not tied:
-                problems.append(f"row {row}, rank {pos}: item {items_a[row][pos]} vs "
-                                f"{items_b[row][pos]} where scores do not tie")
-                break
+            continue
+        problem = ranking_problem(items_a[row].tolist(), scores_a[row].tolist(),
+                                  items_b[row].tolist(), scores_b[row].tolist(), tie)
+        if problem is not None:
+            problems.append(f"row {row}: {problem}")
     return exact, problems
