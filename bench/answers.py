@@ -83,13 +83,11 @@ class AnswerSample:
             want = reference(batch, k)
             for row in range(len(batch)):
                 sessions += 1
-                if got.items[row] == want.items[row]:
-                    identical += 1
-                    continue
                 problem = ranking_problem(want.items[row], want.scores[row], got.items[row],
                                           got.scores[row], tie)
                 if problem is None:
-                    ties_only += 1
+                    same = got.items[row] == want.items[row]
+                    identical, ties_only = identical + same, ties_only + (not same)
                 elif first is None:
                     first = f"session {batch[row]}: {problem}"
         return AnswerCheck(sessions, identical, ties_only, first)

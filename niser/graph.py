@@ -57,6 +57,13 @@ def ragged_take(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np
     return gather, offsets
 
 
+def kept_lengths(lengths: np.ndarray, max_positions: int, long_sessions: LongSessions
+                 ) -> np.ndarray:
+    """Clicks of each session that reach its graph: ``truncate`` keeps the last
+    ``max_positions``, ``clamp`` keeps all."""
+    return np.minimum(lengths, max_positions) if long_sessions == "truncate" else lengths
+
+
 def length_groups(lengths: np.ndarray, min_rows: int = GROUP_MIN_ROWS) -> list[np.ndarray]:
     """Row indices in one group, or two by session length (shorter ones first), so that each
     group's graphs pad to their own longest session.
@@ -95,7 +102,7 @@ def build_batch(
     if lengths.size == 0 or lengths.min() < 1:
         raise ValueError("every session needs at least one click")
     if long_sessions == "truncate" and lengths.max() > max_positions:
-        keep = np.minimum(lengths, max_positions)
+        keep = kept_lengths(lengths, max_positions, long_sessions)
         gather, offsets = ragged_take(offsets[1:] - keep, keep)
         items, lengths = items[gather], keep
     b = lengths.size

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from niser.data import Samples, SessionData
-from niser.graph import build_batch, length_groups, ragged_take
+from niser.graph import build_batch, kept_lengths, length_groups, ragged_take
 from niser.model import NISER
 from niser.precision import PrecisionChoice, choose_precision
 from niser.train import TrainConfig, build_model
@@ -78,28 +78,30 @@ class Recommender:
 
     def topk_indices(self, items: np.ndarray, offsets: np.ndarray, k: int
                      ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k item indices and float32 scores (B, k) for ragged sessions of known indices.
+        """Top-k item indices and float32 scores (B, k) for ragged sessions of known indices."""
+        values, index = self.model.scorer(self.precision.bf16).topk(self.queries(items, offsets), k)
+        return index.cpu().numpy(), values.cpu().numpy()
+
+    def queries(self, items: np.ndarray, offsets: np.ndarray) -> torch.Tensor:
+        """The model's queries (B, d) for ragged sessions of known indices (``NISER.query``).
 
         A batch of mixed lengths is embedded in two groups of similar length
-        (``niser.graph.length_groups``: less padding), then scored at once."""
+        (``niser.graph.length_groups``: less padding)."""
         cfg = self.config
         lengths = np.diff(offsets)
-        kept = np.minimum(lengths, cfg.max_positions) if cfg.long_sessions == "truncate" else lengths
-        groups = length_groups(kept)
+        groups = length_groups(kept_lengths(lengths, cfg.max_positions, cfg.long_sessions))
         if len(groups) == 1:
             g = build_batch(items, offsets, cfg.max_positions, cfg.long_sessions)
-            query = self.model.query(*g.tensors(self.device))
-        else:
-            parts = []
-            for rows in groups:
-                gather, sub = ragged_take(offsets[rows], lengths[rows])
-                g = build_batch(items[gather], sub, cfg.max_positions, cfg.long_sessions)
-                parts.append(self.model.query(*g.tensors(self.device)))
-            query = torch.empty((lengths.size, parts[0].shape[1]), dtype=parts[0].dtype,
-                                device=parts[0].device)
-            query[torch.from_numpy(np.concatenate(groups)).to(query.device)] = torch.cat(parts)
-        values, index = self.model.scorer(self.precision.bf16).topk(query, k)
-        return index.cpu().numpy(), values.cpu().numpy()
+            return self.model.query(*g.tensors(self.device))
+        parts = []
+        for rows in groups:
+            gather, sub = ragged_take(offsets[rows], lengths[rows])
+            g = build_batch(items[gather], sub, cfg.max_positions, cfg.long_sessions)
+            parts.append(self.model.query(*g.tensors(self.device)))
+        query = torch.empty((lengths.size, parts[0].shape[1]), dtype=parts[0].dtype,
+                            device=parts[0].device)
+        query[torch.from_numpy(np.concatenate(groups)).to(query.device)] = torch.cat(parts)
+        return query
 
     def recommend(self, sessions: Sequence[Sequence[int]], k: int = 20) -> list[Recommendation]:
         """Top-k raw item ids per session. Unknown ids are dropped and reported; a session with

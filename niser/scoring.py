@@ -225,7 +225,8 @@ class ItemScorer:
         self.bf16_rows += b
         self.candidates += int(rows.numel())
         whole = counts > MAX_CANDIDATES
-        if bool(whole.any()):  # scores bunched within the bound: those rows in float32
+        bunched = bool(whole.any())
+        if bunched:  # scores bunched within the bound: those rows in float32
             keep = ~whole[rows]
             rows, items, counts = rows[keep], items[keep], counts.masked_fill(whole, 0)
         rescored = (self.table.index_select(0, items) * query.index_select(0, rows)).sum(dim=1)
@@ -238,7 +239,7 @@ class ItemScorer:
         ids[rows, column] = items
         values, pos = torch.topk(padded, k, dim=1)
         index = ids.gather(1, pos)
-        if bool(whole.any()):
+        if bunched:
             last = whole.nonzero().squeeze(1)
             self.fallback_rows += int(last.numel())
             values[last], index[last] = chunked_topk(self.scores(query[last]), k)

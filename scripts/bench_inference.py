@@ -5,9 +5,9 @@
     python scripts/bench_inference.py --model DIR --profile 100   # and where a call's time goes
 
 ``--profile N``: the stages of an N-session call on the shipped path, each timed alone (median
-ms): the session graphs, the session embedding (the GNN), the bf16 item product alone, the top-k
-(product and candidate selection), and the whole ``recommend``; the rest of the whole is
-vocabulary lookups and Python.
+ms): the session graphs and embedding as shipped (``Recommender.queries``: length groups, the
+GNN), the bf16 item product alone, the top-k (product and candidate selection), and the whole
+``recommend``; the rest of the whole is vocabulary lookups and Python.
 
 ``--model`` is a folder written by ``Recommender.save`` (``bench_niser.py --save-model DIR``);
 without it a model is trained for ``--train-batches`` batches of Diginetica (the score
@@ -30,7 +30,6 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -38,7 +37,6 @@ import torch
 from bench import provenance
 from niser import scoring
 from niser.data import load_preprocessed
-from niser.graph import build_batch
 from niser.inference import Recommender
 from niser.train import TrainConfig, train
 
@@ -69,21 +67,12 @@ def stages(rec: Recommender, sessions: list[list[int]], size: int, calls: int
            ) -> dict[str, float]:
     """Median ms per stage of ``size``-session calls on the shipped path (see ``--profile``)."""
     use(rec, "auto")
-    model, config = rec.model, rec.config
     batch = rec.vocab.encode_batch(sessions[:size])
-    scorer = model.scorer(bf16=rec.precision.bf16)
+    scorer = rec.model.scorer(bf16=rec.precision.bf16)
     with torch.no_grad():
-        table = model.item_table()
-
-        def graphs() -> Any:
-            return build_batch(batch.flat, batch.offsets, config.max_positions,
-                               config.long_sessions)
-
-        tensors = graphs().tensors(rec.device)
-        query = model.sigma * model.session_embedding(table, *tensors)
+        query = rec.queries(batch.flat, batch.offsets)
         steps: dict[str, Callable[[], object]] = {
-            "graphs": graphs,
-            "embedding": lambda: model.session_embedding(table, *tensors),
+            "graphs and embedding": lambda: rec.queries(batch.flat, batch.offsets),
             "bf16 product": lambda: torch.mm(query.to(torch.bfloat16),
                                              scorer.table_bf16.t())
             if scorer.table_bf16 is not None else None,

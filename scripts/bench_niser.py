@@ -145,8 +145,7 @@ def agreement(model: NISER, data: SessionData, config: TrainConfig, n: int, bf16
         part = batch.subset(np.arange(start, min(start + 100, len(batch))))
         g = build_batch(part.items, part.offsets, config.max_positions, config.long_sessions)
         with torch.no_grad():
-            table = model.item_table()
-            query = model.sigma * model.session_embedding(table, *g.tensors(device))
+            query = model.query(*g.tensors(device))
             fp32 = model(*g.tensors(device))
             values, index = model.scorer(bf16).topk(query, 20)
         identical += int((index == torch.topk(fp32, 20, dim=1).indices).all(dim=1).sum())

@@ -54,6 +54,13 @@ def test_check_counts_ties_and_names_the_first_real_difference() -> None:
     assert "DIFFERS" in check.line()
 
 
+def test_the_same_items_with_drifted_scores_are_not_counted_identical() -> None:
+    sample = AnswerSample(every=1)
+    sample.offer([[50]], 2, Prediction([[50, 49]], [[10.0, 8.0]]))  # rank 1 scored 8, not 9
+    check = sample.check(_reference)
+    assert check.identical == 0 and check.problem is not None and "scores differ" in check.problem
+
+
 def test_sample_refuses_a_zero_period() -> None:
     with pytest.raises(ValueError, match="every and cap"):
         AnswerSample(every=0)

@@ -123,8 +123,7 @@ def _queries(model: NISER, data: SessionData, n: int) -> tuple[torch.Tensor, tor
     batch = data.test.subset(np.arange(n))
     g = build_batch(batch.items, batch.offsets)
     with torch.no_grad():
-        table = model.item_table()
-        query = model.sigma * model.session_embedding(table, *g.tensors())
+        query = model.query(*g.tensors())
         fp32 = model(*g.tensors())
     return query, fp32
 

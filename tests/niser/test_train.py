@@ -12,7 +12,7 @@ import torch
 
 from niser.baselines import Pop
 from niser.data import SessionData
-from niser.graph import build_batch, length_groups
+from niser.graph import build_batch, kept_lengths, length_groups
 from niser.inference import Recommender, train_tiny_recommender
 from niser.metrics import evaluate
 from niser.synthetic import SyntheticConfig, generate
@@ -123,7 +123,8 @@ def test_a_batch_embedded_in_length_groups_ranks_as_one_batch_up_to_ties(
     recommender: Recommender, data: SessionData
 ) -> None:
     batch = data.test.subset(np.arange(200))
-    assert len(length_groups(np.minimum(batch.lengths, CONFIG.max_positions))) == 2
+    assert len(length_groups(kept_lengths(batch.lengths, CONFIG.max_positions,
+                                         CONFIG.long_sessions))) == 2
     grouped = recommender.topk_indices(batch.items, batch.offsets, 20)
     g = build_batch(batch.items, batch.offsets, CONFIG.max_positions, CONFIG.long_sessions)
     values, index = recommender.model.topk(20, *g.tensors(), bf16=recommender.precision.bf16)
