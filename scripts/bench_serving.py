@@ -119,7 +119,8 @@ def main() -> None:
             continue
         checked = answers.check(reference)
         runs.append(outcome.run)
-        print(f"\n{spec.name}  (cold start {outcome.run.cold_start_s or float('nan'):.3f} s)")
+        print(f"\n{spec.name}  ({outcome.run.provenance}; cold start "
+              f"{outcome.run.cold_start_s or float('nan'):.3f} s)")
         print(f"{'users':>5} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'req/s':>8} {'errors':>6}"
               f" {'gen CPU':>7}"
               f" {'CPU used':>8} {'quota':>6} {'throttled':>9} {'bound':>5} {'machine':>7}")
