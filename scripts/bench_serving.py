@@ -2,7 +2,8 @@
 
 Logs the model to a temporary SQLite MLflow, deploys it to each target in turn (by default the
 in-process baseline; the local server with 1 and 2 workers of 1 torch thread, the model's
-batching off ("plain") and on; 2 instances of 1 worker behind nginx), sweeps the closed-loop
+batching off ("plain") and on; 2 instances of 1 worker behind nginx; the same pyfunc behind
+LitServe's batching with 1 and 2 inference workers, the outside reference), sweeps the closed-loop
 levels with payloads from the Diginetica test prefixes, and prints one table per target and
 how a sample of its answers compares with the model in-process (``bench.answers``). With
 ``--mlflow`` the results are also logged there.
@@ -54,6 +55,11 @@ DEFAULT_TARGETS: list[dict[str, Any]] = [
      "settings": {"workers": 2, "torch_threads": 1}},
     {"name": "nginx-2x1", "deployer": "local",
      "settings": {"instances": 2, "workers": 1, "torch_threads": 1}},
+    # the outside reference: the same pyfunc behind LitServe's batching (the litserve extra)
+    {"name": "litserve-1w", "deployer": "local",
+     "settings": {"server": "litserve", "workers": 1, "torch_threads": 1, "environment": OFF}},
+    {"name": "litserve-2w", "deployer": "local",
+     "settings": {"server": "litserve", "workers": 2, "torch_threads": 1, "environment": OFF}},
 ]
 
 

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-EXTRAS=${NISER_EXTRAS:-test,standins,load}
+EXTRAS=${NISER_EXTRAS:-test,standins,load,litserve}
 if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
 if ! [ -x /usr/sbin/nginx ] && ! command -v nginx >/dev/null 2>&1; then
   echo "installing nginx-light (load balancer of the local deployer, SageMaker data plane)"

@@ -16,6 +16,7 @@ import functools
 import math
 import os
 import secrets
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,7 +50,8 @@ def server_env(settings: LocalSettings) -> dict[str, str]:
 def server_argv(model_uri: str, port: int, s: LocalSettings, instance: int) -> list[str]:
     """The command line of instance ``instance`` (``taskset``-prefixed when pinning cores)."""
     workers, threads = sizes(s)
-    argv = procs.scoring_server_argv(model_uri, port, workers)
+    argv = (litserve_argv(model_uri, port, s) if s.server == "litserve"
+            else procs.scoring_server_argv(model_uri, port, workers))
     if s.cpu_affinity:
         per = workers * threads
         cores = sorted(os.sched_getaffinity(0))
@@ -61,6 +63,15 @@ def server_argv(model_uri: str, port: int, s: LocalSettings, instance: int) -> l
         block = cores[instance * per:(instance + 1) * per]
         argv = ["taskset", "-c", ",".join(map(str, block)), *argv]
     return argv
+
+
+def litserve_argv(model_uri: str, port: int, s: LocalSettings) -> list[str]:
+    """The command line of the LitServe reference server (``deployers.local.litserve_app``)."""
+    return [sys.executable, "-m", "deployers.local.litserve_app", "--model-uri", model_uri,
+            "--port", str(port), "--workers", str(sizes(s)[0]),
+            "--max-batch", str(s.litserve_max_batch),
+            "--batch-timeout-ms", f"{s.litserve_batch_timeout_ms:g}",
+            "--request-timeout-s", f"{s.request_timeout_s:g}"]
 
 
 def start_generation(model_uri: str, s: LocalSettings, name: str, into: dict[str, Any],

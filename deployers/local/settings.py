@@ -3,6 +3,9 @@ timeouts, the front door's connection limit."""
 
 from __future__ import annotations
 
+import importlib.util
+from typing import Literal
+
 from pydantic import Field
 
 from deployers import balancer as lb
@@ -54,6 +57,20 @@ class LocalSettings(ServingSettings):
         "unshaped (describe says shaping=none); more than the cores this process may use is "
         "refused.",
     )
+    server: Literal["mlflow", "litserve"] = Field(
+        "mlflow",
+        description="What serves the model in each instance: 'mlflow' (`mlflow models serve`, "
+        "the scoring server of MLflow's SageMaker container too) or 'litserve' (the same "
+        "pyfunc behind LitServe with LitServe's request batching, an outside reference: "
+        "deployers.local.litserve_app; needs the `litserve` extra). workers are LitServe's "
+        "inference worker processes there.")
+    litserve_max_batch: int = Field(
+        32, ge=1, le=4096,
+        description="server='litserve': requests LitServe joins into one model call at most.")
+    litserve_batch_timeout_ms: float = Field(
+        1.0, gt=0, le=1000,
+        description="server='litserve': how long LitServe collects a batch (ms, > 0: at 0 its "
+        "loop polls without sleeping).")
     cpu_affinity: bool = Field(
         False,
         description="Pin instance i to its own block of workers*torch_threads cores with "
@@ -91,7 +108,8 @@ def sizes(s: LocalSettings) -> tuple[int, int]:
 def check_fits(s: LocalSettings, cores: int) -> LocalSettings:
     """``s`` (through ``with_workers``) when its instances fit ``cores``, the cores of this
     machine the process may use: ``instances x cpus <= cores`` and ``instances x workers x
-    torch_threads <= cores``; else ``SettingsError`` naming the settings and the numbers."""
+    torch_threads <= cores`` and, for ``server='litserve'``, LitServe installed; else
+    ``SettingsError`` naming the settings and the numbers."""
     if s.cpus is not None and s.cpus * s.instances > cores:
         shape = f"cpus={s.cpus}" if s.instances == 1 else (
             f"instances={s.instances} x cpus={s.cpus}")
@@ -100,6 +118,9 @@ def check_fits(s: LocalSettings, cores: int) -> LocalSettings:
             f" {cores} cores (those this process may use); lower cpus or instances so that"
             f" instances x cpus <= {cores}, or deploy it on a machine with enough cores (it"
             " is never run smaller than asked)")
+    if s.server == "litserve" and importlib.util.find_spec("litserve") is None:
+        raise SettingsError("server='litserve' needs LitServe in this environment: pip install "
+                            "'niser-mlops[litserve]' (or server='mlflow')")
     workers, threads = sizes(s)
     if s.instances * workers * threads > cores:
         raise SettingsError(
