@@ -159,7 +159,6 @@ class NiserModel(PythonModel):
     batch_settings: batching.BatchSettings
 
     def load_context(self, context: PythonModelContext) -> None:
-        serving_guard.install()  # in a scoring-server process: the contract at its door
         if ARTIFACT_KEY not in context.artifacts:
             raise MlflowException(f"the model has no '{ARTIFACT_KEY}' artifact (has "
                                   f"{sorted(context.artifacts)}); log it with "
@@ -169,11 +168,19 @@ class NiserModel(PythonModel):
                                             device=os.environ.get("NISER_DEVICE", "cpu"))
         try:
             self.batch_settings = batching.from_config(context.model_config, dict(os.environ))
+            lean = serving_guard.lean_path(os.environ)
         except ValueError as exc:
-            raise MlflowException(f"batching settings: {exc}") from None
+            raise MlflowException(f"serving settings: {exc}") from None
         self._recommend: Callable[[list[list[int]], int], Sequence[Recommendation]] = (
             batching.Coalescer(self.recommender.recommend, self.batch_settings.max_sessions)
             if self.batch_settings.enabled else self.recommender.recommend)
+        # in a scoring-server process: the contract at its door, and the lean path behind it
+        serving_guard.install(self.answer if lean else None)
+
+    def answer(self, sessions: list[list[int]], k: int) -> list[dict[str, Any]]:
+        """The rows of checked ``sessions`` (``contract.parse_request``'s), batched with the
+        other requests in flight when batching is on."""
+        return to_rows(self._recommend(sessions, min(k, self.recommender.model.n_items)))
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
                 ) -> list[dict[str, Any]]:
@@ -184,8 +191,7 @@ class NiserModel(PythonModel):
             check_sizes(sessions, k)
         except RequestError as exc:
             raise _invalid(str(exc)) from None
-        k = min(k, self.recommender.model.n_items)
-        return to_rows(self._recommend(sessions, k))
+        return self.answer(sessions, k)
 
 
 mlflow.models.set_model(NiserModel())

@@ -16,7 +16,13 @@ calls on every request) so that, in a scoring-server process that serves this mo
   once); any error MLflow or the model raises after that is answered with its own status and
   message, without the stack trace or the echoed input MLflow adds, and an unexpected exception
   is a 500 whose message names its type only (the traceback goes to the server's log);
-- every error body is ``{"error_code": ..., "message": ...}``, at most ``MAX_ERROR_BYTES``.
+- every error body is ``{"error_code": ..., "message": ...}``, at most ``MAX_ERROR_BYTES``;
+- with an ``answer`` (the pyfunc's, ``install(answer)``; ``NISER_REQUEST_PATH=lean``, the
+  default), a sound request is answered by it directly: ``{"predictions": rows}`` written as
+  MLflow's ``predictions_to_json`` writes the same rows (the same bytes, tested), without
+  MLflow's DataFrame, schema enforcement and pyfunc wrapping, which re-check what the contract
+  has just checked (its rules are the signature's, and stricter). ``NISER_REQUEST_PATH=mlflow``
+  hands every request to MLflow's path instead, as before.
 
 It installs only in a process started as MLflow's scoring server (``__pyfunc_model_path__`` set,
 ``mlflow.pyfunc.scoring_server`` imported), so loading the model elsewhere changes nothing.
@@ -29,7 +35,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from niser import contract
@@ -44,6 +50,19 @@ _SERVER_MODULE = "mlflow.pyfunc.scoring_server"
 _MODEL_PATH_VAR = "__pyfunc_model_path__"
 _ECHO = re.compile(r"^Failed to predict data '.*'\. \nError: ", re.S)
 _log = logging.getLogger(__name__)
+ENV_REQUEST_PATH = "NISER_REQUEST_PATH"
+REQUEST_PATHS = ("lean", "mlflow")
+Answer = Callable[[list[list[int]], int], list[dict[str, Any]]]
+
+
+def lean_path(environ: Mapping[str, str]) -> bool:
+    """Whether ``NISER_REQUEST_PATH`` (default ``lean``) asks for the lean request path;
+    ``ValueError`` naming the variable and the value otherwise."""
+    value = environ.get(ENV_REQUEST_PATH, "lean").strip().lower()
+    if value not in REQUEST_PATHS:
+        raise ValueError(f"{ENV_REQUEST_PATH}={environ[ENV_REQUEST_PATH]!r}: expected one of "
+                         f"{', '.join(REQUEST_PATHS)}")
+    return value == "lean"
 
 
 def content_type_problem(content_type: str | None) -> str | None:
@@ -67,9 +86,11 @@ def _clean(message: str) -> str:
     return _ECHO.sub("", message, count=1)
 
 
-def guarded(original: Callable[..., Any], response: Callable[..., Any]) -> Callable[..., Any]:
+def guarded(original: Callable[..., Any], response: Callable[..., Any],
+            answer: Answer | None = None) -> Callable[..., Any]:
     """``original`` (MLflow's ``invocations(data, content_type, model, input_schema)``) behind
-    the rules of the module docstring; ``response(body, status, mimetype)`` builds its answer."""
+    the rules of the module docstring; ``response(body, status, mimetype)`` builds its answer;
+    ``answer(sessions, k)``, when given, answers sound requests itself."""
 
     def fail(status: int, code: str, message: str) -> Any:
         return response(error_body(code, message), status, ACCEPTED_TYPE)
@@ -80,11 +101,14 @@ def guarded(original: Callable[..., Any], response: Callable[..., Any]) -> Calla
             return fail(415, "UNSUPPORTED_MEDIA_TYPE", problem)
         try:
             body = contract.decode_body(data) if isinstance(data, bytes | str) else data
-            contract.parse_request(body)
+            sessions, k = contract.parse_request(body)
         except contract.RequestError as exc:
             return fail(400, "BAD_REQUEST", str(exc))
         try:
-            answer = original(body, ACCEPTED_TYPE, model, input_schema)
+            if answer is not None:
+                return response(json.dumps({"predictions": answer(sessions, k)}), 200,
+                                ACCEPTED_TYPE)
+            out = original(body, ACCEPTED_TYPE, model, input_schema)
         except Exception as exc:
             get_status = getattr(exc, "get_http_status_code", None)
             if get_status is None:
@@ -93,18 +117,20 @@ def guarded(original: Callable[..., Any], response: Callable[..., Any]) -> Calla
                             f" ({type(exc).__name__}); the server's log has the details")
             code = str(getattr(exc, "error_code", "BAD_REQUEST"))
             return fail(int(get_status()), code, _clean(str(getattr(exc, "message", exc))))
-        if int(answer.status) >= 400 and (len(str(answer.response)) > MAX_ERROR_BYTES
-                                          or answer.mimetype != ACCEPTED_TYPE):
-            return fail(int(answer.status), "BAD_REQUEST", str(answer.response))
-        return answer
+        if int(out.status) >= 400 and (len(str(out.response)) > MAX_ERROR_BYTES
+                                       or out.mimetype != ACCEPTED_TYPE):
+            return fail(int(out.status), "BAD_REQUEST", str(out.response))
+        return out
 
-    invocations.niser_guard = True  # type: ignore[attr-defined]
+    invocations.niser_guard = original  # type: ignore[attr-defined]
+    invocations.niser_answer = answer  # type: ignore[attr-defined]
     return invocations
 
 
-def install() -> bool:
-    """Wrap the scoring server's ``invocations`` when this process is one; True if installed
-    (now or before)."""
+def install(answer: Answer | None = None) -> bool:
+    """Wrap the scoring server's ``invocations`` when this process is one, with ``answer`` as
+    the lean path (the latest call's, so the model the server loaded answers); True if
+    installed."""
     server = sys.modules.get(_SERVER_MODULE)
     if server is None or not os.environ.get(_MODEL_PATH_VAR):
         return False
@@ -114,6 +140,6 @@ def install() -> bool:
         _log.warning("%s has no invocations/InvocationsResponse: requests are not guarded",
                      _SERVER_MODULE)
         return False
-    if not getattr(current, "niser_guard", False):
-        server.invocations = guarded(current, response)  # type: ignore[attr-defined]
+    original = getattr(current, "niser_guard", None) or current
+    server.invocations = guarded(original, response, answer)  # type: ignore[attr-defined]
     return True

@@ -1,8 +1,9 @@
 """Latency vs. concurrency of the Diginetica-size model on real deployments, in one run.
 
 Logs the model to a temporary SQLite MLflow, deploys it to each target in turn (by default the
-in-process baseline; the local server with 1 and 2 workers of 1 torch thread, the model's
-batching off ("plain") and on; 2 instances of 1 worker behind nginx; the same pyfunc behind
+in-process baseline; the local server with 1 and 2 workers of 1 torch thread: "plain" (batching
+off, MLflow's own request path), "lean" (batching off, the guard's lean path) and "batched"
+(the defaults: batching on, lean path); 2 instances of 1 worker behind nginx; the same pyfunc behind
 LitServe's batching with 1 and 2 inference workers, the outside reference), sweeps the closed-loop
 levels with payloads from the Diginetica test prefixes, and prints one table per target and
 how a sample of its answers compares with the model in-process (``bench.answers``). With
@@ -40,15 +41,21 @@ from niser.batching import ENV_BATCHING
 from niser.data import load_preprocessed
 from niser.inference import Recommender, item_popularity
 from niser.registry import log_recommender, register
+from niser.serving_guard import ENV_REQUEST_PATH
 from niser.train import TrainConfig, build_model
 
-OFF = {ENV_BATCHING: "0"}  # the model's batching off in the scoring server
+NO_BATCHING = {ENV_BATCHING: "0"}  # the model's batching off in the scoring server
+# "plain": the pyfunc as MLflow's scoring server runs it, batching off and MLflow's own request
+# path (DataFrame, schema enforcement, pyfunc wrapping) instead of the guard's lean one
+OFF = {**NO_BATCHING, ENV_REQUEST_PATH: "mlflow"}
 DEFAULT_TARGETS: list[dict[str, Any]] = [
     {"name": "inprocess", "deployer": "inprocess"},
     {"name": "plain-1w", "deployer": "local",
      "settings": {"workers": 1, "torch_threads": 1, "environment": OFF}},
     {"name": "plain-2w", "deployer": "local",
      "settings": {"workers": 2, "torch_threads": 1, "environment": OFF}},
+    {"name": "lean-1w", "deployer": "local",
+     "settings": {"workers": 1, "torch_threads": 1, "environment": NO_BATCHING}},
     {"name": "batched-1w", "deployer": "local",
      "settings": {"workers": 1, "torch_threads": 1}},
     {"name": "batched-2w", "deployer": "local",
@@ -57,9 +64,11 @@ DEFAULT_TARGETS: list[dict[str, Any]] = [
      "settings": {"instances": 2, "workers": 1, "torch_threads": 1}},
     # the outside reference: the same pyfunc behind LitServe's batching (the litserve extra)
     {"name": "litserve-1w", "deployer": "local",
-     "settings": {"server": "litserve", "workers": 1, "torch_threads": 1, "environment": OFF}},
+     "settings": {"server": "litserve", "workers": 1, "torch_threads": 1,
+                  "environment": NO_BATCHING}},
     {"name": "litserve-2w", "deployer": "local",
-     "settings": {"server": "litserve", "workers": 2, "torch_threads": 1, "environment": OFF}},
+     "settings": {"server": "litserve", "workers": 2, "torch_threads": 1,
+                  "environment": NO_BATCHING}},
 ]
 
 

@@ -192,6 +192,44 @@ def test_the_guard_installs_only_in_a_scoring_server_process(monkeypatch):
     monkeypatch.setattr(server, "invocations", original)  # restored after the test
     monkeypatch.setenv("__pyfunc_model_path__", "/tmp/model")
     assert serving_guard.install() is True
-    assert server.invocations is not original and server.invocations.niser_guard
-    wrapped = server.invocations
-    assert serving_guard.install() is True and server.invocations is wrapped  # once only
+    assert server.invocations is not original and server.invocations.niser_guard is original
+    # a second install wraps MLflow's function again, never the guard: one layer only
+    assert serving_guard.install(lambda sessions, k: []) is True
+    assert server.invocations.niser_guard is original
+
+
+def test_the_lean_path_answers_a_sound_request_itself_and_mlflow_never_runs():
+    def never(*args: Any) -> Response:
+        raise AssertionError("MLflow's path ran")
+
+    seen = []
+
+    def answer(sessions: list[list[int]], k: int) -> list[dict[str, Any]]:
+        seen.append((sessions, k))
+        return [{"items": [7][:k], "scores": [0.5], "unknown_items": [], "fallback": False}
+                for _ in sessions]
+
+    guard = serving_guard.guarded(never, Response, answer)
+    out = guard(json.dumps(records([1, 2], [3], k=4)).encode(), "application/json", None, None)
+    assert out.status == 200 and seen == [([[1, 2], [3]], 4)]
+    assert out.response == json.dumps({"predictions": answer([[1, 2], [3]], 4)})
+    assert guard(b'{"dataframe_records": [{"session": ["1"]}]}', "application/json", None,
+                 None).status == 400 and len(seen) == 2  # a breach never reaches the answer
+
+    def fails(sessions: list[list[int]], k: int) -> list[dict[str, Any]]:
+        raise RuntimeError("secret")
+
+    out = serving_guard.guarded(never, Response, fails)(
+        json.dumps(records([1])).encode(), "application/json", None, None)
+    assert out.status == 500 and "RuntimeError" in out.response and "secret" not in out.response
+
+
+@pytest.mark.parametrize("value, lean", [(None, True), ("lean", True), (" MLflow ", False)])
+def test_the_request_path_switch_reads_the_environment(value, lean):
+    env = {} if value is None else {serving_guard.ENV_REQUEST_PATH: value}
+    assert serving_guard.lean_path(env) is lean
+
+
+def test_an_unknown_request_path_names_the_variable_and_value():
+    with pytest.raises(ValueError, match="NISER_REQUEST_PATH='fast'"):
+        serving_guard.lean_path({serving_guard.ENV_REQUEST_PATH: "fast"})

@@ -2,8 +2,9 @@
 
 Two real ``mlflow models serve`` processes of the same registered model: batching as logged (on)
 and batching off through the scoring server's environment (``NISER_BATCHING=0``, the local
-deployer's ``environment`` setting). Concurrent requests with different ``k``, one of them malformed,
-each get their own answer; answered one at a time, both servers give the same bytes.
+deployer's ``environment`` setting), and a third on MLflow's own request path
+(``NISER_REQUEST_PATH=mlflow``). Concurrent requests with different ``k``, one of them
+malformed, each get their own answer; answered one at a time, all give the same bytes.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ def post_raw(base_url: str, body: bytes) -> tuple[int, bytes]:
 @pytest.fixture(scope="module")
 def servers(registered_model_uri, serve_model) -> dict[str, str]:
     return {"on": serve_model(registered_model_uri),
-            "off": serve_model(registered_model_uri, environment={"NISER_BATCHING": "0"})}
+            "off": serve_model(registered_model_uri, environment={"NISER_BATCHING": "0"}),
+            # MLflow's own request path (DataFrame, schema, pyfunc), not the guard's lean one
+            "mlflow": serve_model(registered_model_uri, environment={
+                "NISER_BATCHING": "0", "NISER_REQUEST_PATH": "mlflow"})}
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +76,14 @@ def test_one_request_at_a_time_batching_off_and_on_answer_the_same_bytes(servers
         on, off = post_raw(servers["on"], body), post_raw(servers["off"], body)
         assert on[0] == off[0] == 200
         assert on[1] == off[1]
+
+
+def test_the_lean_request_path_answers_the_same_bytes_as_mlflows_own(servers, bodies):
+    bad = [b'{"dataframe_records": [{"session": [1, "x"]}]}',
+           b'{"dataframe_records": [{"session": [1]}], "params": {"k": 0}}']
+    for body in [*bodies, *bad]:
+        lean, theirs = post_raw(servers["off"], body), post_raw(servers["mlflow"], body)
+        assert lean == theirs
 
 
 def test_concurrent_callers_with_different_k_and_one_malformed_get_their_own_answers(
@@ -170,3 +182,23 @@ def test_batching_settings_are_logged_as_model_config_and_read_at_load(
     monkeypatch.setenv("NISER_MAX_BATCH_SESSIONS", "zero")
     with pytest.raises(Exception, match="NISER_MAX_BATCH_SESSIONS"):
         model.load_context(ctx)
+
+
+@pytest.mark.parametrize("path, lean", [(None, True), ("mlflow", False)])
+def test_a_scoring_server_loading_the_model_answers_through_the_lean_path_unless_told_not(
+        tiny_recommender, tmp_path, monkeypatch, path, lean):
+    import mlflow.pyfunc.scoring_server as server
+
+    tiny_recommender.save(tmp_path / "rec")
+    ctx = PythonModelContext(artifacts={pyfunc.ARTIFACT_KEY: str(tmp_path / "rec")},
+                             model_config=BatchSettings(True, 8).model_config())
+    monkeypatch.setattr(server, "invocations", server.invocations)  # restored after the test
+    monkeypatch.setenv("__pyfunc_model_path__", str(tmp_path))  # as in a scoring server
+    if path is None:
+        monkeypatch.delenv("NISER_REQUEST_PATH", raising=False)
+    else:
+        monkeypatch.setenv("NISER_REQUEST_PATH", path)
+    model = pyfunc.NiserModel()
+    model.load_context(ctx)
+    installed = server.invocations.niser_answer
+    assert (installed == model.answer) if lean else installed is None
