@@ -17,8 +17,11 @@ that median:
 - ``output -> JSON``: MLflow writing ``{"predictions": ...}`` (``predictions_to_json``);
 - ``rest``: what the call spends outside those (pyfunc wrapping, content-type handling).
 
-The HTTP layer (uvicorn, FastAPI, the client) is what a 1-user benchmark's p50 adds on top of
-this total (``scripts/bench_serving.py``). Then, for ``--batch-sizes``, the median time of one
+Then the same request through the guard's lean path (``niser.serving_guard``, the default in a
+scoring server: the contract checks the body and the pyfunc answers it, none of MLflow's stages
+above run) against MLflow's path, in alternating rounds of ``--requests`` calls each, the medians
+of both. The HTTP layer (uvicorn, FastAPI, the client) is what a 1-user benchmark's p50 adds on
+top of these totals (``scripts/bench_serving.py``). Then, for ``--batch-sizes``, the median time of one
 ``Recommender.recommend`` call over that many test prefixes (what a merged batch costs), and the
 largest difference between a session's scores scored in that batch and scored alone.
 """
@@ -57,11 +60,12 @@ def main() -> None:
     os.environ[ENV_BATCHING] = "0"  # before the model is loaded, which reads it
     import mlflow
     import torch
-    from mlflow.pyfunc.scoring_server import invocations
+    from mlflow.pyfunc.scoring_server import InvocationsResponse, invocations
 
     from niser.data import load_preprocessed
     from niser.inference import Recommender
     from niser.registry import log_recommender
+    from niser.serving_guard import guarded
     from niser.train import TrainConfig, build_model
 
     torch.set_num_threads(1)  # as a scoring worker of the local deployer runs
@@ -99,6 +103,16 @@ def main() -> None:
         for _ in range(args.requests):
             call()
         prof.disable()
+        lean = guarded(invocations, InvocationsResponse, model.unwrap_python_model().answer)
+        mlflow_path = guarded(invocations, InvocationsResponse)
+        rounds: dict[str, list[float]] = {"lean path": [], "MLflow's path": []}
+        for _ in range(3):
+            for label, fn in (("lean path", lean), ("MLflow's path", mlflow_path)):
+                for _ in range(args.requests):
+                    t0 = time.perf_counter()
+                    out = fn(body.encode(), "application/json", model, schema)
+                    rounds[label].append(time.perf_counter() - t0)
+                    assert out.status == 200, out.response
     stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
     cum: dict[str, float] = {}
     for (_, _, name), (_, _, _, ct, _) in stats.items():
@@ -112,6 +126,9 @@ def main() -> None:
         accounted += share
         print(f"  {stage:<20} {share * total_ms:7.3f} ms  {100 * share:5.1f} %")
     print(f"  {'rest':<20} {(1 - accounted) * total_ms:7.3f} ms  {100 * (1 - accounted):5.1f} %")
+    print(f"behind the guard, {len(rounds['lean path'])} calls each in 3 alternating rounds: "
+          + ", ".join(f"{label} median {statistics.median(t) * 1e3:.3f} ms"
+                      for label, t in rounds.items()))
     print("Recommender.recommend, one call (k=20): batch size, median ms, ms per session, "
           "largest |score in batch - score alone|")
     for n in sizes:
