@@ -175,7 +175,7 @@ class NiserModel(PythonModel):
             batching.Coalescer(self.recommender.recommend, self.batch_settings.max_sessions)
             if self.batch_settings.enabled else self.recommender.recommend)
         # in a scoring-server process: the contract at its door, and the lean path behind it
-        serving_guard.install(self.answer if lean else None)
+        serving_guard.install(lean)
 
     def answer(self, sessions: list[list[int]], k: int) -> list[dict[str, Any]]:
         """The rows of checked ``sessions`` (``contract.parse_request``'s), batched with the

@@ -17,11 +17,13 @@ calls on every request) so that, in a scoring-server process that serves this mo
   message, without the stack trace or the echoed input MLflow adds, and an unexpected exception
   is a 500 whose message names its type only (the traceback goes to the server's log);
 - every error body is ``{"error_code": ..., "message": ...}``, at most ``MAX_ERROR_BYTES``;
-- with an ``answer`` (the pyfunc's, ``install(answer)``; ``NISER_REQUEST_PATH=lean``, the
-  default), a sound request is answered by it directly: ``{"predictions": rows}`` written as
-  MLflow's ``predictions_to_json`` writes the same rows (the same bytes, tested), without
-  MLflow's DataFrame, schema enforcement and pyfunc wrapping, which re-check what the contract
-  has just checked (its rules are the signature's, and stricter). ``NISER_REQUEST_PATH=mlflow``
+- on the lean path (``install(lean=True)``: ``NISER_REQUEST_PATH=lean``, the default), a sound
+  request is answered by the ``answer`` of the model the server passes (``answer_of``):
+  ``{"predictions": rows}`` written as MLflow's ``predictions_to_json`` writes the same rows,
+  with its encoder, without MLflow's DataFrame, schema enforcement and pyfunc wrapping, which
+  re-check what the contract has just checked (its rules are the signature's, and stricter).
+  A model that fails is answered as MLflow's path answers it (a 400 with MLflow's message for
+  an exception not MLflow's). The same bytes either way, tested. ``NISER_REQUEST_PATH=mlflow``
   hands every request to MLflow's path instead, as before.
 
 It installs only in a process started as MLflow's scoring server (``__pyfunc_model_path__`` set,
@@ -38,6 +40,10 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import BAD_REQUEST
+from mlflow.utils.proto_json_utils import NumpyEncoder
+
 from niser import contract
 
 ACCEPTED_TYPE = "application/json"
@@ -50,9 +56,12 @@ _SERVER_MODULE = "mlflow.pyfunc.scoring_server"
 _MODEL_PATH_VAR = "__pyfunc_model_path__"
 _ECHO = re.compile(r"^Failed to predict data '.*'\. \nError: ", re.S)
 _log = logging.getLogger(__name__)
+# what MLflow's ``invocations`` answers (400) when the model raises something not MLflow's
+_UNEXPECTED = ("Encountered an unexpected error while evaluating the model. Verify that the "
+               "serialized input Dataframe is compatible with the model for inference.")
 ENV_REQUEST_PATH = "NISER_REQUEST_PATH"
 REQUEST_PATHS = ("lean", "mlflow")
-Answer = Callable[[list[list[int]], int], list[dict[str, Any]]]
+Answer = Callable[[list[list[int]], int], list[dict[str, Any]]]  # checked sessions, k -> rows
 
 
 def lean_path(environ: Mapping[str, str]) -> bool:
@@ -86,11 +95,23 @@ def _clean(message: str) -> str:
     return _ECHO.sub("", message, count=1)
 
 
+def answer_of(model: Any) -> Answer | None:
+    """The lean path's ``answer`` of the model the server passes (a ``PyFuncModel`` of this
+    pyfunc), or None when it has none."""
+    unwrap = getattr(model, "unwrap_python_model", None)
+    try:
+        python_model = unwrap() if unwrap is not None else None
+    except Exception:  # not a Python-function model: MLflow's path
+        return None
+    found = getattr(python_model, "answer", None)
+    return found if callable(found) else None
+
+
 def guarded(original: Callable[..., Any], response: Callable[..., Any],
-            answer: Answer | None = None) -> Callable[..., Any]:
+            lean: bool = False) -> Callable[..., Any]:
     """``original`` (MLflow's ``invocations(data, content_type, model, input_schema)``) behind
     the rules of the module docstring; ``response(body, status, mimetype)`` builds its answer;
-    ``answer(sessions, k)``, when given, answers sound requests itself."""
+    ``lean``: the request's model answers sound requests itself (``answer_of``)."""
 
     def fail(status: int, code: str, message: str) -> Any:
         return response(error_body(code, message), status, ACCEPTED_TYPE)
@@ -104,9 +125,10 @@ def guarded(original: Callable[..., Any], response: Callable[..., Any],
             sessions, k = contract.parse_request(body)
         except contract.RequestError as exc:
             return fail(400, "BAD_REQUEST", str(exc))
+        answer = answer_of(model) if lean else None
         try:
             if answer is not None:
-                return response(json.dumps({"predictions": answer(sessions, k)}), 200,
+                return response(_predictions_json(_lean(answer, sessions, k)), 200,
                                 ACCEPTED_TYPE)
             out = original(body, ACCEPTED_TYPE, model, input_schema)
         except Exception as exc:
@@ -123,14 +145,31 @@ def guarded(original: Callable[..., Any], response: Callable[..., Any],
         return out
 
     invocations.niser_guard = original  # type: ignore[attr-defined]
-    invocations.niser_answer = answer  # type: ignore[attr-defined]
+    invocations.niser_lean = lean  # type: ignore[attr-defined]
     return invocations
 
 
-def install(answer: Answer | None = None) -> bool:
-    """Wrap the scoring server's ``invocations`` when this process is one, with ``answer`` as
-    the lean path (the latest call's, so the model the server loaded answers); True if
-    installed."""
+def _lean(answer: Answer, sessions: list[list[int]], k: int) -> list[dict[str, Any]]:
+    """``answer``'s rows; an exception other than MLflow's is raised as MLflow's path raises
+    it (its ``invocations`` turns it into a 400 with this message), so both paths answer a
+    failing model alike."""
+    try:
+        return answer(sessions, k)
+    except MlflowException:
+        raise
+    except Exception:
+        _log.exception("the model failed on a request")
+        raise MlflowException(_UNEXPECTED, error_code=BAD_REQUEST) from None
+
+
+def _predictions_json(rows: list[dict[str, Any]]) -> str:
+    """``{"predictions": rows}`` as MLflow's ``predictions_to_json`` writes it."""
+    return json.dumps({"predictions": rows}, cls=NumpyEncoder)
+
+
+def install(lean: bool = False) -> bool:
+    """Wrap the scoring server's ``invocations`` when this process is one (once: a later call
+    wraps MLflow's function again, with its own ``lean``); True if installed."""
     server = sys.modules.get(_SERVER_MODULE)
     if server is None or not os.environ.get(_MODEL_PATH_VAR):
         return False
@@ -141,5 +180,5 @@ def install(answer: Answer | None = None) -> bool:
                      _SERVER_MODULE)
         return False
     original = getattr(current, "niser_guard", None) or current
-    server.invocations = guarded(original, response, answer)  # type: ignore[attr-defined]
+    server.invocations = guarded(original, response, lean)  # type: ignore[attr-defined]
     return True

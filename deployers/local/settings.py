@@ -65,8 +65,9 @@ class LocalSettings(ServingSettings):
         "deployers.local.litserve_app; needs the `litserve` extra). workers are LitServe's "
         "inference worker processes there.")
     litserve_max_batch: int = Field(
-        32, ge=1, le=4096,
-        description="server='litserve': requests LitServe joins into one model call at most.")
+        32, ge=2, le=4096,
+        description="server='litserve': requests LitServe collects into one batch at most "
+        "(one model call per distinct params; at least 2, as at 1 LitServe does not batch).")
     litserve_batch_timeout_ms: float = Field(
         1.0, gt=0, le=1000,
         description="server='litserve': how long LitServe collects a batch (ms, > 0: at 0 its "

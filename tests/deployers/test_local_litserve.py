@@ -41,40 +41,79 @@ def _post(url: str | None, body: bytes) -> tuple[int, bytes]:
 
 
 class _Model:
-    """Records each ``predict`` call's sessions and k; answers one row per session."""
+    """Records each ``predict`` call's sessions and params; answers one row per session;
+    refuses a session holding ``fail_on``, and any call of more than ``max_rows`` sessions."""
 
-    def __init__(self, fail_on: int | None = None) -> None:
-        self.calls: list[tuple[list[list[int]], int]] = []
-        self.fail_on = fail_on
+    def __init__(self, fail_on: int | None = None, max_rows: int = 1000) -> None:
+        self.calls: list[tuple[list[list[int]], object]] = []
+        self.fail_on, self.max_rows = fail_on, max_rows
 
-    def predict(self, df: pd.DataFrame, params: dict[str, int]) -> list[dict[str, object]]:
+    def predict(self, df: pd.DataFrame, params: dict[str, int] | None) -> list[dict[str, object]]:
         sessions = [list(s) for s in df["session"]]
-        self.calls.append((sessions, params["k"]))
+        self.calls.append((sessions, params))
         if self.fail_on is not None and any(self.fail_on in s for s in sessions):
             raise mlflow.exceptions.MlflowException(f"item {self.fail_on} refused")
-        return [{"items": s[:params["k"]], "k": params["k"]} for s in sessions]
+        if len(sessions) > self.max_rows:
+            raise mlflow.exceptions.MlflowException(f"{len(sessions)} sessions: too many")
+        k = (params or {}).get("k", 20)
+        return [{"items": s[:k], "k": k} for s in sessions]
 
 
-def test_a_batch_runs_one_model_call_per_k_and_hands_each_request_its_own_rows() -> None:
+def test_a_batch_runs_one_model_call_per_params_and_hands_each_request_its_own_rows() -> None:
     model = _Model()
-    requests = [([[1, 2], [3]], 5), ([[4]], 1), ([[5, 6, 7]], 5)]
+    requests = [([[1, 2], [3]], {"k": 5}), ([[4]], {"k": 1}), ([[5, 6, 7]], {"k": 5}),
+                ([[8]], None)]
     out = litserve_app.answer_batch(model, requests)
-    assert model.calls == [([[1, 2], [3], [5, 6, 7]], 5), ([[4]], 1)]
+    assert model.calls == [([[1, 2], [3], [5, 6, 7]], {"k": 5}), ([[4]], {"k": 1}),
+                           ([[8]], None)]
     assert out == [[{"items": [1, 2], "k": 5}, {"items": [3], "k": 5}],
-                   [{"items": [4], "k": 1}], [{"items": [5, 6, 7], "k": 5}]]
+                   [{"items": [4], "k": 1}], [{"items": [5, 6, 7], "k": 5}],
+                   [{"items": [8], "k": 20}]]
+
+
+def test_a_merged_call_the_model_refuses_is_retried_request_by_request() -> None:
+    model = _Model(max_rows=2)  # each request alone is within the limit, the merge is not
+    requests = [([[1], [2]], {"k": 3}), ([[3], [4]], {"k": 3})]
+    out = litserve_app.answer_batch(model, requests)
+    assert out == [[{"items": [1], "k": 3}, {"items": [2], "k": 3}],
+                   [{"items": [3], "k": 3}, {"items": [4], "k": 3}]]
+    assert [len(s) for s, _ in model.calls] == [4, 2, 2]
 
 
 def test_a_refused_input_is_a_400_naming_why() -> None:
     from fastapi import HTTPException
 
+    for requests in ([([[9]], {"k": 3})], [([[1]], {"k": 3}), ([[9]], {"k": 3})]):
+        with pytest.raises(HTTPException) as err:
+            litserve_app.answer_batch(_Model(fail_on=9), requests)
+        assert err.value.status_code == 400 and "item 9 refused" in str(err.value.detail)
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ([[1, 2]], "JSON object"), ({"instances": [1]}, "dataframe_records"),
+    ({"dataframe_records": [{"sesion": [1]}]}, "session"),
+    ({"dataframe_split": {"columns": ["x"], "data": [[1]]}}, "session")])
+def test_a_body_without_the_wire_formats_fields_is_a_400_naming_them(body, fragment) -> None:
+    from fastapi import HTTPException
+
     with pytest.raises(HTTPException) as err:
-        litserve_app.answer_batch(_Model(fail_on=9), [([[9]], 3)])
-    assert err.value.status_code == 400 and "item 9 refused" in str(err.value.detail)
+        litserve_app.read_request(body)
+    assert err.value.status_code == 400 and fragment in str(err.value.detail)
 
 
-def test_a_zero_batching_window_is_refused() -> None:
+def test_values_reach_the_model_as_sent_for_it_to_check() -> None:
+    body = {"dataframe_split": {"columns": ["session"], "data": [["12"], [[1, 2]]]},
+            "params": {"k": 5.9}}
+    assert litserve_app.read_request(body) == (["12", [1, 2]], {"k": 5.9})
+
+
+def test_a_zero_window_or_a_batch_of_one_is_refused() -> None:
     with pytest.raises(ValueError, match="batch_timeout_s"):
         litserve_app.PyfuncAPI("models:/m/1", 8, 0.0)
+    with pytest.raises(ValueError, match="max_batch"):
+        litserve_app.PyfuncAPI("models:/m/1", 1, 0.001)
+    with pytest.raises(SettingsError, match="litserve_max_batch"):
+        LocalDeployer().parse_settings({"server": "litserve", "litserve_max_batch": 1})
 
 
 def test_litserve_missing_is_refused_before_anything_starts(
@@ -97,6 +136,8 @@ def test_litserve_answers_as_the_pyfunc_does_concurrently_and_teardown_ends_it(
                                                 "litserve_batch_timeout_ms": 5})
     try:
         pids = [s["process"]["pid"] for s in deployer._load(ep.name)["servers"]]
+        tree = [p.pid for p in psutil.Process(pids[0]).children(recursive=True)] + pids
+        assert len(tree) >= 3  # LitServe's inference worker and HTTP server, under the server
         results: dict[int, tuple[int, bytes]] = {}
 
         def call(k: int) -> None:
@@ -116,8 +157,11 @@ def test_litserve_answers_as_the_pyfunc_does_concurrently_and_teardown_ends_it(
                                                                   SESSIONS, k)
         status, body = _post(ep.url, b'{"dataframe_records": [{"sesion": [1]}]}')
         assert status == 400 and b"session" in body
+        status, body = _post(ep.url, b'{"dataframe_records": [{"session": [1]}], '
+                                     b'"params": {"k": 0}}')
+        assert status == 400 and b"k" in body  # the pyfunc's own check, as sent
         answer = ep.invoke([[100_000, 100_007]], k=5)
         assert len(answer.items[0]) == 5
     finally:
         deployer.teardown(ep.name)
-    assert not any(psutil.pid_exists(p) for p in pids)
+    assert not any(psutil.pid_exists(p) for p in tree)  # its workers ended too

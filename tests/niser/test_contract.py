@@ -194,35 +194,47 @@ def test_the_guard_installs_only_in_a_scoring_server_process(monkeypatch):
     assert serving_guard.install() is True
     assert server.invocations is not original and server.invocations.niser_guard is original
     # a second install wraps MLflow's function again, never the guard: one layer only
-    assert serving_guard.install(lambda sessions, k: []) is True
-    assert server.invocations.niser_guard is original
+    assert serving_guard.install(lean=True) is True
+    assert server.invocations.niser_guard is original and server.invocations.niser_lean
 
 
-def test_the_lean_path_answers_a_sound_request_itself_and_mlflow_never_runs():
+class _Served:
+    """A stand-in for the ``PyFuncModel`` the server passes: unwraps to ``python_model``."""
+
+    def __init__(self, python_model: Any) -> None:
+        self.python_model = python_model
+
+    def unwrap_python_model(self) -> Any:
+        return self.python_model
+
+
+def test_the_lean_path_answers_a_sound_request_with_the_passed_models_answer():
     def never(*args: Any) -> Response:
         raise AssertionError("MLflow's path ran")
 
     seen = []
 
-    def answer(sessions: list[list[int]], k: int) -> list[dict[str, Any]]:
-        seen.append((sessions, k))
-        return [{"items": [7][:k], "scores": [0.5], "unknown_items": [], "fallback": False}
-                for _ in sessions]
+    class Answers:
+        def answer(self, sessions: list[list[int]], k: int) -> list[dict[str, Any]]:
+            seen.append((sessions, k))
+            return [{"items": [7][:k], "scores": [0.5], "unknown_items": [], "fallback": False}
+                    for _ in sessions]
 
-    guard = serving_guard.guarded(never, Response, answer)
-    out = guard(json.dumps(records([1, 2], [3], k=4)).encode(), "application/json", None, None)
+    guard = serving_guard.guarded(never, Response, lean=True)
+    model = _Served(Answers())
+    out = guard(json.dumps(records([1, 2], [3], k=4)).encode(), "application/json", model, None)
     assert out.status == 200 and seen == [([[1, 2], [3]], 4)]
-    assert out.response == json.dumps({"predictions": answer([[1, 2], [3]], 4)})
-    assert guard(b'{"dataframe_records": [{"session": ["1"]}]}', "application/json", None,
+    assert json.loads(out.response) == {"predictions": Answers().answer([[1, 2], [3]], 4)}
+    assert guard(b'{"dataframe_records": [{"session": ["1"]}]}', "application/json", model,
                  None).status == 400 and len(seen) == 2  # a breach never reaches the answer
 
-    def fails(sessions: list[list[int]], k: int) -> list[dict[str, Any]]:
-        raise RuntimeError("secret")
 
-    out = serving_guard.guarded(never, Response, fails)(
-        json.dumps(records([1])).encode(), "application/json", None, None)
-    assert out.status == 500 and "RuntimeError" in out.response and "secret" not in out.response
-
+def test_the_lean_path_hands_a_model_without_answer_to_mlflows_path():
+    guard = serving_guard.guarded(_ok, Response, lean=True)
+    body = records([1], k=2)
+    for model in (None, _Served(object())):
+        out = guard(json.dumps(body).encode(), "application/json", model, None)
+        assert out.status == 200 and json.loads(out.response) == {"got": body}
 
 @pytest.mark.parametrize("value, lean", [(None, True), ("lean", True), (" MLflow ", False)])
 def test_the_request_path_switch_reads_the_environment(value, lean):
