@@ -41,15 +41,8 @@ def decode_request(inputs: Any) -> tuple[list[list[int]], int]:
     ``ValueError`` says what is missing.
     """
     if isinstance(inputs, dict):
-        k = int((inputs.get("params") or {}).get("k", DEFAULT_K))
-        if "dataframe_records" in inputs:
-            return [list(r[SESSION]) for r in inputs["dataframe_records"]], k
-        if "dataframe_split" in inputs:
-            split = inputs["dataframe_split"]
-            col = list(split["columns"]).index(SESSION)
-            return [list(row[col]) for row in split["data"]], k
-        raise ValueError("inputs dict needs 'dataframe_records' or 'dataframe_split' with a "
-                         f"{SESSION!r} column")
+        sessions, params = request_columns(inputs)
+        return [list(s) for s in sessions], int((params or {}).get("k", DEFAULT_K))
     if hasattr(inputs, "columns"):
         if SESSION not in inputs.columns:
             raise ValueError(f"inputs need a {SESSION!r} column (lists of raw item ids); got "
@@ -58,6 +51,20 @@ def decode_request(inputs: Any) -> tuple[list[list[int]], int]:
     if isinstance(inputs, list):
         return [list(s) for s in inputs], DEFAULT_K
     raise ValueError(f"cannot read sessions from inputs of type {type(inputs).__name__}")
+
+
+def request_columns(body: dict[str, Any]) -> tuple[list[Any], Any]:
+    """The ``session`` values and the ``params`` of a request object, as sent (unchecked);
+    ``ValueError`` (or the ``KeyError``/``TypeError``/``IndexError`` of a malformed table) when
+    it has no ``dataframe_records`` or ``dataframe_split`` with a ``session`` column."""
+    if "dataframe_records" in body:
+        return [r[SESSION] for r in body["dataframe_records"]], body.get("params")
+    if "dataframe_split" in body:
+        split = body["dataframe_split"]
+        col = list(split["columns"]).index(SESSION)
+        return [row[col] for row in split["data"]], body.get("params")
+    raise ValueError("inputs dict needs 'dataframe_records' or 'dataframe_split' with a "
+                     f"{SESSION!r} column")
 
 
 def decode_response(payload: Any, expected_rows: int) -> Prediction:

@@ -92,18 +92,10 @@ def read_request(body: Any) -> Request:
                                         f"'dataframe_records' or 'dataframe_split', got "
                                         f"{type(body).__name__}")
     try:
-        if "dataframe_records" in body:
-            sessions = [row[wire.SESSION] for row in body["dataframe_records"]]
-        elif "dataframe_split" in body:
-            split = body["dataframe_split"]
-            col = list(split["columns"]).index(wire.SESSION)
-            sessions = [row[col] for row in split["data"]]
-        else:
-            raise ValueError("needs 'dataframe_records' or 'dataframe_split'")
+        return wire.request_columns(body)
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise HTTPException(400, detail=f"bad request: {exc!s} (a {wire.SESSION!r} column "
                                         "in 'dataframe_records' or 'dataframe_split')") from None
-    return sessions, body.get("params")
 
 
 def answer_batch(model: Any, requests: Sequence[Request]) -> list[list[Any]]:
