@@ -113,12 +113,7 @@ def answer_batch(model: Any, requests: Sequence[Request]) -> list[list[Any]]:
         except MlflowException as exc:
             if len(members) == 1:
                 raise HTTPException(400, detail=exc.message) from None
-            for i in members:
-                try:
-                    out[i] = _predict(model, requests[i][0], params)
-                except MlflowException as exc:
-                    raise HTTPException(400, detail=exc.message) from None
-            continue
+            rows = [row for i in members for row in answer_batch(model, [requests[i]])[0]]
         start = 0
         for i in members:
             n = len(requests[i][0])
