@@ -103,7 +103,7 @@ def main() -> None:
         for _ in range(args.requests):
             call()
         prof.disable()
-        lean = guarded(invocations, InvocationsResponse, model.unwrap_python_model().answer)
+        lean = guarded(invocations, InvocationsResponse, lean=True)
         mlflow_path = guarded(invocations, InvocationsResponse)
         rounds: dict[str, list[float]] = {"lean path": [], "MLflow's path": []}
         for _ in range(3):
