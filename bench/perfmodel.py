@@ -51,8 +51,16 @@ load-dependent form of Lazowska et al., *Quantitative System Performance*, 1984,
   JSON, batching), which those shapes measure.
 - ``Host``: on this machine the load generator and whatever else runs take CPU the stand-in
   would otherwise get: ``X_cap = (cores - background) / (client_ms + target_ms)`` per ms of CPU,
-  split over the instances. Predictions for AWS shapes run without a host (the client is
-  elsewhere); the validation of shapes measured here runs with it.
+  split over the instances. Where the rest of the machine was measured per request
+  (``background_ms``: it grows with the rate, the kernel's loopback TCP, a balancer),
+  ``X_cap = cores / (client_ms + target_ms + background_ms)``. Where the fitted single worker's
+  CPU per request was measured at each level (``Level.cpu_ms``: batching spends less per
+  request as more wait), ``target_ms`` is that CPU at the users per worker of the predicted
+  load (``n / (k w)``; inside a worker's MVA, at the ``j`` requests present), interpolated
+  linearly and held flat beyond the measured ends: workers that share the users batch less and
+  spend more CPU per request than the one worker that had them all. Predictions for AWS shapes
+  run without a host (the client is elsewhere); the validation of shapes measured here runs
+  with it.
 
 Open loop, Lambda and batching: ``bench.perfmodel_open``.
 """
@@ -77,6 +85,7 @@ class Level:
     p50_ms: float
     p95_ms: float
     throughput_rps: float
+    cpu_ms: float | None = None  # the stand-in's CPU per answered request, if measured
 
 
 def levels_of(stats: Sequence[LevelStats]) -> tuple[Level, ...]:
@@ -110,18 +119,28 @@ class Curve:
 @dataclass(frozen=True)
 class Host:
     """The CPU a shared host leaves the target: ``cores - background`` for the target's
-    ``target_ms`` and the client's ``client_ms`` of CPU per request."""
+    ``target_ms`` and the client's ``client_ms`` of CPU per request. Where the rest of the
+    machine's CPU was measured per request (``background_ms``: the kernel's loopback TCP, a
+    balancer, grow with the request rate), all ``cores`` hold ``client + target + background``
+    per request instead."""
 
     cores: float
     background_cores: float
     client_ms: float
     target_ms: float
+    background_ms: float | None = None
 
     @property
     def cap_rps(self) -> float:
         """Requests/s the host's CPU holds: ``(cores - background) / (client + target)``."""
+        return self.cap_with(self.target_ms)
+
+    def cap_with(self, target_ms: float) -> float:
+        """``cap_rps`` with the target taking ``target_ms`` of CPU per request."""
+        if self.background_ms is not None:
+            return self.cores / ((self.client_ms + target_ms + self.background_ms) / 1000.0)
         return max(self.cores - self.background_cores, 0.0) / (
-            (self.client_ms + self.target_ms) / 1000.0)
+            (self.client_ms + target_ms) / 1000.0)
 
 
 def lstsq(columns: Sequence[Sequence[float]], y: Sequence[float]) -> list[float]:
@@ -210,12 +229,14 @@ class Station:
     plateau_rps: float
     cap_rps: float = math.inf
     curve: tuple[float, ...] = ()  # measured completions per ms with j = 1, 2, ... present
+    caps: tuple[float, ...] = ()  # the host cap (req/s) with j = 1, 2, ... present, if it varies
 
     def rate(self, j: int) -> float:
         """Completions per ms with ``j`` requests present."""
         base = (self.curve[min(j, len(self.curve)) - 1] if self.curve
                 else j * min(1.0, self.cpus) / self.service_ms)
-        return min(base, self.plateau_rps / 1000.0, self.cap_rps / 1000.0)
+        cap = self.caps[min(j, len(self.caps)) - 1] if self.caps else self.cap_rps
+        return min(base, self.plateau_rps / 1000.0, cap / 1000.0)
 
     @property
     def max_rps(self) -> float:
@@ -253,6 +274,19 @@ class ServerModel:
     tails: Tails
     worker_curve: tuple[float, ...] = ()  # flow-equivalent rates of a worker (fit_server)
     curve_cpus: float = 0.0  # the CPUs of the worker that curve was measured on
+    worker_cpu: tuple[tuple[float, float], ...] = ()  # (users, CPU ms per request) of a worker
+
+    def host_cap(self, host: Host | None, per_worker: float) -> float:
+        """Requests/s the host holds with ``per_worker`` requests at each worker: the CPU per
+        request the fitted worker took at that load (``worker_cpu``, interpolated linearly,
+        held flat beyond its ends), else the host's own figure; infinite without a host."""
+        if host is None:
+            return math.inf
+        if not self.worker_cpu:
+            return host.cap_rps
+        target = float(np.interp(per_worker, [u for u, _ in self.worker_cpu],
+                                 [c for _, c in self.worker_cpu]))
+        return host.cap_with(target)
 
     def station(self, shape: Shape, host: Host | None = None) -> Station:
         cap = math.inf if host is None else host.cap_rps / shape.instances
@@ -264,28 +298,34 @@ class ServerModel:
         ``predict``), its share of the host cap."""
         st, w = self.station(shape, host), shape.workers
         same = self.worker_curve and abs(st.cpus / w - self.curve_cpus) < 1e-9
+        share = shape.instances * w
+        caps = (tuple(self.host_cap(host, j) / share for j in range(1, _MAX_USERS + 1))
+                if host is not None and self.worker_cpu else ())
         return Station(st.service_ms, st.cpus / w,
                        1000.0 * max(self.worker_curve) if same
                        else self.scaling.plateau_rps(st.cpus / w),
-                       st.cap_rps / w, self.worker_curve if same else ())
+                       st.cap_rps / w, self.worker_curve if same else (), caps)
 
     def predict(self, shape: Shape, users: Sequence[int], host: Host | None = None
                 ) -> list[Level]:
         """Predicted levels of ``shape`` at each count in ``users``."""
         k, w = shape.instances, shape.workers
         st = self.worker_station(shape, host)
-        cap = self.station(shape, host).max_rps  # the instance's plateau: workers contend
+        plateau = self.scaling.plateau_rps(shape.cpus)  # the instance's: workers contend
         one = mva(st, self.delay_ms, max(users))
         out = []
         for n in users:
             # An even split over the instances, then a random one over each one's workers.
-            x = sum(min(cap, w * _binomial_mean(lambda m: one[m - 1][1] if m else 0.0, m,
-                                                1.0 / w))
+            x = sum(min(plateau, self.host_cap(host, m / w) / k,
+                        w * _binomial_mean(lambda m: one[m - 1][1] if m else 0.0, m, 1.0 / w))
                     for m in _split(n, k) if m)
             r = 1000.0 * n / x
             q50, q95 = self.tails.at(n / (k * w))
             out.append(Level(n, r, r * q50, r * q95, x))
         return out
+
+
+_MAX_USERS = 256  # the loads a station's host caps are listed for (held flat beyond)
 
 
 def _split(n: int, k: int) -> list[int]:
@@ -341,9 +381,11 @@ def fit_server(curves: Sequence[Curve], sigma: float | None = None) -> ServerMod
     most = max(_cpu_per_worker(c.shape) for c in curves)
     single = [c for c in curves if c.shape.workers == c.shape.instances == 1
               and _cpu_per_worker(c.shape) >= most - 1e-9]
+    cpu = tuple((float(lv.users), lv.cpu_ms) for lv in single[0].levels
+                if lv.cpu_ms is not None and lv.cpu_ms > 0) if single else ()
     return ServerModel(scaling, service, delay, fit_tails(_tail_points(curves)),
                        *((flow_equivalent(single[0].levels, delay), single[0].shape.cpus)
-                         if single else ((), 0.0)))
+                         if single else ((), 0.0)), cpu)
 
 
 def flow_equivalent(levels: Sequence[Level], delay_ms: float) -> tuple[float, ...]:

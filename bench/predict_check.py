@@ -146,6 +146,12 @@ class CheckResult:
         return out
 
 
+def _avg_known(values: Sequence[float | None]) -> float | None:
+    """The mean of the values measured, ``None`` when none was."""
+    known = [v for v in values if v is not None]
+    return _avg(known) if known else None
+
+
 def _avg(values: Sequence[float]) -> float:
     good = [v for v in values if math.isfinite(v)]
     return sum(good) / len(good) if good else math.nan
@@ -155,7 +161,8 @@ def shared_host(fitted: Sequence[Measured]) -> pm.Host:
     """The host the fitted shapes saw: the mean of their figures."""
     hosts = [m.host for m in fitted]
     return pm.Host(hosts[0].cores, _avg([h.background_cores for h in hosts]),
-                   _avg([h.client_ms for h in hosts]), _avg([h.target_ms for h in hosts]))
+                   _avg([h.client_ms for h in hosts]), _avg([h.target_ms for h in hosts]),
+                   _avg_known([h.background_ms for h in hosts]))
 
 
 def server_model(fitted: Sequence[Measured]) -> pm.ServerModel:

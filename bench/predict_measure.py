@@ -68,11 +68,27 @@ def host_of(levels: Sequence[LevelResult]) -> pm.Host:
         return pm.Host(float(n), 0.0, 1000.0 * client / x if x > 0 else math.nan, math.nan)
     target = best.usage.cpu_share
     background = max(0.0, best.usage.machine_busy * n - target - client)
-    return pm.Host(float(n), background, 1000.0 * client / x, 1000.0 * target / x)
+    return pm.Host(float(n), background, 1000.0 * client / x, 1000.0 * target / x,
+                   1000.0 * background / x)
+
+
+def levels_with_cpu(levels: Sequence[LevelResult]) -> tuple[pm.Level, ...]:
+    """The levels that answered, each with the stand-in's CPU per answered request where its
+    usage was read (``perfmodel.Level.cpu_ms``)."""
+    out = []
+    for lv in levels:
+        st = lv.stats()
+        if st.ok <= 0:
+            continue
+        cpu = (1000.0 * lv.usage.cpu_share / st.throughput_rps
+               if lv.usage is not None and st.throughput_rps > 0 else math.nan)
+        out.append(pm.Level(int(st.level), st.mean_ms, st.p50_ms, st.p95_ms, st.throughput_rps,
+                            cpu if math.isfinite(cpu) else None))
+    return tuple(out)
 
 
 def to_measured(planned: PlannedShape, run: TargetRun) -> Measured:
-    levels = pm.levels_of(run.sweep.stats())
+    levels = levels_with_cpu(run.sweep.levels)
     if not levels:
         raise RuntimeError(f"{planned.spec.name}: no level answered "
                            f"({run.sweep.stopped_reason or 'no successful request'})")

@@ -39,6 +39,39 @@ def test_a_host_cap_limits_the_station() -> None:
     assert st.max_rps == pytest.approx(200.0)  # 250 without the host
 
 
+def test_a_host_with_background_per_request_spends_every_core_on_requests() -> None:
+    fixed = pm.Host(cores=2, background_cores=0.5, client_ms=1.0, target_ms=3.0)
+    per_request = pm.Host(2, 0.5, 1.0, 3.0, background_ms=1.0)
+    assert fixed.cap_rps == pytest.approx(1.5 / 0.004)  # (2 - 0.5) cores / 4 ms
+    assert per_request.cap_rps == pytest.approx(2 / 0.005)  # 2 cores / (1 + 3 + 1) ms
+    assert per_request.cap_with(1.0) == pytest.approx(2 / 0.003)
+
+
+def test_the_host_cap_takes_the_fitted_workers_cpu_at_each_workers_load() -> None:
+    host = pm.Host(cores=2, background_cores=0.0, client_ms=0.0, target_ms=10.0)
+    model = pm.ServerModel(pm.Scaling(0.001, 0.0), 1.0, 0.0, pm.Tails(((1, 1.0, 1.0),)),
+                           worker_cpu=((1.0, 4.0), (8.0, 2.0)))
+    assert model.host_cap(host, 4.5) == pytest.approx(2 / 0.003)  # 3 ms halfway
+    assert model.host_cap(host, 20) == pytest.approx(2 / 0.002)  # held flat beyond the ends
+    assert model.host_cap(None, 4.5) == math.inf
+    # Two workers, the scaling law far above: the host caps them, at the CPU per request one
+    # worker took with half the users (4 of 8 users: 4 - 2 x 3/7 ms, interpolated).
+    x = model.predict(pm.Shape(2.0, workers=2), [8], host)[0].throughput_rps
+    assert x == pytest.approx(2 / ((4 - 2 * 3 / 7) / 1000), rel=0.02)
+    without = pm.ServerModel(model.scaling, 1.0, 0.0, model.tails)
+    assert without.predict(pm.Shape(2.0, workers=2), [8], host)[0].throughput_rps == (
+        pytest.approx(host.cap_rps, rel=0.02))  # the host's own 10 ms
+
+
+def test_fit_server_keeps_the_single_workers_cpu_per_request() -> None:
+    levels = tuple(pm.Level(n, 5.0 * n, 5.0 * n, 6.0 * n, 200.0, cpu_ms=5.0 - n / 4)
+                   for n in (1, 2, 4))
+    half = tuple(pm.Level(lv.users, 2 * lv.mean_ms, 2 * lv.p50_ms, 2 * lv.p95_ms, 100.0)
+                 for lv in levels)
+    model = pm.fit_server([pm.Curve(pm.Shape(1.0), levels), pm.Curve(pm.Shape(0.5), half)])
+    assert model.worker_cpu == ((1.0, 4.75), (2.0, 4.5), (4.0, 4.0))
+
+
 def test_mm1_mean_response_is_one_over_mu_minus_lambda() -> None:
     q = po.Queue(servers=1, service_ms=10.0)  # mu = 0.1 per ms
     rate = 60.0  # 0.06 per ms
