@@ -146,23 +146,21 @@ class CheckResult:
         return out
 
 
-def _avg_known(values: Sequence[float | None]) -> float | None:
-    """The mean of the values measured, ``None`` when none was."""
-    known = [v for v in values if v is not None]
-    return _avg(known) if known else None
-
-
 def _avg(values: Sequence[float]) -> float:
     good = [v for v in values if math.isfinite(v)]
     return sum(good) / len(good) if good else math.nan
 
 
 def shared_host(fitted: Sequence[Measured]) -> pm.Host:
-    """The host the fitted shapes saw: the mean of their figures."""
+    """The host the fitted shapes saw: the mean of their figures, but the least of their
+    background CPU per request: what the request path itself costs the rest of the machine
+    (the kernel's loopback TCP) is a floor, and other work that came and went while a shape
+    was measured only adds to it, never takes away."""
     hosts = [m.host for m in fitted]
+    per_request = [h.background_ms for h in hosts if h.background_ms is not None]
     return pm.Host(hosts[0].cores, _avg([h.background_cores for h in hosts]),
                    _avg([h.client_ms for h in hosts]), _avg([h.target_ms for h in hosts]),
-                   _avg_known([h.background_ms for h in hosts]))
+                   min(per_request) if per_request else None)
 
 
 def server_model(fitted: Sequence[Measured]) -> pm.ServerModel:

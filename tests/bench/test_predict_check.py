@@ -119,3 +119,13 @@ def test_the_command_rechecks_a_measurement_file_without_measuring(tmp_path) -> 
     bad.write_text("{")
     out = CliRunner().invoke(predict_check, ["--measurements", str(bad)])
     assert out.exit_code == 2 and "--measurements" in out.output
+
+
+def test_the_shared_host_takes_the_least_background_per_request_of_the_fitted_shapes() -> None:
+    quiet = replace(HOST, background_ms=0.1)
+    busy = replace(HOST, background_cores=0.3, background_ms=1.4)  # other work came and went
+    shapes = [replace(m, host=h) for m, h in zip(_shapes()[:2], (busy, quiet), strict=True)]
+    host = pc.shared_host(shapes)
+    assert host.background_ms == pytest.approx(0.1)
+    assert host.background_cores == pytest.approx(0.2)  # the fixed figure is still their mean
+    assert pc.shared_host(_shapes()[:2]).background_ms is None  # not measured in old files
