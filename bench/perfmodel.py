@@ -95,10 +95,13 @@ class Level:
     cpu_ms: float | None = None  # the stand-in's CPU per answered request, if measured
 
 
-def levels_of(stats: Sequence[LevelStats]) -> tuple[Level, ...]:
-    """The levels of a sweep's statistics that answered at least once."""
-    return tuple(Level(int(s.level), s.mean_ms, s.p50_ms, s.p95_ms, s.throughput_rps)
-                 for s in stats if s.ok > 0)
+def levels_of(stats: Sequence[LevelStats], cpu_ms: Sequence[float | None] | None = None
+              ) -> tuple[Level, ...]:
+    """The levels of a sweep's statistics that answered at least once, each with the stand-in's
+    CPU per answered request where ``cpu_ms`` (one per statistic) gives it."""
+    cpu = list(cpu_ms) if cpu_ms is not None else [None] * len(stats)
+    return tuple(Level(int(s.level), s.mean_ms, s.p50_ms, s.p95_ms, s.throughput_rps, c)
+                 for s, c in zip(stats, cpu, strict=True) if s.ok > 0)
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,8 @@ class Host:
 
     @property
     def cap_rps(self) -> float:
-        """Requests/s the host's CPU holds: ``(cores - background) / (client + target)``."""
+        """Requests/s the host's CPU holds: ``(cores - background) / (client + target)``, or
+        ``cores / (client + target + background_ms)`` where that was measured."""
         return self.cap_with(self.target_ms)
 
     def cap_with(self, target_ms: float) -> float:
@@ -168,10 +172,6 @@ class Station:
                 else j * min(1.0, self.cpus) / self.service_ms)
         cap = self.caps[min(j, len(self.caps)) - 1] if self.caps else self.cap_rps
         return min(base, self.plateau_rps / 1000.0, cap / 1000.0)
-
-    @property
-    def max_rps(self) -> float:
-        return min(self.plateau_rps, self.cap_rps)
 
 
 def mva(station: Station, delay_ms: float, users: int) -> list[tuple[float, float]]:
@@ -223,14 +223,16 @@ class ServerModel:
         cap = math.inf if host is None else host.cap_rps / shape.instances
         return Station(self.service_ms, shape.cpus, self.scaling.plateau_rps(shape.cpus), cap)
 
-    def worker_station(self, shape: Shape, host: Host | None = None) -> Station:
+    def worker_station(self, shape: Shape, host: Host | None = None, users: int = 1
+                       ) -> Station:
         """One of the instance's ``workers`` as if it ran alone: ``cpus / workers`` CPUs, the
         scaling law's plateau at those CPUs (contention between workers is the instance's cap,
-        ``predict``), its share of the host cap."""
+        ``predict``), its share of the host cap (listed for 1..``users`` requests present where
+        it varies with them)."""
         st, w = self.station(shape, host), shape.workers
         same = self.worker_curve and abs(st.cpus / w - self.curve_cpus) < 1e-9
         share = shape.instances * w
-        caps = (tuple(self.host_cap(host, j) / share for j in range(1, _MAX_USERS + 1))
+        caps = (tuple(self.host_cap(host, j) / share for j in range(1, users + 1))
                 if host is not None and self.worker_cpu else ())
         return Station(st.service_ms, st.cpus / w,
                        1000.0 * max(self.worker_curve) if same
@@ -241,7 +243,7 @@ class ServerModel:
                 ) -> list[Level]:
         """Predicted levels of ``shape`` at each count in ``users``."""
         k, w = shape.instances, shape.workers
-        st = self.worker_station(shape, host)
+        st = self.worker_station(shape, host, max(users))
         plateau = self.scaling.plateau_rps(shape.cpus)  # the instance's: workers contend
         one = mva(st, self.delay_ms, max(users))
         out = []
@@ -254,9 +256,6 @@ class ServerModel:
             q50, q95 = self.tails.at(n / (k * w))
             out.append(Level(n, r, r * q50, r * q95, x))
         return out
-
-
-_MAX_USERS = 256  # the loads a station's host caps are listed for (held flat beyond)
 
 
 def _split(n: int, k: int) -> list[int]:

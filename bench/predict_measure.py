@@ -75,16 +75,10 @@ def host_of(levels: Sequence[LevelResult]) -> pm.Host:
 def levels_with_cpu(levels: Sequence[LevelResult]) -> tuple[pm.Level, ...]:
     """The levels that answered, each with the stand-in's CPU per answered request where its
     usage was read (``perfmodel.Level.cpu_ms``)."""
-    out = []
-    for lv in levels:
-        st = lv.stats()
-        if st.ok <= 0:
-            continue
-        cpu = (1000.0 * lv.usage.cpu_share / st.throughput_rps
-               if lv.usage is not None and st.throughput_rps > 0 else math.nan)
-        out.append(pm.Level(int(st.level), st.mean_ms, st.p50_ms, st.p95_ms, st.throughput_rps,
-                            cpu if math.isfinite(cpu) else None))
-    return tuple(out)
+    stats = [lv.stats() for lv in levels]
+    return pm.levels_of(stats, [1000.0 * lv.usage.cpu_share / st.throughput_rps
+                                if lv.usage is not None and st.throughput_rps > 0 else None
+                                for lv, st in zip(levels, stats, strict=True)])
 
 
 def to_measured(planned: PlannedShape, run: TargetRun) -> Measured:
