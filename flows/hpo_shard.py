@@ -89,7 +89,7 @@ def run_trial(trial: optuna.Trial, base: TrainConfig, data: SessionData, parent_
     trial.set_user_attr(FLOW_RUN_ATTR, str(flow_run.id or ""))
     client = MlflowClient()
     child = client.create_run(experiment_id, run_name=f"trial-{trial.number}", tags={
-        "mlflow.parentRunId": parent_run_id, "optuna.trial_number": str(trial.number),
+        "mlflow.parentRunId": parent_run_id, studies.TRIAL_NUMBER_TAG: str(trial.number),
         "hpo.shard": str(shard), "hpo.host": socket.gethostname(), "hpo.pid": str(os.getpid()),
         "prefect.flow_run_id": str(flow_run.id or ""), **process_tags()})
     run_id = child.info.run_id

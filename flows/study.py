@@ -37,6 +37,9 @@ RUN_ATTR = "hpo.run_id"
 """The trial user attribute naming the parent MLflow run whose queue the trial belongs to."""
 MLFLOW_RUN_ATTR = "mlflow_run_id"
 """The trial user attribute naming its nested MLflow run (set as soon as that run exists)."""
+TRIAL_NUMBER_TAG = "optuna.trial_number"
+"""The nested MLflow run's tag holding its trial's number (with ``mlflow.parentRunId``, what
+finds the run of a trial killed before ``MLFLOW_RUN_ATTR`` was set)."""
 SCHEMES = ("sqlite", "postgresql", "mysql")
 
 
@@ -83,12 +86,27 @@ def open_study(name: str, storage: BaseStorage, seed: int) -> optuna.Study:
                                sampler=optuna.samplers.TPESampler(seed=seed))
 
 
+def trial_run_id(client: MlflowClient, trial: FrozenTrial) -> str | None:
+    """The id of ``trial``'s nested MLflow run: its ``MLFLOW_RUN_ATTR``, else (its process died
+    between creating the run and recording it) the run under the parent ``RUN_ATTR`` tagged
+    with its number; None when no such run was created."""
+    if run_id := trial.user_attrs.get(MLFLOW_RUN_ATTR):
+        return str(run_id)
+    parent = trial.user_attrs.get(RUN_ATTR)
+    if not parent:
+        return None
+    experiment = client.get_run(str(parent)).info.experiment_id
+    runs = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent}' and "
+                                            f"tags.`{TRIAL_NUMBER_TAG}` = '{trial.number}'")
+    return runs[0].info.run_id if runs else None
+
+
 def end_stale_run(study: optuna.Study, trial: FrozenTrial) -> None:
     """Optuna's stale-trial callback: end the trial's nested MLflow run FAILED, saying why."""
-    run_id = trial.user_attrs.get(MLFLOW_RUN_ATTR)
-    if not run_id:  # its process died before the run existed
-        return
     client = MlflowClient()
+    run_id = trial_run_id(client, trial)
+    if run_id is None:  # its process died before the run existed
+        return
     client.set_tag(run_id, "hpo.failure", "no heartbeat: the process running this trial "
                                           "stopped (worker killed or its machine lost)")
     client.set_terminated(run_id, "FAILED")

@@ -71,6 +71,24 @@ def test_a_stale_trial_ends_its_mlflow_run_failed_saying_why(tracking_uri):
     assert ended.info.status == "FAILED" and "no heartbeat" in ended.data.tags["hpo.failure"]
 
 
+def test_a_trial_killed_before_recording_its_run_still_ends_that_run_failed(tracking_uri):
+    client = MlflowClient()
+    experiment = os.environ["MLFLOW_EXPERIMENT_ID"]
+    parent = client.create_run(experiment).info.run_id
+    zero, two = (client.create_run(experiment, tags={
+        "mlflow.parentRunId": parent, studies.TRIAL_NUMBER_TAG: str(n)}).info.run_id
+        for n in (0, 2))
+    study = optuna.create_study()  # trials 0 and 1, each with only its parent run recorded
+    for _ in range(2):
+        study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL,
+                                                  user_attrs={studies.RUN_ATTR: parent}))
+    studies.end_stale_run(study, study.trials[0])
+    assert client.get_run(zero).info.status == "FAILED"
+    assert "no heartbeat" in client.get_run(zero).data.tags["hpo.failure"]
+    studies.end_stale_run(study, study.trials[1])  # killed before its run was created
+    assert client.get_run(two).info.status == "RUNNING"  # another trial's run: untouched
+
+
 def test_wait_finished_gives_up_when_no_shard_is_left_and_at_the_deadline(tmp_path):
     study, _ = _sqlite(tmp_path)
     studies.enqueue(study, 2, "run")
