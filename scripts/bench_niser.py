@@ -288,7 +288,8 @@ def compare_mode(args: argparse.Namespace, data: SessionData, machine: dict[str,
 def _config(args: argparse.Namespace, seed: int) -> TrainConfig:
     return TrainConfig(epochs=args.epochs, device=args.device, long_sessions=args.long_sessions,
                        seed=seed, patience=args.patience, precision=args.precision,
-                       max_batches=args.max_batches, refit=args.refit)
+                       max_batches=args.max_batches, refit=args.refit, lr_step=args.lr_step,
+                       lr_gamma=args.lr_gamma)
 
 
 def main() -> None:
@@ -300,6 +301,10 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=1, help="seeds seed, seed + 1, ...")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--patience", type=int, default=TrainConfig().patience)
+    p.add_argument("--lr-step", type=int, default=TrainConfig().lr_step,
+                   help="epochs between learning-rate decays")
+    p.add_argument("--lr-gamma", type=float, default=TrainConfig().lr_gamma,
+                   help="learning-rate decay factor")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     p.add_argument("--refit", action="store_true", help="after choosing the epoch count on "
                    "validation, train it again on every training sample and test that model")
