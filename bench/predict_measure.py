@@ -2,32 +2,24 @@
 
 Shapes (``PLAN``): the local deployer at ``cpus`` 0.5 and 1 (fitted), ``cpus`` 2 with two
 workers and 2 instances x 1 CPU behind the balancer (held out); the Lambda stand-in at 512 and
-1024 MB (fitted) and 1769 MB (held out). Every shape is deployed first
-(``bench.targets.open_target``: levels above what the machine holds at a shape are left out, as
-in every benchmark), then they are measured closed loop *level by level*: at each level every
-shape that holds it, one after the other, the order rotated by one shape at each level; then
-all are torn down. This shared machine's speed drifts over minutes; measured this way the fitted
-and the held-out shapes see the same drift, level for level, instead of the held-out ones being
-measured minutes after the fitted ones. The CPU figures of a shape's busiest level give the
-host the model needs (``perfmodel.Host``).
+1024 MB (fitted) and 1769 MB (held out). Each is deployed, swept closed loop with
+``bench.targets.benchmark_target`` (levels above what the machine holds at the shape are left
+out, as in every benchmark) and torn down. The CPU figures of its busiest level give the host
+the model needs (``perfmodel.Host``).
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass
 
 from bench import perfmodel as pm
 from bench.level import LevelResult, cores
-from bench.level_usage import assert_outside_shaped_groups
 from bench.load_settings import LoadSettings, PayloadSource
 from bench.predict_check import Measured, Role
 from bench.report import TargetRun
-from bench.sweep import SweepResult, closed_level, target_down
-from bench.targets import TargetSpec, open_target
+from bench.targets import TargetSpec, benchmark_target
 
 
 @dataclass(frozen=True)
@@ -102,43 +94,16 @@ def to_measured(planned: PlannedShape, run: TargetRun) -> Measured:
 def measure(model_uri: str, payloads: PayloadSource, quick: bool,
             progress: Callable[[str], None] = lambda _: None,
             plan: Sequence[PlannedShape] = PLAN) -> tuple[list[Measured], list[TargetRun]]:
-    """``measure_levels`` at the quick or the full levels and load."""
+    """Deploy, sweep and tear down every planned shape in turn; a shape that fails raises
+    (the check cannot be judged without it)."""
     levels, load = (QUICK_LEVELS, QUICK_LOAD) if quick else (FULL_LEVELS, FULL_LOAD)
-    return measure_levels(model_uri, payloads, levels, load, progress, plan)
-
-
-def measure_levels(model_uri: str, payloads: PayloadSource, levels: Sequence[int],
-                   load: LoadSettings, progress: Callable[[str], None] = lambda _: None,
-                   plan: Sequence[PlannedShape] = PLAN
-                   ) -> tuple[list[Measured], list[TargetRun]]:
-    """Deploy every planned shape, measure them level by level (module docstring), tear them
-    all down; a shape that fails to deploy or whose every request at a level fails raises (the
-    check cannot be judged without it)."""
-    assert_outside_shaped_groups()
-    started = time.perf_counter_ns()
-    with ExitStack() as stack:
-        opened = []
-        for planned in plan:
-            progress(f"{planned.spec.name} ({planned.role}): deploying")
-            opened.append(open_target(stack, planned.spec, model_uri, payloads, list(levels),
-                                      load))
-        sweeps = [SweepResult("closed", planned=[float(x) for x in t.levels]) for t in opened]
-        for i, users in enumerate(sorted(set().union(*(t.levels for t in opened)))):
-            order = [j for j in rotated(len(opened), i) if users in opened[j].levels]
-            progress(f"{users} users: {', '.join(opened[j].spec.name for j in order)}")
-            for j in order:
-                res = closed_level(opened[j].invoke, payloads, users, load, opened[j].observe)
-                sweeps[j].levels.append(res)
-                if (down := target_down(users, res)) is not None:
-                    raise RuntimeError(f"{opened[j].spec.name}: {down}")
-    held_s = (time.perf_counter_ns() - started) / 1e9
-    runs = []
-    for target, result in zip(opened, sweeps, strict=True):
-        result.elapsed_s = held_s
-        runs.append(target.to_run(result, held_s))
-    return [to_measured(p, r) for p, r in zip(plan, runs, strict=True)], runs
-
-
-def rotated(n: int, by: int) -> list[int]:
-    """``0..n-1`` starting at ``by mod n``: each level starts with the next shape."""
-    return [(by + j) % n for j in range(n)]
+    out, runs = [], []
+    for planned in plan:
+        progress(f"{planned.spec.name} ({planned.role}): deploying and sweeping "
+                 f"{','.join(map(str, levels))} users")
+        outcome = benchmark_target(planned.spec, model_uri, payloads, levels, load)
+        if outcome.run is None:
+            raise RuntimeError(f"{planned.spec.name}: {outcome.error}")
+        out.append(to_measured(planned, outcome.run))
+        runs.append(outcome.run)
+    return out, runs

@@ -84,16 +84,6 @@ def target_down(level: float, res: LevelResult) -> str | None:
             f"timeouts; first error class {res.error[res.status != OK][0]!r}); the target is down")
 
 
-def closed_level(invoker: Invoker, payloads: PayloadSource, users: int, settings: LoadSettings,
-                 observe: Observe | None = None, clock: Clock = MONOTONIC,
-                 machine: MachineTimes = machine_times) -> LevelResult:
-    """One closed-loop level of ``users``, as ``sweep`` runs it (with the stand-in's usage
-    during it when ``observe`` is given), for callers that order levels themselves."""
-    run = _observed(lambda x, ss: closed_loop(invoker, payloads, int(x), ss, clock), observe,
-                    clock, machine)
-    return run(float(users), settings)
-
-
 def _run_sweep(
     mode: Mode, levels: list[float], s: LoadSettings, budget_s: float | None,
     run: Callable[[float, LoadSettings], LevelResult], clock: Clock,

@@ -7,8 +7,7 @@ time to the first successful answer, runs the closed-loop sweep and returns a ``
 broken target does not cost the measurements of the others. Where answers carry Lambda REPORT
 figures (the Lambda invoker's ``raw["lambda_report"]``), the number of cold starts and their
 init, billed and warm durations are logged with the target. ``open_target`` is the deploy and
-cold-start half on its own, for measuring several deployed targets level by level
-(``bench.predict_measure``).
+cold-start half on its own (``OpenTarget.to_run`` makes the ``TargetRun`` of a sweep of it).
 """
 
 from __future__ import annotations

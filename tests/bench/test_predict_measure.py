@@ -1,5 +1,5 @@
-"""What ``predict-check`` keeps of a measured level (the stand-in's CPU per request, the host
-the model needs), and the order it measures the shapes in."""
+"""What ``predict-check`` keeps of a measured level: the stand-in's CPU per request, and the
+host the model needs."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import pytest
 
 from bench.level import LevelResult, cores
 from bench.level_usage import LevelUsage
-from bench.predict_measure import PlannedShape, host_of, levels_with_cpu, measure_levels
+from bench.predict_measure import host_of, levels_with_cpu
 from bench.stats import OK
-from bench.targets import TargetSpec
-from tests.bench.support import payloads, quick
 
 
 def level(users: int, answered: int, cpu_s: float | None, busy: float = 0.8,
@@ -46,16 +44,3 @@ def test_the_host_holds_the_rest_of_the_machines_cpu_per_request_of_the_busiest_
     assert host.target_ms == pytest.approx(1000 * 0.9 / 500)
     assert host.background_cores == pytest.approx(max(0.0, background))
     assert host.background_ms == pytest.approx(1000 * max(0.0, background) / 500)
-
-
-def test_every_shape_is_measured_at_each_level_in_an_order_rotated_by_one(
-        registered_model_uri) -> None:
-    plan = [PlannedShape(TargetSpec(name=name, deployer="inprocess"), role)
-            for name, role in (("a", "fit"), ("b", "fit"), ("c", "held-out"))]
-    said: list[str] = []
-    shapes, runs = measure_levels(registered_model_uri, payloads(), [1, 2, 4],
-                                  quick(duration_s=0.2), said.append, plan)
-    assert said[3:] == ["1 users: a, b, c", "2 users: b, c, a", "4 users: c, a, b"]
-    assert [[lv.users for lv in m.levels] for m in shapes] == [[1, 2, 4]] * 3
-    assert [m.role for m in shapes] == ["fit", "fit", "held-out"]
-    assert all(r.cold_start_s is not None and r.metrics["held_s"] > 0 for r in runs)
