@@ -75,15 +75,6 @@ def _observed(run: Callable[[float, LoadSettings], LevelResult], observe: Observ
     return level
 
 
-def target_down(level: float, res: LevelResult) -> str | None:
-    """Why a sweep stops after ``res``: every request of the level failed; None otherwise."""
-    st = res.stats()
-    if st.count == 0 or st.ok > 0:
-        return None
-    return (f"every request at level {level} failed ({st.errors} errors, {st.timeouts} "
-            f"timeouts; first error class {res.error[res.status != OK][0]!r}); the target is down")
-
-
 def _run_sweep(
     mode: Mode, levels: list[float], s: LoadSettings, budget_s: float | None,
     run: Callable[[float, LoadSettings], LevelResult], clock: Clock,
@@ -118,8 +109,12 @@ def _run_sweep(
                         " used %.2f CPU with the machine %.0f%% busy: contention, not the shape,"
                         " limited it (shaping_bound=0)", level, res.usage.quota_total,
                         res.usage.cpu_share, 100 * res.usage.machine_busy)
-        if (down := target_down(level, res)) is not None:
-            out.stopped_reason = down
+        if st.count > 0 and st.ok == 0:
+            out.stopped_reason = (
+                f"every request at level {level} failed ({st.errors} errors, {st.timeouts} "
+                f"timeouts; first error class {res.error[res.status != OK][0]!r}); "
+                "the target is down"
+            )
             log.warning("sweep stopped: %s", out.stopped_reason)
             break
     out.elapsed_s = (clock.now_ns() - t_start) / 1e9

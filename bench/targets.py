@@ -6,8 +6,7 @@ time to the first successful answer, runs the closed-loop sweep and returns a ``
 ``bench.report.log_benchmark``. A failed deployment is returned as a failure, not raised, so one
 broken target does not cost the measurements of the others. Where answers carry Lambda REPORT
 figures (the Lambda invoker's ``raw["lambda_report"]``), the number of cold starts and their
-init, billed and warm durations are logged with the target. ``open_target`` is the deploy and
-cold-start half on its own (``OpenTarget.to_run`` makes the ``TargetRun`` of a sweep of it).
+init, billed and warm durations are logged with the target.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,14 +29,12 @@ from bench.report import TargetRun
 from bench.sweep import SweepResult, sweep
 from deployers.base import (
     Capacity,
-    Deployer,
     Description,
     Invoker,
     Prediction,
     Settings,
     SettingsError,
     UnknownDeployerError,
-    Usage,
 )
 from deployers.registry import get_deployer
 
@@ -149,62 +145,6 @@ def limit_levels(levels: list[int], capacity: Capacity | None) -> tuple[list[int
                   f" (at most {capacity.concurrency} at once)")
 
 
-@dataclass
-class OpenTarget:
-    """A target deployed and answering: what ``open_target`` found, until its teardown."""
-
-    spec: TargetSpec
-    deployer: Deployer[Any]
-    endpoint_name: str
-    invoke: RecordingInvoker
-    cold_start_s: float | None
-    description: Description
-    first: Usage | None  # the stand-in's usage after the cold start (None: not shaped here)
-    levels: list[int]  # the levels this machine holds at the target's shape
-    notes: dict[str, str]
-    deploy_s: float
-    load: LoadSettings
-
-    def observe(self) -> Usage | None:
-        """The stand-in's cumulative usage now (``Deployer.usage``)."""
-        return self.deployer.usage(self.endpoint_name)
-
-    def to_run(self, result: SweepResult, held_s: float) -> TargetRun:
-        """The ``TargetRun`` of ``result``, measured on this target held ``held_s`` seconds."""
-        params = {"deployer": self.spec.deployer, "deploy_seconds": f"{self.deploy_s:.3f}"}
-        source = provenance.of_target(self.spec.deployer)
-        shaping = self.first.shaping if self.first is not None else (
-            "aws" if source == "measured-real" else "none")
-        return TargetRun(self.spec.name, result, self.description, self.cold_start_s, source,
-                         self.load, params,
-                         {**self.invoke.metrics(), "held_s": held_s}, shaping, self.notes)
-
-
-def open_target(stack: ExitStack, spec: TargetSpec, model_uri: str, payloads: PayloadSource,
-                levels: list[int], load: LoadSettings, cold_start_timeout_s: float = 120.0,
-                answers: AnswerSample | None = None) -> OpenTarget:
-    """Deploy ``model_uri`` to ``spec`` inside ``stack`` (its exit tears the endpoint down,
-    whatever happened), wait for the first answer (the cold start) and read what the sweep
-    needs: the description, the usage, and the levels of ``levels`` this machine holds at the
-    target's shape (the others left out, with a note saying so)."""
-    deployer = get_deployer(spec.deployer)
-    started = time.perf_counter_ns()
-    endpoint = stack.enter_context(deployer.deployed(model_uri, spec.settings))
-    ready = time.perf_counter_ns()
-    invoke = RecordingInvoker(endpoint.invoke)
-    cold = cold_start(invoke, payloads.next_batch(), since_ns=ready,
-                      timeout_s=cold_start_timeout_s, k=load.k)
-    invoke.answers = answers  # the sweep's answers, not the cold start's
-    notes: dict[str, str] = {}
-    kept, skipped = limit_levels(levels, deployer.capacity(endpoint.name))
-    if skipped:
-        log.warning("target %s: %s", spec.name, skipped)
-        notes["capacity_limit"] = skipped
-    return OpenTarget(spec, deployer, endpoint.name, invoke, cold.seconds,
-                      deployer.describe(endpoint.name), deployer.usage(endpoint.name), kept,
-                      notes, (ready - started) / 1e9, load)
-
-
 def benchmark_target(
     spec: TargetSpec, model_uri: str, payloads: PayloadSource, levels: list[int],
     load: LoadSettings, budget_s: float | None = None, cold_start_timeout_s: float = 120.0,
@@ -221,16 +161,33 @@ def benchmark_target(
     """
     if stop is not None and stop.is_set():
         return TargetOutcome(spec, None, "not started: the run is being cancelled")
+    deployer = get_deployer(spec.deployer)
     started = time.perf_counter_ns()
+    notes: dict[str, str] = {}
     try:
         assert_outside_shaped_groups()
-        with ExitStack() as stack:
-            target = open_target(stack, spec, model_uri, payloads, levels, load,
-                                 cold_start_timeout_s, answers)
-            result = sweep(target.invoke, payloads, target.levels, load, budget_s,
-                           observe=target.observe, stop=stop)
+        with deployer.deployed(model_uri, spec.settings) as endpoint:
+            ready = time.perf_counter_ns()
+            invoke = RecordingInvoker(endpoint.invoke)
+            cold = cold_start(invoke, payloads.next_batch(), since_ns=ready,
+                              timeout_s=cold_start_timeout_s, k=load.k)
+            invoke.answers = answers  # the sweep's answers, not the cold start's
+            description: Description = deployer.describe(endpoint.name)
+            first = deployer.usage(endpoint.name)
+            kept, skipped = limit_levels(levels, deployer.capacity(endpoint.name))
+            if skipped:
+                log.warning("target %s: %s", spec.name, skipped)
+                notes["capacity_limit"] = skipped
+            result: SweepResult = sweep(invoke, payloads, kept, load, budget_s,
+                                        observe=lambda: deployer.usage(endpoint.name), stop=stop)
     except Exception as exc:  # one target's failure must not lose the others' figures
         log.exception("target %s failed", spec.name)
         return TargetOutcome(spec, None, f"{type(exc).__name__}: {exc}")
     held_s = (time.perf_counter_ns() - started) / 1e9  # deploy start to teardown end
-    return TargetOutcome(spec, target.to_run(result, held_s))
+    params = {"deployer": spec.deployer, "deploy_seconds": f"{(ready - started) / 1e9:.3f}"}
+    source = provenance.of_target(spec.deployer)
+    shaping = first.shaping if first is not None else (
+        "aws" if source == "measured-real" else "none")
+    run = TargetRun(spec.name, result, description, cold.seconds, source, load, params,
+                    {**invoke.metrics(), "held_s": held_s}, shaping, notes)
+    return TargetOutcome(spec, run)
