@@ -15,9 +15,12 @@ concurrency limit: ``R = overhead + duration(share)``, ``share = memory / 1769``
 a share outside the measured range is flagged ``extrapolated``. Above the limit requests are
 throttled (no latency). On a shared host the load generator's threads share one interpreter
 lock: its CPU per request ``Dc`` is a one-server queue in front of every environment
-(``client_waits_ms``: exact MVA of that queue and a delay of ``R - Dc``), so
-``R(n) = max(R + Wc(n), n / X_cap)``; percentiles are ``R(n)`` times the largest fitted size's
-measured ratios at ``n`` (``perfmodel.Tails``). Cold starts: at a burst
+(``client_waits_ms``: exact MVA of that queue and a delay of ``R - Dc``), and the local
+service's one invoke front in front of every environment holds at most ``X_front`` requests/s
+whatever the memory size (``ceiling_rps``: the mean of the fitted sizes' highest measured
+throughputs), so ``R(n) = max(R + Wc(n), n / X_cap, n / X_front)``; without a host (AWS, whose
+front end scales out) neither cap applies. Percentiles are ``R(n)`` times the largest fitted
+size's measured ratios at ``n`` (``perfmodel.Tails``). Cold starts: at a burst
 from ``base`` to ``peak`` requests/s each new environment is one, ``concurrency(peak) -
 concurrency(base)`` with ``concurrency(rate) = ceil(rate x duration)`` (Little's law), the
 burst model of ``bench.recommend``.
@@ -122,7 +125,8 @@ def cold_starts_per_burst(base_rps: float, peak_rps: float, duration_ms: float,
 @dataclass(frozen=True)
 class LambdaModel:
     """``duration(share) = a + b / share`` ms, the invoke ``overhead_ms`` and the tail ratios,
-    fitted on shares ``lo..hi``."""
+    fitted on shares ``lo..hi``; ``ceiling_rps``, the rate the measuring host's invoke front
+    holds (module docstring; infinite where not measured)."""
 
     a: float
     b: float
@@ -130,6 +134,7 @@ class LambdaModel:
     lo: float
     hi: float
     tails: Tails = FLAT
+    ceiling_rps: float = math.inf
 
     def duration_ms(self, memory_mb: int) -> float:
         return self.a + self.b / configured_cpu(memory_mb)
@@ -140,7 +145,9 @@ class LambdaModel:
 
     def predict(self, memory_mb: int, users: Sequence[int], limit: int = 1000,
                 host: Host | None = None) -> list[Level]:
-        """Flat up to ``limit`` concurrent environments (levels above it are left out)."""
+        """Flat up to ``limit`` concurrent environments (levels above it are left out); with a
+        ``host`` (a prediction for the machine that measured the fit), its CPU and the invoke
+        front's ``ceiling_rps`` cap the rate."""
         flat = self.overhead_ms + self.duration_ms(memory_mb)
         waits = client_waits_ms(host.client_ms if host else 0.0, flat, max(users, default=0))
         out = []
@@ -149,7 +156,7 @@ class LambdaModel:
                 continue
             r = flat + waits[n - 1]
             if host is not None:
-                r = max(r, 1000.0 * n / host.cap_rps)
+                r = max(r, 1000.0 * n / host.cap_rps, 1000.0 * n / self.ceiling_rps)
             q50, q95 = self.tails.at(n)
             out.append(Level(n, r, r * q50, r * q95, 1000.0 * n / r))
         return out
@@ -173,17 +180,16 @@ def client_waits_ms(client_ms: float, cycle_ms: float, users: int) -> list[float
 
 
 def fit_lambda(points: Sequence[tuple[int, float]], overhead_ms: float,
-               tails: Tails | None = None) -> LambdaModel:
+               tails: Tails | None = None, ceiling_rps: float = math.inf) -> LambdaModel:
     """Fit ``duration = a + b / share`` through ``(memory_mb, warm duration ms)`` points of
     two or more sizes; ``tails`` are the measured ratios against concurrency (flat 1 if not
-    given)."""
+    given), ``ceiling_rps`` the measuring host's invoke front (module docstring)."""
     sizes = sorted({m for m, _ in points})
     if len(sizes) < 2:
         raise ValueError(f"a Lambda duration model needs two or more memory sizes, got {sizes}")
     shares = [configured_cpu(m) for m, _ in points]
     a, b = lstsq([[1.0] * len(points), [1 / s for s in shares]], [d for _, d in points])
-    return LambdaModel(a, b, overhead_ms, min(shares), max(shares),
-                       tails or FLAT)
+    return LambdaModel(a, b, overhead_ms, min(shares), max(shares), tails or FLAT, ceiling_rps)
 
 
 # -- batching ----------------------------------------------------------------------------------

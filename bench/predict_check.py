@@ -11,7 +11,8 @@ Definitions (what ``niser-mlops predict-check`` prints):
   host those shapes saw (``Host`` from their CPU figures: the stand-in's and the load
   generator's CPU per request and the rest of the machine's use), since the held-out shapes are
   measured on this same machine beside the generator. Lambda sizes are predicted by
-  ``perfmodel.fit_lambda`` from the fitted sizes' warm billed durations.
+  ``perfmodel.fit_lambda`` from the fitted sizes' warm billed durations, on the host and under
+  the invoke front's ceiling those sizes saw.
 - **Cheapest choice agreement**: over a grid of (p95 objective, request rate) cells, the share
   of cells where the cheapest shape that holds the objective is the same when the held-out
   shapes' figures are predicted as when they are measured (fitted shapes are measured in both).
@@ -143,6 +144,8 @@ class CheckResult:
             law = self.lambda_law
             out |= {"prediction_lambda_a_ms": law.a, "prediction_lambda_b_ms": law.b,
                     "prediction_lambda_share_lo": law.lo, "prediction_lambda_share_hi": law.hi}
+            if math.isfinite(law.ceiling_rps):
+                out["prediction_lambda_ceiling_rps"] = law.ceiling_rps
         return out
 
 
@@ -171,7 +174,8 @@ def server_model(fitted: Sequence[Measured]) -> pm.ServerModel:
 def lambda_model(fitted: Sequence[Measured]) -> po.LambdaModel:
     """Durations from the fitted sizes' warm durations (billed ones in files without them),
     the invoke overhead from their 1-user latencies, the tails from the largest size's levels
-    (the least throttled: ``perfmodel`` module docstring)."""
+    (the least throttled: ``perfmodel`` module docstring), the invoke front's ceiling from the
+    mean of their highest throughputs (``perfmodel_open`` module docstring)."""
     lams = [m for m in fitted if m.is_lambda and m.warm_ms is not None]
     if len(lams) < 2:
         raise ValueError(f"the Lambda model needs two fitted sizes with billed durations, got "
@@ -181,8 +185,9 @@ def lambda_model(fitted: Sequence[Measured]) -> po.LambdaModel:
     top = max(lams, key=lambda m: m.memory_mb or 0)
     tails = pm.fit_tails([(lv.users, lv.p50_ms / lv.mean_ms, lv.p95_ms / lv.mean_ms)
                           for lv in top.levels if lv.mean_ms > 0])
+    ceiling = _avg([max(lv.throughput_rps for lv in m.levels) for m in lams])
     return po.fit_lambda([(m.memory_mb or 0, m.warm_ms or 0.0) for m in lams],
-                         max(0.0, overhead), tails)
+                         max(0.0, overhead), tails, ceiling)
 
 
 def _errors(measured: Measured, predicted: Sequence[pm.Level], note: str = "") -> HeldOut:

@@ -215,6 +215,16 @@ def test_the_generator_lock_is_a_queue_in_front_of_every_lambda_environment() ->
         [6.0, 7.5])
 
 
+def test_the_invoke_fronts_ceiling_caps_lambda_on_the_measuring_host_only() -> None:
+    # R = 4 + 2 = 6 ms alone; 3 users at a 250/s front: R(3) = 3 / 250 = 12 ms.
+    lam = po.LambdaModel(a=2.0, b=0.0, overhead_ms=4.0, lo=0.2, hi=1.0, ceiling_rps=250.0)
+    host = pm.Host(cores=2, background_cores=0.0, client_ms=0.0, target_ms=1.0)
+    here = lam.predict(1769, [1, 3], host=host)
+    assert [lv.mean_ms for lv in here] == pytest.approx([6.0, 12.0])
+    assert here[1].throughput_rps == pytest.approx(250.0)
+    assert [lv.mean_ms for lv in lam.predict(1769, [1, 3])] == pytest.approx([6.0, 6.0])
+
+
 def test_a_measured_worker_curve_is_its_flow_equivalent_server() -> None:
     # One worker, no delay: with every user at the worker, X(n) = mu(n); 3 users interpolated.
     levels = [pm.Level(1, 10.0, 10.0, 12.0, 100.0), pm.Level(2, 16.0, 16.0, 20.0, 125.0),

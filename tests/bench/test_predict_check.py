@@ -18,7 +18,7 @@ HOST = pm.Host(cores=2, background_cores=0.1, client_ms=1.5, target_ms=6.0)
 TRUTH = pm.ServerModel(pm.Scaling(0.0065, 0.0004), 11.0, 2.0,
                        pm.Tails(((1, 0.95, 1.3), (8, 0.9, 1.7))))
 LAMBDA = po.LambdaModel(a=3.0, b=4.0, overhead_ms=2.5, lo=0.2, hi=0.6,
-                        tails=pm.Tails(((1, 0.97, 1.25), (4, 0.97, 1.5))))
+                        tails=pm.Tails(((1, 0.97, 1.25), (4, 0.97, 1.5))), ceiling_rps=150.0)
 
 
 def _server(name: str, role: pc.Role, shape: pm.Shape) -> pc.Measured:
@@ -61,10 +61,13 @@ def test_the_check_finds_no_error_in_shapes_the_model_made() -> None:
                                      "prediction_cheapest_agreement",
                                      "prediction_scaling_sigma", "prediction_lambda_a_ms",
                                      "prediction_lambda_b_ms", "prediction_lambda_share_lo",
-                                     "prediction_lambda_share_hi"}
+                                     "prediction_lambda_share_hi",
+                                     "prediction_lambda_ceiling_rps"}
     assert result.sigma == pytest.approx(TRUTH.scaling.sigma, rel=0.05)
     assert result.lambda_law is not None
     assert (result.lambda_law.a, result.lambda_law.b) == pytest.approx((LAMBDA.a, LAMBDA.b))
+    # every fitted size reaches the invoke front's ceiling at its highest level
+    assert result.lambda_law.ceiling_rps == pytest.approx(LAMBDA.ceiling_rps)
 
 
 def test_the_check_reports_the_error_of_a_shape_that_runs_slower_than_predicted() -> None:
