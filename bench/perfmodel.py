@@ -27,13 +27,18 @@ load-dependent form of Lazowska et al., *Quantitative System Performance*, 1984,
   robin over one keep-alive connection per user) get the closed-loop users spread evenly:
   ``n // k`` users at each instance and one more at ``n % k`` of them. Inside an instance, its
   ``w`` scoring workers share one listening socket and a connection stays with the worker that
-  accepted it; which one accepts is a race, taken as uniformly random, so each worker holds
-  ``B ~ Binomial(m, 1/w)`` of the instance's ``m`` users and, by linearity,
+  accepted it. Which one accepts is a race, and not a fair one: the worker that wakes first
+  takes every connection queued (asyncio's accept loop), so the split is more uneven than a
+  coin per connection. It is taken as a symmetric Dirichlet-multinomial with concentration
+  ``ACCEPT_ALPHA`` (measured: ``scripts/bench_accept.py``), so each worker holds ``B`` of the
+  instance's ``m`` users, ``B`` beta-binomial (``perfmodel_laws.share_probabilities``; alpha
+  infinite is ``Binomial(m, 1/w)``) and, by linearity,
   ``X_inst(m) = min(w E[X_1(B)], X_inst(c), X_cap)`` with ``X_1`` the MVA of one worker as if
   alone (``c / w`` CPUs, the scaling law's plateau at ``c / w``, ``1 / w`` of the host cap):
   contention lowers what the workers reach together, not a request alone;
   ``X = sum_i X_inst(n_i)`` and ``R = n / X``
-  (``ServerModel.predict``). At 2 users on 2 workers half the time both users share a worker.
+  (``ServerModel.predict``). At 2 users on 2 workers both share a worker with probability
+  ``(alpha + 1) / (2 alpha + 1)``: 1/2 for the fair coin, 0.63 at ``ACCEPT_ALPHA``.
 - Scaling across CPUs per instance, the universal scalability law (Gunther 1993):
   ``X_inst(c) = c / (a + b (c - 1) + e c (c - 1))`` requests/s, i.e. ``lambda = 1/a``,
   ``sigma = b/a``, ``kappa = e/a``, fitted by least squares on ``c / X = a + b (c-1) + e c (c-1)``
@@ -76,11 +81,20 @@ import numpy as np
 
 from bench.perfmodel_laws import Scaling as Scaling
 from bench.perfmodel_laws import Tails as Tails
+from bench.perfmodel_laws import fit_accept_alpha as fit_accept_alpha
 from bench.perfmodel_laws import fit_scaling as fit_scaling
 from bench.perfmodel_laws import fit_tails as fit_tails
 from bench.perfmodel_laws import lstsq as lstsq
 from bench.perfmodel_laws import mape as mape
+from bench.perfmodel_laws import share_probabilities as share_probabilities
+from bench.perfmodel_laws import split_log_likelihood as split_log_likelihood
 from bench.stats import LevelStats
+
+# The concentration of the split of keep-alive connections over a server's uvicorn workers
+# (module docstring): the maximum-likelihood fit of 140 measured splits of 2-16 connections
+# over 2 workers on this machine, `python scripts/bench_accept.py --workers 2 --rounds 20`
+# (benchmarks/results/accept_split.{json,txt}; BENCHMARKS.md).
+ACCEPT_ALPHA = 1.42
 
 
 @dataclass(frozen=True)
@@ -206,6 +220,7 @@ class ServerModel:
     worker_curve: tuple[float, ...] = ()  # flow-equivalent rates of a worker (fit_server)
     curve_cpus: float = 0.0  # the CPUs of the worker that curve was measured on
     worker_cpu: tuple[tuple[float, float], ...] = ()  # (users, CPU ms per request) of a worker
+    accept_alpha: float = ACCEPT_ALPHA  # how unevenly workers share connections (docstring)
 
     def host_cap(self, host: Host | None, per_worker: float) -> float:
         """Requests/s the host holds with ``per_worker`` requests at each worker: the CPU per
@@ -250,7 +265,8 @@ class ServerModel:
         for n in users:
             # An even split over the instances, then a random one over each one's workers.
             x = sum(min(plateau, self.host_cap(host, m / w) / k,
-                        w * _binomial_mean(lambda m: one[m - 1][1] if m else 0.0, m, 1.0 / w))
+                        w * _split_mean(lambda m: one[m - 1][1] if m else 0.0, m, w,
+                                        self.accept_alpha))
                     for m in _split(n, k) if m)
             r = 1000.0 * n / x
             q50, q95 = self.tails.at(n / (k * w))
@@ -262,11 +278,11 @@ def _split(n: int, k: int) -> list[int]:
     return [n // k + (1 if i < n % k else 0) for i in range(k)]
 
 
-def _binomial_mean(f: Callable[[int], float], n: int, p: float) -> float:
-    """``E[f(B)]`` for ``B ~ Binomial(n, p)``."""
-    if p >= 1.0:
+def _split_mean(f: Callable[[int], float], n: int, workers: int, alpha: float) -> float:
+    """``E[f(B)]`` for ``B`` one worker's share of ``n`` connections (module docstring)."""
+    if workers == 1:
         return f(n)
-    return sum(math.comb(n, m) * p ** m * (1 - p) ** (n - m) * f(m) for m in range(n + 1))
+    return sum(p * f(m) for m, p in enumerate(share_probabilities(n, workers, alpha)))
 
 
 def fit_alone(points: Sequence[tuple[float, float]]) -> tuple[float, float]:

@@ -1,6 +1,7 @@
 """The fitted laws the performance model (``bench.perfmodel``, whose module docstring gives
 every formula) is built from: least squares, the scaling law across CPUs, the percentile-to-mean
-ratios, and the error measure the validation reports. Pure functions, no I/O."""
+ratios, how workers share connections, and the error measure the validation reports. Pure
+functions, no I/O."""
 
 from __future__ import annotations
 
@@ -85,6 +86,72 @@ def fit_tails(points: Sequence[tuple[float, float, float]]) -> Tails:
         by.setdefault(pt[0], []).append(pt)
     return Tails(tuple((m, sum(p[1] for p in g) / len(g), sum(p[2] for p in g) / len(g))
                        for m, g in sorted(by.items())))
+
+
+def share_probabilities(users: int, workers: int, alpha: float) -> list[float]:
+    """``P(B = b)``, ``b = 0..users``: the connections one of ``workers`` workers holds when
+    ``users`` are split by a symmetric Dirichlet-multinomial with concentration ``alpha``; its
+    marginal is beta-binomial, ``C(n, b) B(b + alpha, n - b + (w - 1) alpha) / B(alpha,
+    (w - 1) alpha)``. ``alpha`` infinite is the fair coin per connection, Binomial(n, 1/w);
+    smaller ``alpha`` splits more unevenly (1 with two workers: every split equally likely)."""
+    if workers < 1 or users < 0 or not alpha > 0:
+        raise ValueError(f"share_probabilities needs workers >= 1, users >= 0, alpha > 0, got "
+                         f"{workers}, {users}, {alpha}")
+    if workers == 1:
+        return [0.0] * users + [1.0]
+    if math.isinf(alpha):
+        p = 1.0 / workers
+        return [math.comb(users, b) * p ** b * (1 - p) ** (users - b) for b in range(users + 1)]
+    a, rest = alpha, alpha * (workers - 1)
+    return [math.exp(math.log(math.comb(users, b)) + _lbeta(b + a, users - b + rest)
+                     - _lbeta(a, rest)) for b in range(users + 1)]
+
+
+def _lbeta(a: float, b: float) -> float:
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+
+def split_log_likelihood(splits: Sequence[Sequence[int]], workers: int, alpha: float) -> float:
+    """Log-likelihood of measured splits (connections per worker, any order, workers holding
+    none left out) under the symmetric Dirichlet-multinomial of ``share_probabilities``."""
+    total = 0.0
+    for split in splits:
+        counts = [*split, *([0] * (workers - len(split)))]
+        if len(counts) != workers or any(c < 0 for c in counts):
+            raise ValueError(f"a split of {workers} workers cannot be {list(split)}")
+        n = sum(counts)
+        orders = math.factorial(workers)
+        for c in set(counts):
+            orders //= math.factorial(counts.count(c))
+        log_p = math.lgamma(n + 1) - sum(math.lgamma(c + 1) for c in counts) + math.log(orders)
+        if math.isinf(alpha):
+            log_p -= n * math.log(workers)
+        else:
+            log_p += (math.lgamma(workers * alpha) - math.lgamma(n + workers * alpha)
+                      + sum(math.lgamma(c + alpha) - math.lgamma(alpha) for c in counts))
+        total += log_p
+    return total
+
+
+def fit_accept_alpha(splits: Sequence[Sequence[int]], workers: int) -> float:
+    """The maximum-likelihood concentration of measured splits (``split_log_likelihood``),
+    searched over ``10^-2 .. 10^3`` on a log grid, then refined; ``inf`` when the fair coin is
+    at least as likely as the best of them."""
+    if not splits:
+        raise ValueError("fit_accept_alpha needs at least one measured split")
+    def ll(log_a: float) -> float:
+        return split_log_likelihood(splits, workers, 10.0 ** log_a)
+    grid = [-2.0 + 5.0 * i / 250 for i in range(251)]
+    best = max(grid, key=ll)
+    step = 5.0 / 250
+    for _ in range(30):  # golden-section refinement around the best grid point
+        lo, hi = best - step, best + step
+        m1, m2 = hi - 0.618 * (hi - lo), lo + 0.618 * (hi - lo)
+        best = m1 if ll(m1) > ll(m2) else m2
+        step *= 0.618
+    if split_log_likelihood(splits, workers, math.inf) >= ll(best):
+        return math.inf
+    return 10.0 ** best
 
 
 def mape(predicted: Sequence[float], measured: Sequence[float]) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -50,7 +51,7 @@ def test_a_host_with_background_per_request_spends_every_core_on_requests() -> N
 def test_the_host_cap_takes_the_fitted_workers_cpu_at_each_workers_load() -> None:
     host = pm.Host(cores=2, background_cores=0.0, client_ms=0.0, target_ms=10.0)
     model = pm.ServerModel(pm.Scaling(0.001, 0.0), 1.0, 0.0, pm.Tails(((1, 1.0, 1.0),)),
-                           worker_cpu=((1.0, 4.0), (8.0, 2.0)))
+                           worker_cpu=((1.0, 4.0), (8.0, 2.0)), accept_alpha=math.inf)
     assert model.host_cap(host, 4.5) == pytest.approx(2 / 0.003)  # 3 ms halfway
     assert model.host_cap(host, 20) == pytest.approx(2 / 0.002)  # held flat beyond the ends
     assert model.host_cap(None, 4.5) == math.inf
@@ -58,7 +59,7 @@ def test_the_host_cap_takes_the_fitted_workers_cpu_at_each_workers_load() -> Non
     # worker took with half the users (4 of 8 users: 4 - 2 x 3/7 ms, interpolated).
     x = model.predict(pm.Shape(2.0, workers=2), [8], host)[0].throughput_rps
     assert x == pytest.approx(2 / ((4 - 2 * 3 / 7) / 1000), rel=0.02)
-    without = pm.ServerModel(model.scaling, 1.0, 0.0, model.tails)
+    without = pm.ServerModel(model.scaling, 1.0, 0.0, model.tails, accept_alpha=math.inf)
     assert without.predict(pm.Shape(2.0, workers=2), [8], host)[0].throughput_rps == (
         pytest.approx(host.cap_rps, rel=0.02))  # the host's own 10 ms
 
@@ -179,12 +180,41 @@ def test_mape_skips_missing_measurements() -> None:
 
 def test_two_workers_share_two_users_by_a_random_accept() -> None:
     # One worker: S = 10 ms, X_1(1) = 100/s, X_1(2) = 100/s (one CPU). Two users on two
-    # workers: both on one worker half the time (100/s), one each otherwise (200/s).
-    model = pm.ServerModel(pm.Scaling(0.010, 0.0), 10.0, 0.0, pm.Tails(((1, 1.0, 1.0),)))
-    [level] = model.predict(pm.Shape(2.0, workers=2), [2])
+    # workers, a fair coin per connection: both on one worker half the time (100/s), one each
+    # otherwise (200/s).
+    fair = pm.ServerModel(pm.Scaling(0.010, 0.0), 10.0, 0.0, pm.Tails(((1, 1.0, 1.0),)),
+                          accept_alpha=math.inf)
+    [level] = fair.predict(pm.Shape(2.0, workers=2), [2])
     assert level.throughput_rps == pytest.approx(0.5 * 100 + 0.5 * 200)
-    [spread] = model.predict(pm.Shape(1.0, instances=2), [2])  # the balancer spreads them
+    [spread] = fair.predict(pm.Shape(1.0, instances=2), [2])  # the balancer spreads them
     assert spread.throughput_rps == pytest.approx(200.0)
+    # alpha = 1: the splits 2/0, 1/1, 0/2 equally likely, so both share a worker 2/3 of the time
+    uneven = replace(fair, accept_alpha=1.0)
+    [level] = uneven.predict(pm.Shape(2.0, workers=2), [2])
+    assert level.throughput_rps == pytest.approx(2 / 3 * 100 + 1 / 3 * 200)
+
+
+def test_share_probabilities_are_beta_binomial() -> None:
+    assert pm.share_probabilities(4, 2, math.inf) == pytest.approx(
+        [1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16])
+    assert pm.share_probabilities(4, 2, 1.0) == pytest.approx([0.2] * 5)  # every split alike
+    assert sum(pm.share_probabilities(11, 4, 0.7)) == pytest.approx(1.0)
+    assert pm.share_probabilities(3, 1, 0.5) == [0.0, 0.0, 0.0, 1.0]
+    assert pm.share_probabilities(30, 2, 1e6) == pytest.approx(
+        pm.share_probabilities(30, 2, math.inf), abs=1e-5)
+    with pytest.raises(ValueError, match="alpha > 0"):
+        pm.share_probabilities(3, 2, 0.0)
+
+
+def test_the_accept_concentration_is_fitted_by_maximum_likelihood() -> None:
+    # Splits of 2 connections over 2 workers: P(2/0 or 0/2) = (alpha + 1) / (2 alpha + 1).
+    # 2 of 3 splits uneven is the MLE of that probability, so alpha = 1.
+    assert pm.fit_accept_alpha([[2], [2], [1, 1]] * 10, 2) == pytest.approx(1.0, rel=0.01)
+    # as even as a fair coin (or more): no concentration fits better than the coin
+    assert pm.fit_accept_alpha([[1, 1], [2]] * 10, 2) == math.inf
+    assert pm.split_log_likelihood([[1, 1]], 2, math.inf) == pytest.approx(math.log(0.5))
+    with pytest.raises(ValueError, match="cannot be"):
+        pm.split_log_likelihood([[1, 1, 1]], 2, 1.0)
 
 
 def test_tails_interpolate_between_measured_loads_and_hold_flat_beyond() -> None:
