@@ -27,18 +27,19 @@ load-dependent form of Lazowska et al., *Quantitative System Performance*, 1984,
   robin over one keep-alive connection per user) get the closed-loop users spread evenly:
   ``n // k`` users at each instance and one more at ``n % k`` of them. Inside an instance, its
   ``w`` scoring workers share one listening socket and a connection stays with the worker that
-  accepted it. Which one accepts is a race, and not a fair one: the worker that wakes first
-  takes every connection queued (asyncio's accept loop), so the split is more uneven than a
-  coin per connection. It is taken as a symmetric Dirichlet-multinomial with concentration
-  ``ACCEPT_ALPHA`` (measured: ``scripts/bench_accept.py``), so each worker holds ``B`` of the
-  instance's ``m`` users, ``B`` beta-binomial (``perfmodel_laws.share_probabilities``; alpha
-  infinite is ``Binomial(m, 1/w)``) and, by linearity,
+  accepted it (here the connections the deployment's nginx keeps to the server, one per
+  request in flight). Which one accepts is a race: the split is a symmetric
+  Dirichlet-multinomial with concentration ``ServerModel.accept_alpha``, so each worker holds
+  ``B`` of the instance's ``m`` users, ``B`` beta-binomial
+  (``perfmodel_laws.share_probabilities``). Its default, ``ACCEPT_ALPHA``, is infinite, the
+  fair coin per connection, ``B ~ Binomial(m, 1/w)``: what the splits measured on this
+  machine's scoring server support (``scripts/bench_accept.py``). By linearity,
   ``X_inst(m) = min(w E[X_1(B)], X_inst(c), X_cap)`` with ``X_1`` the MVA of one worker as if
   alone (``c / w`` CPUs, the scaling law's plateau at ``c / w``, ``1 / w`` of the host cap):
   contention lowers what the workers reach together, not a request alone;
   ``X = sum_i X_inst(n_i)`` and ``R = n / X``
   (``ServerModel.predict``). At 2 users on 2 workers both share a worker with probability
-  ``(alpha + 1) / (2 alpha + 1)``: 1/2 for the fair coin, 0.63 at ``ACCEPT_ALPHA``.
+  ``(alpha + 1) / (2 alpha + 1)``: 1/2 for the fair coin, 2/3 at ``alpha = 1``.
 - Scaling across CPUs per instance, the universal scalability law (Gunther 1993):
   ``X_inst(c) = c / (a + b (c - 1) + e c (c - 1))`` requests/s, i.e. ``lambda = 1/a``,
   ``sigma = b/a``, ``kappa = e/a``, fitted by least squares on ``c / X = a + b (c-1) + e c (c-1)``
@@ -90,11 +91,13 @@ from bench.perfmodel_laws import share_probabilities as share_probabilities
 from bench.perfmodel_laws import split_log_likelihood as split_log_likelihood
 from bench.stats import LevelStats
 
-# The concentration of the split of keep-alive connections over a server's uvicorn workers
-# (module docstring): the maximum-likelihood fit of 140 measured splits of 2-16 connections
-# over 2 workers on this machine, `python scripts/bench_accept.py --workers 2 --rounds 20`
+# The concentration of the split of connections over a server's uvicorn workers (module
+# docstring): the fair coin. 56 splits of 2-16 connections over the 2 workers of 8 deployments
+# on this machine fit no better with any concentration (maximum likelihood 77, the same
+# log-likelihood as the coin's): `python scripts/bench_accept.py --model-uri
+# models:/niser-digi/1 --dataset ../shared/data/diginetica --deployments 8`
 # (benchmarks/results/accept_split.{json,txt}; BENCHMARKS.md).
-ACCEPT_ALPHA = 1.42
+ACCEPT_ALPHA = math.inf
 
 
 @dataclass(frozen=True)

@@ -1,142 +1,129 @@
-"""How uvicorn's workers share keep-alive connections: the split the performance model assumes.
+"""How a scoring server's uvicorn workers share keep-alive connections: the split the performance
+model assumes (``bench.perfmodel.ACCEPT_ALPHA``).
 
 A scoring server with ``w`` workers (``mlflow models serve -w``: uvicorn, one listening socket
 shared by the worker processes) keeps each keep-alive connection on the worker that accepted
-it. Which one accepts is a race, and asyncio's accept loop takes every connection queued when it
-wakes, so the split is more uneven than a fair coin per connection. ``bench.perfmodel`` takes it
-as a symmetric Dirichlet-multinomial split with concentration ``ACCEPT_ALPHA``; this script
-measures it.
+it, and which one accepts is a race. This script measures the split on the real thing: it
+deploys ``--model-uri`` with the local deployer as ``predict-check``'s two-worker shape (one
+instance, ``--workers`` workers, ``cpus`` = workers, one torch thread each), ``--deployments``
+times one after another. In each, ``--rounds`` times for every user count, it runs a
+closed-loop level of the product's load generator (``bench.closed_loop``, a new invoker per
+level, so new connections, as every benchmark level opens them) and, in the middle of its
+window, counts each worker's established connections on the scoring server's port
+(``ss -tnp``): the connections the deployment's front door (nginx) keeps open to it, one per
+request in flight. Prints every split, the maximum-likelihood concentration of a symmetric
+Dirichlet-multinomial split and the log-likelihood of the splits under it and under the fair
+coin (one per connection, ``alpha`` infinite), and writes them as JSON with ``--out``.
+Each deployment is torn down after its levels, also on an error. Run it on a quiet machine,
+as ``predict-check`` is run.
 
-It starts uvicorn on 127.0.0.1 (a free port, the scoring server's stack: h11 on asyncio) with
-``--workers`` workers of a probe app that spends ``--cpu-ms`` of CPU per request and answers its
-process id, then, ``--rounds`` times for every user count, starts that many threads that each
-open one keep-alive connection at once (released together, as a closed-loop level starts its
-users) and send ``--requests`` requests on it. A connection's worker is the process id it is
-answered by. Prints every split, the maximum-likelihood concentration and the log-likelihood of
-the splits under it and under the fair coin (``alpha`` infinite), and writes them as JSON with
-``--out``. The server is stopped (its process group) on exit.
-
-    python scripts/bench_accept.py --workers 2 --rounds 20 --out benchmarks/results/accept_split.json
+    . .state/env.sh
+    python scripts/bench_accept.py --model-uri models:/niser-digi/1 \\
+        --dataset ../shared/data/diginetica --deployments 8 \\
+        --out benchmarks/results/accept_split.json
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
-import os
-import signal
+import re
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
+from bench.closed_loop import closed_loop
+from bench.load_settings import LoadSettings
+from bench.payloads import Payloads
 from bench.perfmodel_laws import fit_accept_alpha, split_log_likelihood
-from deployers.http import free_port
-from deployers.procs import SCORING_SERVER_STACK
+from deployers.local.deployer import LocalDeployer
+from niser.raw import load_dataset
 
-CPU_S = float(os.environ.get("ACCEPT_PROBE_CPU_MS", "2.0")) / 1000.0
-
-
-async def app(scope: dict[str, object], receive: object, send: object) -> None:
-    """The probe: read the body, spend ``CPU_S`` of CPU, answer this worker's process id."""
-    if scope["type"] != "http":
-        return
-    while True:
-        message = await receive()  # type: ignore[operator]
-        if not message.get("more_body"):
-            break
-    start = time.process_time()
-    while time.process_time() - start < CPU_S:
-        pass
-    body = str(os.getpid()).encode()
-    await send({"type": "http.response.start", "status": 200,  # type: ignore[operator]
-                "headers": [(b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})  # type: ignore[operator]
+LEVEL = LoadSettings(warmup_s=0.5, duration_s=1.5, timeout_s=10.0)
+PID = re.compile(r"pid=(\d+)")
 
 
-def _wait_ready(port: int, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("POST", "/", body=b"{}")
-            conn.getresponse().read()
-            conn.close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"the probe server on port {port} did not answer in {timeout_s:.0f} s")
+def worker_split(ss_output: str, port: int) -> list[int]:
+    """Established connections per process on local ``port`` (largest first), from the output
+    of ``ss -tnpH state established``: a line's fourth field is the local address, its
+    ``users:(("name",pid=N,fd=M))`` the owner."""
+    owners: Counter[str] = Counter()
+    for line in ss_output.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or not fields[2].endswith(f":{port}"):
+            continue
+        owner = PID.search(line)
+        if owner:
+            owners[owner.group(1)] += 1
+    return sorted(owners.values(), reverse=True)
 
 
-def one_split(port: int, users: int, requests: int) -> list[int]:
-    """Connections per worker (largest first) of ``users`` connections opened together."""
-    gate = threading.Barrier(users)
-    owners: list[str] = []
-    lock = threading.Lock()
-
-    def user() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        gate.wait()
-        pid = ""
-        for _ in range(requests):
-            conn.request("POST", "/invocations", body=b"{}")
-            pid = conn.getresponse().read().decode()
-        conn.close()
-        with lock:
-            owners.append(pid)
-
-    threads = [threading.Thread(target=user) for _ in range(users)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sorted(Counter(owners).values(), reverse=True)
+def one_split(deployer: LocalDeployer, name: str, port: int, payloads: Payloads,
+              users: int) -> list[int]:
+    invoker = deployer.invoker(name)
+    done = threading.Thread(target=closed_loop, args=(invoker, payloads, users, LEVEL))
+    done.start()
+    time.sleep(LEVEL.warmup_s + LEVEL.duration_s / 2)
+    ss = subprocess.run(["ss", "-tnpH", "state", "established"], capture_output=True,
+                        text=True, check=True).stdout
+    done.join()
+    invoker.close()
+    return worker_split(ss, port)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model-uri", default="models:/niser@champion")
+    p.add_argument("--dataset", default="synthetic", help="whose test sessions are the payloads")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--users", default="2,3,4,6,8,11,16", help="comma-separated user counts")
-    p.add_argument("--rounds", type=int, default=20, help="splits measured per user count")
-    p.add_argument("--requests", type=int, default=20, help="requests per connection")
-    p.add_argument("--cpu-ms", type=float, default=2.0, help="probe CPU per request")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="splits measured per user count and deployment")
+    p.add_argument("--deployments", type=int, default=6,
+                   help="deployments measured one after another (a deployment's front door "
+                        "keeps its connections to the workers, so its splits hang together)")
     p.add_argument("--out", type=Path)
     a = p.parse_args()
+    if a.rounds < 1 or a.deployments < 1:
+        p.error(f"--rounds and --deployments must be >= 1, got {a.rounds}, {a.deployments}")
     if a.workers < 2:
         p.error(f"--workers must be >= 2 (a split needs two workers), got {a.workers}")
     users = [int(u) for u in a.users.split(",")]
     if any(u < 2 for u in users):
         p.error(f"--users must all be >= 2, got {a.users!r}")
-    port = free_port()
-    env = {**os.environ, **SCORING_SERVER_STACK, "ACCEPT_PROBE_CPU_MS": str(a.cpu_ms)}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "bench_accept:app", "--app-dir",
-         str(Path(__file__).parent), "--host", "127.0.0.1", "--port", str(port), "--workers",
-         str(a.workers), "--http", env["UVICORN_HTTP"], "--loop", env["UVICORN_LOOP"],
-         "--log-level", "warning"], env=env, start_new_session=True)
-    try:
-        _wait_ready(port)
-        splits: dict[int, list[list[int]]] = {}
-        for n in users:
-            splits[n] = [one_split(port, n, a.requests) for _ in range(a.rounds)]
-            print(f"{n:3d} users: " + " ".join("/".join(map(str, s)) for s in splits[n]),
-                  flush=True)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    data = load_dataset(a.dataset)
+    payloads = Payloads.from_samples(data.test, data.vocab, batch_size=1, seed=0)
+    deployer = LocalDeployer()
+    splits: dict[int, list[list[int]]] = {n: [] for n in users}
+    for d in range(a.deployments):
+        endpoint = deployer.deploy(a.model_uri, {"cpus": float(a.workers), "workers": a.workers,
+                                                 "torch_threads": 1, "instances": 1})
+        # the scoring server's own port: the endpoint's URL is the front door (nginx) before
+        # it, whose upstream connections are the ones the workers race for
+        [port] = deployer.describe(endpoint.name).details["ports"]
+        try:
+            for n in users:
+                got = [one_split(deployer, endpoint.name, port, payloads, n)
+                       for _ in range(a.rounds)]
+                splits[n] += got
+                print(f"deployment {d + 1}, {n:3d} users: "
+                      + " ".join("/".join(map(str, s)) for s in got), flush=True)
+        finally:
+            deployer.teardown(endpoint.name)
     observed = [s for ss in splits.values() for s in ss]
     alpha = fit_accept_alpha(observed, a.workers)
     fair = split_log_likelihood(observed, a.workers, float("inf"))
     fitted = split_log_likelihood(observed, a.workers, alpha)
-    print(f"workers {a.workers}, {len(observed)} splits, probe {a.cpu_ms} ms CPU per request")
+    print(f"{a.model_uri}, {a.workers} workers, {len(observed)} splits from {a.deployments} "
+          "deployments")
     print(f"maximum-likelihood concentration alpha = {alpha:.3f} "
           f"(log-likelihood {fitted:.1f}; fair coin per connection: {fair:.1f})")
     if a.out:
-        a.out.write_text(json.dumps({"workers": a.workers, "cpu_ms": a.cpu_ms,
-                                     "requests": a.requests, "splits": splits, "alpha": alpha,
+        a.out.write_text(json.dumps({"model_uri": a.model_uri, "workers": a.workers,
+                                     "deployments": a.deployments, "rounds": a.rounds,
+                                     "splits": splits, "alpha": alpha,
                                      "log_likelihood": fitted,
                                      "log_likelihood_fair": fair}, indent=1))
 

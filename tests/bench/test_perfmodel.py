@@ -51,7 +51,7 @@ def test_a_host_with_background_per_request_spends_every_core_on_requests() -> N
 def test_the_host_cap_takes_the_fitted_workers_cpu_at_each_workers_load() -> None:
     host = pm.Host(cores=2, background_cores=0.0, client_ms=0.0, target_ms=10.0)
     model = pm.ServerModel(pm.Scaling(0.001, 0.0), 1.0, 0.0, pm.Tails(((1, 1.0, 1.0),)),
-                           worker_cpu=((1.0, 4.0), (8.0, 2.0)), accept_alpha=math.inf)
+                           worker_cpu=((1.0, 4.0), (8.0, 2.0)))
     assert model.host_cap(host, 4.5) == pytest.approx(2 / 0.003)  # 3 ms halfway
     assert model.host_cap(host, 20) == pytest.approx(2 / 0.002)  # held flat beyond the ends
     assert model.host_cap(None, 4.5) == math.inf
@@ -59,7 +59,7 @@ def test_the_host_cap_takes_the_fitted_workers_cpu_at_each_workers_load() -> Non
     # worker took with half the users (4 of 8 users: 4 - 2 x 3/7 ms, interpolated).
     x = model.predict(pm.Shape(2.0, workers=2), [8], host)[0].throughput_rps
     assert x == pytest.approx(2 / ((4 - 2 * 3 / 7) / 1000), rel=0.02)
-    without = pm.ServerModel(model.scaling, 1.0, 0.0, model.tails, accept_alpha=math.inf)
+    without = pm.ServerModel(model.scaling, 1.0, 0.0, model.tails)
     assert without.predict(pm.Shape(2.0, workers=2), [8], host)[0].throughput_rps == (
         pytest.approx(host.cap_rps, rel=0.02))  # the host's own 10 ms
 
@@ -182,8 +182,8 @@ def test_two_workers_share_two_users_by_a_random_accept() -> None:
     # One worker: S = 10 ms, X_1(1) = 100/s, X_1(2) = 100/s (one CPU). Two users on two
     # workers, a fair coin per connection: both on one worker half the time (100/s), one each
     # otherwise (200/s).
-    fair = pm.ServerModel(pm.Scaling(0.010, 0.0), 10.0, 0.0, pm.Tails(((1, 1.0, 1.0),)),
-                          accept_alpha=math.inf)
+    fair = pm.ServerModel(pm.Scaling(0.010, 0.0), 10.0, 0.0, pm.Tails(((1, 1.0, 1.0),)))
+    assert fair.accept_alpha == pm.ACCEPT_ALPHA == math.inf
     [level] = fair.predict(pm.Shape(2.0, workers=2), [2])
     assert level.throughput_rps == pytest.approx(0.5 * 100 + 0.5 * 200)
     [spread] = fair.predict(pm.Shape(1.0, instances=2), [2])  # the balancer spreads them
