@@ -11,7 +11,6 @@ tests has none. Skips with the reason when Playwright or Chromium is missing. Sc
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -22,17 +21,10 @@ from types import ModuleType
 
 import pytest
 
+from tests.scripts import load_script
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def _load_script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +32,7 @@ def ui() -> ModuleType:
     """``scripts/ui_screenshots.py``, once Chromium is known to start here."""
     pytest.importorskip("playwright.sync_api",
                         reason="Playwright is not installed: pip install -e '.[test]'")
-    module = _load_script("ui_screenshots")
+    module = load_script("ui_screenshots")
     if module.chromium() is None:
         pytest.skip("no Chromium binary: apt-get install -y chromium (scripts/setup.sh does it)")
     try:

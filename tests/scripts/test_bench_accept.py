@@ -3,11 +3,11 @@ and a split of fewer than two workers is refused."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
+
+from tests.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "bench_accept.py"
@@ -22,18 +22,10 @@ SS = """\
 """
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("script_bench_accept", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_split_counts_each_workers_connections_on_the_servers_port_only() -> None:
     # the client's own end (local port 60518) and other servers' connections are not counted
-    assert _load().worker_split(SS, 41993) == [2, 1]
-    assert _load().worker_split("", 41993) == []
+    assert load_script("bench_accept").worker_split(SS, 41993) == [2, 1]
+    assert load_script("bench_accept").worker_split("", 41993) == []
 
 
 def test_one_worker_is_refused() -> None:

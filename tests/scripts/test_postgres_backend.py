@@ -27,22 +27,18 @@ from typing import Any
 
 import pytest
 
+from tests.scripts import load_script
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "services.py"
 pytestmark = pytest.mark.slow
 
 
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def pg() -> ModuleType:
-    module = _load("postgres_backend")
+    module = load_script("postgres_backend")
     if module.binaries() is None:
         pytest.skip("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): "
                     "apt-get install postgresql (scripts/setup.sh does it)")
@@ -267,7 +263,7 @@ def test_an_older_mlflow_schema_refuses_to_start_and_upgrade_db_migrates_it(
 
 
 def test_real_aws_needs_a_bucket_and_a_bad_bucket_name_is_refused(monkeypatch):
-    pg = _load("postgres_backend")
+    pg = load_script("postgres_backend")
     monkeypatch.delenv("NISER_ARTIFACT_BUCKET", raising=False)
     with pytest.raises(SystemExit, match="set NISER_ARTIFACT_BUCKET"):
         pg.artifacts_destination("real")

@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from tests.http_stub import serving
-
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "services.py"
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def services() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("services_script", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("services")
 
 
 def _ui(answer: dict[str, object] | None) -> Iterator[str]:
