@@ -68,8 +68,7 @@ class TrainConfig(BaseModel):
     dim: Dim = Field(100, ge=2, description="Embedding size d.")
     lr: float = Field(1e-3, gt=0, le=1, description="Adam learning rate.")
     weight_decay: float = Field(1e-5, ge=0, le=1, description="Adam L2 weight decay.")
-    lr_step: Epochs = Field(2, ge=1, description="Epochs between learning-rate decays (2 scored "
-                            "better than the NISER paper's 3 on the validation split).")
+    lr_step: Epochs = Field(2, ge=1, description="Epochs between learning-rate decays.")
     lr_gamma: float = Field(0.1, gt=0, le=1, description="Learning-rate decay factor.")
     max_positions: Annotated[int, AtMost(MAX_POSITIONS, "sessions are tens of clicks")] = Field(
         12, ge=1, description="Rows of the positional embedding.")
