@@ -283,8 +283,6 @@ def _split(n: int, k: int) -> list[int]:
 
 def _split_mean(f: Callable[[int], float], n: int, workers: int, alpha: float) -> float:
     """``E[f(B)]`` for ``B`` one worker's share of ``n`` connections (module docstring)."""
-    if workers == 1:
-        return f(n)
     return sum(p * f(m) for m, p in enumerate(share_probabilities(n, workers, alpha)))
 
 

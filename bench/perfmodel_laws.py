@@ -144,7 +144,7 @@ def fit_accept_alpha(splits: Sequence[Sequence[int]], workers: int) -> float:
     grid = [-2.0 + 5.0 * i / 250 for i in range(251)]
     best = max(grid, key=ll)
     step = 5.0 / 250
-    for _ in range(30):  # golden-section refinement around the best grid point
+    for _ in range(30):  # shrink a bracket around the best grid point, keeping the better end
         lo, hi = best - step, best + step
         m1, m2 = hi - 0.618 * (hi - lo), lo + 0.618 * (hi - lo)
         best = m1 if ll(m1) > ll(m2) else m2

@@ -47,7 +47,7 @@ PID = re.compile(r"pid=(\d+)")
 
 def worker_split(ss_output: str, port: int) -> list[int]:
     """Established connections per process on local ``port`` (largest first), from the output
-    of ``ss -tnpH state established``: a line's fourth field is the local address, its
+    of ``ss -tnpH state established``: a line's third field is the local address, its
     ``users:(("name",pid=N,fd=M))`` the owner."""
     owners: Counter[str] = Counter()
     for line in ss_output.splitlines():

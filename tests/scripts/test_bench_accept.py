@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
-from tests.scripts import load_script
+from tests.scripts import SCRIPTS, load_script
 
-REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "bench_accept.py"
+SCRIPT = SCRIPTS / "bench_accept.py"
 
 SS = """\
 0      0      127.0.0.1:41993  127.0.0.1:60518 users:(("python",pid=9582,fd=21))
