@@ -34,6 +34,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from bench import provenance
 from bench.closed_loop import closed_loop
 from bench.load_settings import LoadSettings
 from bench.payloads import Payloads
@@ -96,6 +97,8 @@ def main() -> None:
     data = load_dataset(a.dataset)
     payloads = Payloads.from_samples(data.test, data.vocab, batch_size=1, seed=0)
     deployer = LocalDeployer()
+    print(f"every figure below is measured-local: {provenance.MEANING['measured-local']} "
+          "(here: the local deployer's scoring server)", flush=True)
     splits: dict[int, list[list[int]]] = {n: [] for n in users}
     for d in range(a.deployments):
         endpoint = deployer.deploy(a.model_uri, {"cpus": float(a.workers), "workers": a.workers,
@@ -121,7 +124,8 @@ def main() -> None:
     print(f"maximum-likelihood concentration alpha = {alpha:.3f} "
           f"(log-likelihood {fitted:.1f}; fair coin per connection: {fair:.1f})")
     if a.out:
-        a.out.write_text(json.dumps({"model_uri": a.model_uri, "workers": a.workers,
+        a.out.write_text(json.dumps({"provenance": "measured-local", "model_uri": a.model_uri,
+                                     "workers": a.workers,
                                      "deployments": a.deployments, "rounds": a.rounds,
                                      "splits": splits, "alpha": alpha,
                                      "log_likelihood": fitted,
