@@ -27,6 +27,11 @@ MEANING: dict[Provenance, str] = {
 }
 """One line per label, for readers of a report."""
 
+
+def describe(label: Provenance) -> str:
+    """``label: its meaning``, the words a report prints beside its figures."""
+    return f"{label}: {MEANING[label]}"
+
 _WEAKEST_FIRST: tuple[Provenance, ...] = ("measured-local", "predicted", "measured-real")
 
 

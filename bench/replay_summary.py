@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from bench.provenance import MEANING, Provenance
+from bench.provenance import Provenance, describe
 from bench.replay import ClickRecord, ReplayResult
 from bench.rounding import fmt, round_metric
 from bench.stats import OK, TIMEOUT
@@ -146,7 +146,7 @@ def format_summary(s: ReplaySummary, provenance: Provenance) -> str:
     """A short table for people, headed by where its figures come from."""
     errors = ", ".join(f"{k}: {v}" for k, v in s.errors_by_status.items()) or "none"
     rows = [
-        ("figures", f"{provenance}: {MEANING[provenance]}"),
+        ("figures", describe(provenance)),
         ("sessions / clicks", f"{s.sessions:,} / {s.clicks:,}"),
         ("errors", f"{s.errors:,} ({errors})"),
         ("end-to-end p50 / p95 / p99 ms",

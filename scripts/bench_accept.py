@@ -97,7 +97,8 @@ def main() -> None:
     data = load_dataset(a.dataset)
     payloads = Payloads.from_samples(data.test, data.vocab, batch_size=1, seed=0)
     deployer = LocalDeployer()
-    print(f"every figure below is measured-local: {provenance.MEANING['measured-local']} "
+    label = provenance.of_target(deployer.name)
+    print(f"every figure below is {provenance.describe(label)} "
           "(here: the local deployer's scoring server)", flush=True)
     splits: dict[int, list[list[int]]] = {n: [] for n in users}
     for d in range(a.deployments):
@@ -124,7 +125,7 @@ def main() -> None:
     print(f"maximum-likelihood concentration alpha = {alpha:.3f} "
           f"(log-likelihood {fitted:.1f}; fair coin per connection: {fair:.1f})")
     if a.out:
-        a.out.write_text(json.dumps({"provenance": "measured-local", "model_uri": a.model_uri,
+        a.out.write_text(json.dumps({"provenance": label, "model_uri": a.model_uri,
                                      "workers": a.workers,
                                      "deployments": a.deployments, "rounds": a.rounds,
                                      "splits": splits, "alpha": alpha,

@@ -135,7 +135,7 @@ def main() -> None:
     got = [r.items for r in rec.recommend(raw[:args.agreement], 20)]
     same = sum(a == b for a, b in zip(want, got, strict=True))
     use(rec, "auto")
-    print(f"every figure is measured-local: {provenance.MEANING['measured-local']} (here: the "
+    print(f"every figure is {provenance.describe('measured-local')} (here: the "
           "model in this process)")
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; shipped BF16_MIN_ROWS={SHIPPED_MIN_ROWS}; "

@@ -344,7 +344,7 @@ def main() -> None:
                "device": args.device,
                "cuda": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None}
     print(machine)
-    print(f"every figure below is measured-local: {provenance.MEANING['measured-local']} "
+    print(f"every figure below is {provenance.describe('measured-local')} "
           "(here: training and the model in this process)")
     (compare_mode if args.compare_precision else seeds_mode)(args, data, machine)
 

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack, closing
 
-from bench.provenance import MEANING, of_target
+from bench.provenance import describe, of_target
 from bench.replay_client import SessionClient
 from bench.replay_server import running_session_server, session_server_argv
 from deployers.base import Invoker
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
                 ("127.0.0.1", int(echo.stdout.readline()))))
             echo_sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             source = of_target(args.deployer)
-            print(f"figures: {source}: {MEANING[source]}")
+            print(f"figures: {describe(source)}")
             print(f"{'gap ms':>7}{'echo':>8}{'direct':>8}  {'stack':<18}{'health':>8}{'click':>8}"
                   f"{'endpoint':>9}{'overhead':>9}{'adds':>7}   (p50 ms, {args.requests} each)")
             for gap in gaps:

@@ -79,7 +79,7 @@ def main() -> None:
     label = provenance.of_target("local")
     print(f"soak: {data.name} ({data.n_items} items), {args.instances} instance(s), "
           f"{args.users} users, {args.minutes} x 60 s, {psutil.cpu_count()} cores; every figure "
-          f"{label}: {provenance.MEANING[label]}")
+          f"{provenance.describe(label)}")
     print(f"{'minute':>6} {'requests':>9} {'errors':>7} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'rss MB':>8}")
     rss: list[float] = []

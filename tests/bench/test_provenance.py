@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.provenance import PROVENANCES, combine, of_target
+from bench.provenance import MEANING, PROVENANCES, combine, describe, of_target
 
 
 def test_the_vocabulary_is_measured_real_measured_local_and_predicted():
@@ -47,3 +47,9 @@ def test_a_service_specific_local_endpoint_makes_only_that_target_local(monkeypa
     monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", "http://localhost:4566")
     assert of_target("sagemaker") == "measured-local"
     assert of_target("lambda") == "measured-real"
+
+
+@pytest.mark.parametrize("label", PROVENANCES)
+def test_a_described_label_names_itself_then_its_meaning(label):
+    assert describe(label) == f"{label}: {MEANING[label]}"
+    assert describe(label).startswith(label + ": ")
